@@ -1,0 +1,135 @@
+//! Admin listener: `/metrics`, `/health`, `/ready`, `/config` (a view of the
+//! running config without secrets). Runs on the control-plane runtime, never on
+//! the proxy's workers.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::runtime::Shared;
+use crate::upstream::now_ms;
+
+/// The admin API's routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/config", get(config_view))
+        .with_state(shared)
+}
+
+/// Serve the admin API on `addr` until `shutdown` resolves.
+pub async fn serve(
+    shared: Arc<Shared>,
+    addr: std::net::SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "admin listener up");
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::observe::render(),
+    )
+        .into_response()
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when a config is loaded and every routed service has an available instance.
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let cfg = shared.current();
+    let now = now_ms();
+    let empty: Vec<&str> = cfg
+        .services
+        .values()
+        .filter(|s| !s.instances().instances.iter().any(|i| i.is_available(now)))
+        .map(|s| &*s.name)
+        .collect();
+    let body = json!({
+        "ready": empty.is_empty(),
+        "config_version": cfg.version,
+        "services_without_instances": empty,
+    });
+    let status = if empty.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn config_view(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let cfg = shared.current();
+    let now = now_ms();
+    let loaded = cfg
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let services: serde_json::Map<String, serde_json::Value> = cfg
+        .services
+        .iter()
+        .map(|(name, s)| {
+            let instances: Vec<_> = s
+                .instances()
+                .instances
+                .iter()
+                .map(|i| {
+                    json!({
+                        "id": &*i.id,
+                        "weight": i.weight,
+                        "healthy": i.is_healthy(),
+                        "ejected": i.is_ejected(now),
+                        "in_flight": i.inflight(),
+                        "requests": i.requests(),
+                    })
+                })
+                .collect();
+            let v = json!({
+                "load_balancer": s.config.load_balancer,
+                "health_check": s.config.health_check,
+                "instances": instances,
+            });
+            (name.clone(), v)
+        })
+        .collect();
+    let routes: Vec<_> = cfg
+        .routes
+        .routes()
+        .iter()
+        .map(|r| {
+            let rc = cfg.file.routes.get(r.index);
+            json!({
+                "id": &*r.id,
+                "match": rc.map(|c| &c.matcher),
+                "service": &*r.service.name,
+                "auth": rc.map(|c| &c.auth),
+                "plugins": r.plugins.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "version": cfg.version,
+        "loaded_at_unix": loaded,
+        "listeners": cfg.file.listeners.iter().map(|l| json!({"address": l.address, "tls": l.tls.is_some()})).collect::<Vec<_>>(),
+        "services": services,
+        "routes": routes,
+    }))
+}

@@ -1,0 +1,436 @@
+//! The YAML schema: serde types that mirror `gateway.yaml` key for key.
+//!
+//! Nothing here is validated beyond its shape; `config::compile` turns these
+//! into runtime types and reports every semantic error with its key path.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::Dur;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub auth: Option<plugins::AuthConfig>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Process-wide settings. Changing them needs a restart.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Worker threads of the proxy (Pingora's default of 1 is rarely what you want).
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// How long to keep accepting after SIGTERM/SIGINT before draining.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: Dur,
+    /// Upper bound for draining in-flight requests at shutdown.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Dur,
+    /// Idle upstream connections kept per process.
+    #[serde(default = "default_keepalive_pool")]
+    pub upstream_keepalive_pool: usize,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_threads() -> usize {
+    2
+}
+fn default_grace_period() -> Dur {
+    Dur::from_secs(0)
+}
+fn default_shutdown_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+fn default_keepalive_pool() -> usize {
+    256
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            threads: default_threads(),
+            grace_period: default_grace_period(),
+            shutdown_timeout: default_shutdown_timeout(),
+            upstream_keepalive_pool: default_keepalive_pool(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// One line per request at INFO on the `access` target.
+    #[serde(default = "yes")]
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One listening socket of the proxy.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `ip:port`, e.g. `0.0.0.0:8080`.
+    pub address: String,
+    /// Serve HTTPS with these files; HTTP/2 is offered by ALPN.
+    /// Plain listeners accept HTTP/1.1 and HTTP/2 with prior knowledge (h2c).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// Offer `h2` by ALPN (default true).
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port` of the admin listener (metrics, health, config view, registry).
+    pub address: String,
+    /// Bearer token required for write calls (registry); none = open.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// A named set of instances and how to spread load over them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Shorthand for `discovery: {type: static, instances: [...]}`.
+    #[serde(default)]
+    pub instances: Option<Vec<InstanceConfig>>,
+    /// Where the instances come from.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryConfig>,
+    #[serde(default)]
+    pub load_balancer: LoadBalancerConfig,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Eject an instance after consecutive failures (connect errors, 502/503/504).
+    #[serde(default)]
+    pub passive_health: PassiveHealthConfig,
+    /// Connect to instances over TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// SNI and Host for TLS upstreams (defaults to the instance host).
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Dur,
+    #[serde(default = "default_read_timeout")]
+    pub write_timeout: Dur,
+    /// How long an idle upstream connection is kept in the pool.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur::from_secs(2)
+}
+fn default_read_timeout() -> Dur {
+    Dur::from_secs(30)
+}
+fn default_idle_timeout() -> Dur {
+    Dur::from_secs(60)
+}
+
+/// An instance: `"10.0.0.5:8080"` or `{address: "10.0.0.5:8080", weight: 3}`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum InstanceConfig {
+    Address(String),
+    Detailed(InstanceDetail),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceDetail {
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl InstanceConfig {
+    pub fn address(&self) -> &str {
+        match self {
+            InstanceConfig::Address(a) => a,
+            InstanceConfig::Detailed(d) => &d.address,
+        }
+    }
+    pub fn weight(&self) -> u32 {
+        match self {
+            InstanceConfig::Address(_) => 1,
+            InstanceConfig::Detailed(d) => d.weight,
+        }
+    }
+}
+
+/// Discovery sources. `static` lists addresses; the others refresh in the background.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DiscoveryConfig {
+    Static { instances: Vec<InstanceConfig> },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancerConfig {
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// For `consistent_hash`: what to hash. Requests without the key are spread round robin.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Weighted round robin (weights default to 1, so equal weights = plain round robin).
+    #[default]
+    #[serde(alias = "weighted", alias = "weighted_round_robin")]
+    RoundRobin,
+    LeastConnections,
+    /// Power of two random choices, the one with fewer requests in flight wins.
+    #[serde(alias = "p2c")]
+    PowerOfTwoChoices,
+    /// Rendezvous hashing on `hash_on`: a key sticks to one instance while it is healthy.
+    ConsistentHash,
+    Random,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HashOn {
+    Header(String),
+    Cookie(String),
+    ClientIp,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `http` (default) or `tcp`.
+    #[serde(default, rename = "type")]
+    pub kind: HealthCheckKind,
+    /// HTTP path to GET.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Host header for the HTTP check (defaults to `localhost`).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_expected_status")]
+    pub expected_status: u16,
+    #[serde(default = "default_health_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Dur,
+    /// Consecutive successes before an unhealthy instance takes traffic again.
+    #[serde(default = "default_rise")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures before an instance is taken out.
+    #[serde(default = "default_fall")]
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    #[default]
+    Http,
+    Tcp,
+}
+
+fn default_health_path() -> String {
+    "/health".to_string()
+}
+fn default_expected_status() -> u16 {
+    200
+}
+fn default_health_interval() -> Dur {
+    Dur::from_secs(5)
+}
+fn default_health_timeout() -> Dur {
+    Dur::from_secs(1)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthConfig {
+    /// 0 turns passive ejection off.
+    #[serde(default = "default_passive_failures")]
+    pub consecutive_failures: u32,
+    /// How long an ejected instance sits out.
+    #[serde(default = "default_ejection_time")]
+    pub ejection_time: Dur,
+}
+
+fn default_passive_failures() -> u32 {
+    5
+}
+fn default_ejection_time() -> Dur {
+    Dur::from_secs(10)
+}
+
+impl Default for PassiveHealthConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_passive_failures(),
+            ejection_time: default_ejection_time(),
+        }
+    }
+}
+
+/// One route: what it matches and where it sends the request.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Stable name used in metrics and logs (default `route-<index>`).
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    /// Target service name; `lb://name` (Spring Cloud Gateway style) is accepted too.
+    pub service: String,
+    /// Remove this prefix from the path before forwarding.
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// Rewrite the path with a regex (captures `$1`, `${name}` in the replacement).
+    #[serde(default)]
+    pub rewrite: Option<RewriteConfig>,
+    #[serde(default)]
+    pub request_headers: HeaderRulesConfig,
+    #[serde(default)]
+    pub response_headers: HeaderRulesConfig,
+    /// Overrides the service's timeouts for this route.
+    #[serde(default)]
+    pub timeouts: Option<TimeoutsConfig>,
+    #[serde(default)]
+    pub retries: Option<RetryConfig>,
+    /// `public` (default) or a JWT policy; see the auth section.
+    #[serde(default)]
+    pub auth: plugins::RouteAuthConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Exact path (`/health`) or glob (`/api/**`, `/users/*/orders`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Plain string prefix of the path.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Regex over the whole path.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// `api.example.com` or `*.example.com`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Allowed methods (any when empty).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header name -> exact value, or `"*"` for presence.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    pub regex: String,
+    pub replacement: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRulesConfig {
+    /// Replace (or create) these headers.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Append these headers (keeping existing values).
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    #[serde(default)]
+    pub connect: Option<Dur>,
+    #[serde(default)]
+    pub read: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Extra attempts after the first (0 = no retry).
+    pub attempts: u32,
+    /// Also retry when an instance answers one of these statuses.
+    #[serde(default)]
+    pub on_status: Vec<u16>,
+    /// Retry POST/PATCH and other non-idempotent methods too.
+    #[serde(default)]
+    pub non_idempotent: bool,
+}

@@ -1,0 +1,13 @@
+//! The gateway library: config, routing, upstreams, the Pingora proxy pipeline,
+//! hot reload, metrics and the admin API. The `gateway` binary is a thin CLI on top.
+
+pub mod admin;
+pub mod config;
+pub mod logging;
+pub mod observe;
+pub mod proxy;
+pub mod reload;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,642 @@
+//! The request pipeline: `impl ProxyHttp for Gateway`, one hook per stage, in
+//! request order. Each hook is a few lines that call one stage.
+//!
+//! early_request_filter    -> route::select (config snapshot, request id, route)
+//! request_filter          -> strip spoofed identity headers, run the route's plugins
+//! upstream_peer           -> upstream::pick (balancer over healthy instances)
+//! upstream_request_filter -> rewrite path, route + identity headers, X-Forwarded-*
+//! upstream_response_filter-> passive health, retry on configured statuses
+//! response_filter         -> response headers, X-Request-Id
+//! logging                 -> observe::record (metrics + access log)
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::config::file::HashOn;
+use crate::observe::{self, METRICS};
+use crate::routing::Route;
+use crate::runtime::{RuntimeConfig, Shared};
+use crate::upstream::{balancer, now_ms, InflightGuard, PickInput};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The gateway's proxy logic; all state is behind [`Shared`].
+pub struct Gateway {
+    pub shared: Arc<Shared>,
+}
+
+/// Why the gateway itself answered (for the JSON body and the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    NoRoute,
+    NoInstance,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    Internal,
+}
+
+impl Refusal {
+    fn code(self) -> &'static str {
+        match self {
+            Refusal::NoRoute => "route_not_found",
+            Refusal::NoInstance => "no_healthy_instance",
+            Refusal::UpstreamUnreachable => "upstream_unreachable",
+            Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::Internal => "internal_error",
+        }
+    }
+}
+
+/// Per-request state: typed and small.
+pub struct RequestCtx {
+    config: Arc<RuntimeConfig>,
+    route: Option<Arc<Route>>,
+    request_id: HeaderValue,
+    plugin_out: plugins::PluginOutput,
+    /// Instances already tried by this request (a retry goes elsewhere).
+    tried: Vec<Arc<str>>,
+    inflight: Option<InflightGuard>,
+    hash_key: Option<u64>,
+    attempts: u32,
+    /// Set when a response status asked for a retry.
+    status_retry: bool,
+    refusal: Option<Refusal>,
+    /// Status the gateway answered itself (rejections).
+    local_status: Option<u16>,
+    started: Instant,
+    upstream_started: Option<Instant>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            config: self.shared.current(),
+            route: None,
+            request_id: HeaderValue::from_static(""),
+            plugin_out: plugins::PluginOutput::default(),
+            tried: Vec::new(),
+            inflight: None,
+            hash_key: None,
+            attempts: 0,
+            status_retry: false,
+            refusal: None,
+            local_status: None,
+            started: Instant::now(),
+            upstream_started: None,
+        }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        METRICS.in_flight.inc();
+        ctx.started = Instant::now();
+        ctx.request_id = request_id(session.req_header());
+        ctx.route = select_route(&ctx.config, session.req_header()).cloned();
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // identity headers are never taken from the client, on any route
+        for name in &ctx.config.strip_identity {
+            session.req_header_mut().remove_header(name);
+        }
+        let Some(route) = ctx.route.clone() else {
+            METRICS.no_route.inc();
+            let msg = "no route matches this request";
+            respond_json(
+                session,
+                ctx,
+                StatusCode::NOT_FOUND,
+                Refusal::NoRoute.code(),
+                msg,
+                &[],
+            )
+            .await;
+            return Ok(true);
+        };
+        if let Some(rejection) = run_plugins(&route, session, &mut ctx.plugin_out).await {
+            let rej = rejection;
+            respond_json(
+                session,
+                ctx,
+                rej.status,
+                rej.code,
+                &rej.message,
+                &rej.headers,
+            )
+            .await;
+            return Ok(true);
+        }
+        ctx.hash_key = hash_key(&route, session);
+        if !route.retry.on_status.is_empty() && route.retry.allows(&session.req_header().method) {
+            session.as_mut().enable_retry_buffering();
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Err(refuse(ctx, Refusal::Internal, 500));
+        };
+        if ctx.attempts > 0 {
+            route.metrics.retried();
+        }
+        ctx.attempts += 1;
+        let service = &route.service;
+        let now = now_ms();
+        let pick = |exclude: &[Arc<str>]| {
+            service.pick(&PickInput {
+                key: ctx.hash_key,
+                exclude,
+                now_ms: now,
+            })
+        };
+        // prefer an instance this request has not tried; fall back to any available one
+        let Some(instance) = pick(&ctx.tried).or_else(|| pick(&[])) else {
+            return Err(refuse(ctx, Refusal::NoInstance, 503));
+        };
+        ctx.tried.push(instance.id.clone());
+        ctx.inflight = Some(instance.begin());
+        ctx.upstream_started.get_or_insert_with(Instant::now);
+        let opts = &service.peer;
+        let mut peer = HttpPeer::new(instance.addr, opts.tls, opts.sni.clone());
+        peer.options.connection_timeout = Some(route.connect_timeout);
+        peer.options.read_timeout = Some(route.read_timeout);
+        peer.options.write_timeout = Some(opts.write_timeout);
+        peer.options.idle_timeout = Some(opts.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        report_failure(ctx);
+        // nothing reached the instance, so any method may go elsewhere
+        let retry = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| ctx.attempts <= r.retry.attempts);
+        e.set_retry(retry);
+        if !retry {
+            let _ = session;
+            ctx.refusal
+                .get_or_insert(if matches!(e.etype(), ErrorType::ConnectTimedout) {
+                    Refusal::UpstreamTimeout
+                } else {
+                    Refusal::UpstreamUnreachable
+                });
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if std::mem::take(&mut ctx.status_retry) {
+            // upstream_response_filter already decided this attempt is retried
+            e.set_retry(true);
+            return e;
+        }
+        report_failure(ctx);
+        let method_ok = ctx.route.as_ref().is_some_and(|r| {
+            r.retry.allows(&session.req_header().method) && ctx.attempts <= r.retry.attempts
+        });
+        if !method_ok || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        ) {
+            ctx.refusal.get_or_insert(Refusal::UpstreamTimeout);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Ok(());
+        };
+        rewrite_path(route, req)?;
+        apply_request_rules(route, req, &mut ctx.plugin_out)?;
+        forwarded_headers(session, req)?;
+        req.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        let Some(route) = ctx.route.clone() else {
+            return Ok(());
+        };
+        if matches!(status, 502..=504) {
+            report_failure(ctx);
+        } else if let Some(g) = &ctx.inflight {
+            g.instance().report_success();
+        }
+        let wants_retry = route.retry.on_status.contains(&status)
+            && route.retry.allows(&session.req_header().method)
+            && ctx.attempts <= route.retry.attempts
+            && !session.as_ref().retry_buffer_truncated();
+        if wants_retry {
+            ctx.status_retry = true;
+            let mut e =
+                Error::explain(ErrorType::HTTPStatus(status), "retrying on upstream status");
+            e.set_retry(true);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route.as_ref() {
+            let rules = &route.response_headers;
+            for name in &rules.remove {
+                resp.remove_header(name);
+            }
+            for (name, value) in &rules.set {
+                resp.insert_header(name.clone(), value.clone())?;
+            }
+            for (name, value) in &rules.add {
+                resp.append_header(name.clone(), value.clone())?;
+            }
+        }
+        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (status, refusal) = match (ctx.refusal, e.etype()) {
+            (Some(r), ErrorType::HTTPStatus(code)) => (*code, r),
+            (Some(Refusal::UpstreamTimeout), _) => (504, Refusal::UpstreamTimeout),
+            (Some(r), _) => (502, r),
+            (None, ErrorType::HTTPStatus(code)) => (*code, Refusal::UpstreamUnreachable),
+            (None, _) => match e.esource() {
+                pingora_core::ErrorSource::Downstream => (0, Refusal::Internal),
+                pingora_core::ErrorSource::Upstream => (502, Refusal::UpstreamUnreachable),
+                _ => (500, Refusal::Internal),
+            },
+        };
+        if status != 0 && session.response_written().is_none() {
+            let message: Cow<'static, str> = match refusal {
+                Refusal::NoInstance => {
+                    let svc = ctx.route.as_ref().map_or("?", |r| &r.service.name);
+                    format!("service {svc:?} has no healthy instance").into()
+                }
+                Refusal::UpstreamTimeout => "the service did not answer in time".into(),
+                Refusal::UpstreamUnreachable => "the service could not be reached".into(),
+                Refusal::NoRoute => "no route matches this request".into(),
+                Refusal::Internal => "the gateway failed to handle this request".into(),
+            };
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            respond_json(session, ctx, code, refusal.code(), &message, &[]).await;
+        }
+        ctx.local_status = Some(status);
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        METRICS.in_flight.dec();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.local_status)
+            .unwrap_or(0);
+        let total = ctx.started.elapsed();
+        let upstream = ctx.upstream_started.map(|s| s.elapsed());
+        record(session, e, ctx, status, total, upstream);
+        ctx.inflight = None;
+    }
+}
+
+/// The route for this request, from the snapshot this request holds.
+fn select_route<'a>(config: &'a RuntimeConfig, req: &RequestHeader) -> Option<&'a Arc<Route>> {
+    let host = request_host(req);
+    config
+        .routes
+        .select(&req.method, &host, req.uri.path(), &req.headers)
+}
+
+/// Host without port, lowercase (allocates only when the client used uppercase).
+fn request_host(req: &RequestHeader) -> Cow<'_, str> {
+    let raw = req
+        .uri
+        .host()
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let host = match raw.rfind(':') {
+        // keep IPv6 literals like [::1] intact
+        Some(i) if !raw[i..].contains(']') => &raw[..i],
+        _ => raw,
+    };
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// Propagate a sane client request id or make one.
+fn request_id(req: &RequestHeader) -> HeaderValue {
+    if let Some(v) = req.headers.get(&X_REQUEST_ID) {
+        let ok =
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        if ok {
+            return v.clone();
+        }
+    }
+    let id = uuid::Uuid::new_v4();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s = id.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+async fn run_plugins(
+    route: &Route,
+    session: &Session,
+    out: &mut plugins::PluginOutput,
+) -> Option<plugins::Rejection> {
+    if route.plugins.is_empty() {
+        return None;
+    }
+    let req = session.req_header();
+    let view = plugins::RequestView {
+        method: &req.method,
+        uri: &req.uri,
+        headers: &req.headers,
+        client_ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+    };
+    for plugin in &route.plugins {
+        if let plugins::Flow::Reject(r) = plugin.on_request(&view, out).await {
+            return Some(r);
+        }
+    }
+    None
+}
+
+fn hash_key(route: &Route, session: &Session) -> Option<u64> {
+    let req = session.req_header();
+    match route.service.hash_on.as_ref()? {
+        HashOn::Header(name) => req
+            .headers
+            .get(name.as_str())
+            .map(|v| balancer::hash_bytes(v.as_bytes())),
+        HashOn::Cookie(name) => cookie(req, name).map(|v| balancer::hash_bytes(v.as_bytes())),
+        HashOn::ClientIp => session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) => balancer::hash_bytes(&ip.octets()),
+                std::net::IpAddr::V6(ip) => balancer::hash_bytes(&ip.octets()),
+            }),
+    }
+}
+
+fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn rewrite_path(route: &Route, req: &mut RequestHeader) -> Result<()> {
+    let Some(path) = route.rewrite.apply(req.uri.path()) else {
+        return Ok(());
+    };
+    let pq = match req.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let uri = http::Uri::builder()
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| {
+            Error::because(
+                ErrorType::InternalError,
+                "path rewrite produced an invalid URI",
+                e,
+            )
+        })?;
+    req.set_uri(uri);
+    Ok(())
+}
+
+fn apply_request_rules(
+    route: &Route,
+    req: &mut RequestHeader,
+    out: &mut plugins::PluginOutput,
+) -> Result<()> {
+    let rules = &route.request_headers;
+    for name in &rules.remove {
+        req.remove_header(name);
+    }
+    for (name, value) in &rules.set {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    for (name, value) in &rules.add {
+        req.append_header(name.clone(), value.clone())?;
+    }
+    // verified identity last, so no rule can overwrite it
+    for (name, value) in out.upstream_headers.drain(..) {
+        req.insert_header(name, value)?;
+    }
+    Ok(())
+}
+
+fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
+    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+        let ip = addr.ip().to_string();
+        let value = match req
+            .headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip,
+        };
+        req.insert_header(X_FORWARDED_FOR.clone(), value)?;
+    }
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    req.insert_header(
+        X_FORWARDED_PROTO.clone(),
+        if tls { "https" } else { "http" },
+    )?;
+    if !req.headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = req.headers.get(http::header::HOST).cloned() {
+            req.insert_header(X_FORWARDED_HOST.clone(), host)?;
+        } else if let Some(host) = req.uri.authority().map(|a| a.to_string()) {
+            req.insert_header(X_FORWARDED_HOST.clone(), host)?;
+        }
+    }
+    Ok(())
+}
+
+/// Passive health: count a failed attempt against the instance it went to.
+fn report_failure(ctx: &RequestCtx) {
+    let (Some(route), Some(g)) = (ctx.route.as_ref(), ctx.inflight.as_ref()) else {
+        return;
+    };
+    let p = &route.service.passive;
+    if g.instance()
+        .report_failure(p.consecutive_failures, p.ejection_time.get())
+    {
+        METRICS
+            .ejections
+            .with_label_values(&[&route.service.name])
+            .inc();
+        tracing::warn!(service = %route.service.name, instance = %g.instance().id, "instance ejected after consecutive failures");
+    }
+}
+
+fn refuse(ctx: &mut RequestCtx, refusal: Refusal, status: u16) -> Box<Error> {
+    ctx.refusal = Some(refusal);
+    Error::explain(ErrorType::HTTPStatus(status), refusal.code())
+}
+
+/// Answer with the project's JSON error shape.
+async fn respond_json(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    extra: &[(HeaderName, HeaderValue)],
+) {
+    ctx.local_status = Some(status.as_u16());
+    let body = serde_json::json!({
+        "error": code,
+        "message": message,
+        "request_id": ctx.request_id.to_str().unwrap_or(""),
+    })
+    .to_string();
+    let body = Bytes::from(body);
+    let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
+        return;
+    };
+    let mut add = || -> Result<()> {
+        resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        for (name, value) in extra {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    };
+    if add().is_err() {
+        return;
+    }
+    let head = session.req_header().method == http::Method::HEAD;
+    if session
+        .write_response_header(Box::new(resp), head)
+        .await
+        .is_ok()
+        && !head
+    {
+        let _ = session.write_response_body(Some(body), true).await;
+    }
+}
+
+fn record(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    status: u16,
+    total: Duration,
+    upstream: Option<Duration>,
+) {
+    let route = ctx.route.as_deref();
+    if let Some(r) = route {
+        r.metrics.record(status, total, upstream);
+    }
+    if !ctx.config.file.server.log.access_log {
+        return;
+    }
+    let req = session.req_header();
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let error = e.map(|e| e.to_string());
+    observe::access_log(&observe::AccessRecord {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        status,
+        route: route.map_or("-", |r| &r.id),
+        service: route.map_or("-", |r| &r.service.name),
+        instance: ctx.inflight.as_ref().map_or("-", |g| &g.instance().id),
+        latency: total,
+        request_id: ctx.request_id.to_str().unwrap_or("-"),
+        client: &client,
+        subject: ctx.plugin_out.subject.as_deref(),
+        error: error.as_deref(),
+    });
+}

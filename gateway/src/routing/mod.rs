@@ -1,0 +1,136 @@
+//! Routing stage: pick the route for a request from the compiled table.
+//!
+//! Precedence (documented in README): exact path, then prefix/glob by longest
+//! literal part, then regex, then catch-all; within that, an exact host beats a
+//! wildcard host beats no host, more method/header conditions win, then file order.
+
+pub mod matcher;
+pub mod rewrite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Method};
+
+use crate::observe::RouteMetrics;
+use crate::upstream::Service;
+pub use matcher::RouteMatcher;
+pub use rewrite::{HeaderRules, PathRewrite};
+
+/// When and how a failed attempt is retried.
+#[derive(Debug, Clone, Default)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first.
+    pub attempts: u32,
+    /// Upstream statuses that count as a failed attempt.
+    pub on_status: Vec<u16>,
+    /// Retry non-idempotent methods too.
+    pub non_idempotent: bool,
+}
+
+impl RetryPolicy {
+    pub fn allows(&self, method: &Method) -> bool {
+        self.attempts > 0 && (self.non_idempotent || method.is_idempotent())
+    }
+}
+
+/// A compiled route.
+pub struct Route {
+    pub id: Arc<str>,
+    /// Position in the file (for precedence ties and the admin view).
+    pub index: usize,
+    pub matcher: RouteMatcher,
+    pub service: Arc<Service>,
+    pub rewrite: PathRewrite,
+    pub request_headers: HeaderRules,
+    pub response_headers: HeaderRules,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub plugins: Vec<Arc<dyn plugins::Plugin>>,
+    pub metrics: RouteMetrics,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("id", &self.id)
+            .field("matcher", &self.matcher)
+            .field("service", &self.service.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// All routes in precedence order, indexed by first path segment.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+    /// First path segment -> candidate routes (this segment's plus the unindexed), in order.
+    index: HashMap<Box<str>, Vec<u32>>,
+    /// Routes that can match any first segment, in order.
+    fallback: Vec<u32>,
+}
+
+impl RouteTable {
+    /// Sort routes by precedence and build the index.
+    pub fn new(mut routes: Vec<Arc<Route>>) -> Self {
+        routes.sort_by_key(|r| {
+            let m = &r.matcher;
+            (
+                m.path.rank(),
+                std::cmp::Reverse(m.path.literal_len()),
+                m.host.rank(),
+                std::cmp::Reverse(m.methods.len().min(1) + m.headers.len()),
+                r.index,
+            )
+        });
+        let mut index: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        let mut fallback = Vec::new();
+        for (pos, r) in routes.iter().enumerate() {
+            match r.matcher.path.index_key() {
+                Some(key) => index.entry(key.into()).or_default().push(pos as u32),
+                None => fallback.push(pos as u32),
+            }
+        }
+        for list in index.values_mut() {
+            list.extend_from_slice(&fallback);
+            list.sort_unstable();
+        }
+        Self {
+            routes,
+            index,
+            fallback,
+        }
+    }
+
+    /// The first route (by precedence) whose conditions all hold.
+    /// `host` is lowercase without port.
+    pub fn select(
+        &self,
+        method: &Method,
+        host: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<&Arc<Route>> {
+        let seg = matcher::first_segment(path);
+        let candidates = self.index.get(seg).unwrap_or(&self.fallback);
+        candidates
+            .iter()
+            .map(|&k| &self.routes[k as usize])
+            .find(|r| r.matcher.matches(method, host, path, headers))
+    }
+
+    /// Routes in precedence order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}

@@ -1,0 +1,200 @@
+//! Start-up: load and compile the config, start the control plane (reload,
+//! admin, health checks), then run the Pingora server until a signal drains it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+
+use crate::config::{self, file::LogFormat, CompileInput, ConfigError};
+use crate::proxy::Gateway;
+use crate::runtime::Shared;
+
+/// Options from the command line.
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    /// Overrides `server.log.format`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// Errors that stop the gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid config {path}:\n{}", list(.errors))]
+    Config {
+        path: String,
+        errors: Vec<ConfigError>,
+    },
+    #[error("cannot start the control-plane runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("listener {address}: {reason}")]
+    Listener { address: String, reason: String },
+}
+
+fn list(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Load, validate and compile a config file without serving it (`gateway check`).
+pub fn check(path: &std::path::Path) -> Result<(), Vec<ConfigError>> {
+    let text = config::read(path)?;
+    let file = config::parse(&text)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| vec![ConfigError::new("", format!("cannot start a runtime: {e}"))])?;
+    let _guard = rt.enter();
+    config::compile(CompileInput {
+        file,
+        version: config::version_of(&text),
+        previous: None,
+        rt: rt.handle(),
+    })
+    .map(|_| ())
+}
+
+/// Run the gateway until SIGTERM/SIGINT has drained it.
+pub fn run(opts: RunOptions) -> Result<(), StartError> {
+    let path_str = opts.config_path.display().to_string();
+    let config_err = |errors| StartError::Config {
+        path: path_str.clone(),
+        errors,
+    };
+    let text = config::read(&opts.config_path).map_err(config_err)?;
+    let file = config::parse(&text).map_err(config_err)?;
+    crate::logging::init(opts.log_format.unwrap_or(file.server.log.format));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("control-plane")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let version = config::version_of(&text);
+    let compiled = {
+        let _guard = rt.enter();
+        config::compile(CompileInput {
+            file,
+            version: version.clone(),
+            previous: None,
+            rt: rt.handle(),
+        })
+        .map_err(config_err)?
+    };
+    crate::observe::set_config_version(None, &version);
+    let server_cfg = compiled.file.server.clone();
+    let listeners = compiled.file.listeners.clone();
+    let admin = compiled.file.admin.clone();
+    let shared = Arc::new(Shared {
+        config: ArcSwap::from_pointee(compiled),
+        config_path: opts.config_path.clone(),
+        rt: rt.handle().clone(),
+    });
+
+    rt.spawn(crate::reload::watch(shared.clone()));
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(admin) = admin {
+        let addr = admin.address.parse().map_err(|_| StartError::Listener {
+            address: admin.address.clone(),
+            reason: "not an ip:port address".into(),
+        })?;
+        let shared = shared.clone();
+        // bind now so a taken port fails the start, not a background task
+        let std_listener = std::net::TcpListener::bind(addr).map_err(|e| StartError::Listener {
+            address: admin.address.clone(),
+            reason: e.to_string(),
+        })?;
+        drop(std_listener);
+        rt.spawn(async move {
+            let shutdown = async {
+                let _ = admin_stopped.await;
+            };
+            if let Err(e) = crate::admin::serve(shared, addr, shutdown).await {
+                tracing::error!(error = %e, %addr, "admin listener failed");
+            }
+        });
+    }
+
+    let conf = ServerConf {
+        threads: server_cfg.threads,
+        grace_period_seconds: Some(server_cfg.grace_period.get().as_secs()),
+        graceful_shutdown_timeout_seconds: Some(server_cfg.shutdown_timeout.get().as_secs().max(1)),
+        upstream_keepalive_pool_size: server_cfg.upstream_keepalive_pool,
+        // retries are decided per route; this only caps them
+        max_retries: 12,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway {
+            shared: shared.clone(),
+        },
+        "gateway",
+    );
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    for l in &listeners {
+        match &l.tls {
+            None => proxy.add_tcp(&l.address),
+            Some(tls) => {
+                let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key).map_err(|e| {
+                    StartError::Listener {
+                        address: l.address.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                if tls.http2 {
+                    settings.enable_h2();
+                }
+                proxy.add_tls_with_settings(&l.address, None, settings);
+            }
+        }
+        tracing::info!(address = %l.address, tls = l.tls.is_some(), "listener configured");
+    }
+    server.add_service(proxy);
+    tracing::info!(config = %path_str, %version, "gateway starting");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(GracefulOnIntOrTerm),
+    });
+    let _ = stop_admin.send(());
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT both drain gracefully; SIGQUIT hands sockets to a new process.
+struct GracefulOnIntOrTerm;
+
+#[async_trait]
+impl ShutdownSignalWatch for GracefulOnIntOrTerm {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); ShutdownSignal::GracefulTerminate }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); ShutdownSignal::GracefulTerminate }
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Upstream stage: a service's instances (from discovery), the balancer that
+//! picks one per attempt, and the health state that keeps bad instances out.
+//!
+//! `upstream_peer` calls [`Service::pick`]; nothing here waits on I/O.
+
+pub mod balancer;
+pub mod health;
+pub mod instance;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::file::{
+    Algorithm, HashOn, HealthCheckConfig, PassiveHealthConfig, ServiceConfig,
+};
+pub use balancer::{InstanceSet, PickInput};
+pub use instance::{now_ms, InflightGuard, Instance};
+
+/// A resolved endpoint as discovery reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// Connection settings for every instance of a service.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    pub tls: bool,
+    pub sni: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// A service: its current instance set and how to choose among it.
+pub struct Service {
+    pub name: Arc<str>,
+    /// The config it was built from; a reload with an identical config keeps this `Arc`.
+    pub config: ServiceConfig,
+    set: ArcSwap<InstanceSet>,
+    cursor: AtomicUsize,
+    pub algorithm: Algorithm,
+    pub hash_on: Option<HashOn>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub passive: PassiveHealthConfig,
+    pub peer: PeerOptions,
+    checker_started: AtomicBool,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Build a service from its (validated) config and initial endpoints,
+    /// reusing instances of `previous` that are still present.
+    pub fn new(
+        name: &str,
+        config: ServiceConfig,
+        endpoints: &[Endpoint],
+        previous: Option<&Service>,
+    ) -> Self {
+        let peer = PeerOptions {
+            tls: config.tls,
+            sni: config.sni.clone().unwrap_or_default(),
+            connect_timeout: config.connect_timeout.get(),
+            read_timeout: config.read_timeout.get(),
+            write_timeout: config.write_timeout.get(),
+            idle_timeout: config.idle_timeout.get(),
+        };
+        let svc = Service {
+            name: Arc::from(name),
+            algorithm: config.load_balancer.algorithm,
+            hash_on: config.load_balancer.hash_on.clone(),
+            health_check: config.health_check.clone(),
+            passive: config.passive_health.clone(),
+            config,
+            set: ArcSwap::from_pointee(InstanceSet::default()),
+            cursor: AtomicUsize::new(0),
+            peer,
+            checker_started: AtomicBool::new(false),
+        };
+        let old = previous.map(|p| p.instances());
+        svc.set.store(Arc::new(merge(endpoints, old.as_deref())));
+        svc
+    }
+
+    /// The current instance set (a cheap snapshot).
+    pub fn instances(&self) -> Arc<InstanceSet> {
+        self.set.load_full()
+    }
+
+    /// Swap in a new endpoint list from discovery. Instances that stay keep their
+    /// state; removed ones finish the requests they hold. Returns true on change.
+    pub fn update_endpoints(&self, endpoints: &[Endpoint]) -> bool {
+        let current = self.set.load();
+        let same = current.len() == endpoints.len()
+            && current
+                .instances
+                .iter()
+                .zip(endpoints)
+                .all(|(i, e)| i.addr == e.addr && i.weight == e.weight.max(1));
+        if same {
+            return false;
+        }
+        let next = merge(endpoints, Some(&current));
+        self.set.store(Arc::new(next));
+        true
+    }
+
+    /// Choose an instance for one attempt of a request.
+    pub fn pick(&self, input: &PickInput<'_>) -> Option<Arc<Instance>> {
+        let set = self.set.load();
+        balancer::pick(self.algorithm, &set, &self.cursor, input)
+    }
+
+    /// Claim the right to start this service's health checker (once per `Service`).
+    pub(crate) fn claim_checker(&self) -> bool {
+        !self.checker_started.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// New instance set from endpoints, reusing `old` instances with the same address and weight.
+fn merge(endpoints: &[Endpoint], old: Option<&InstanceSet>) -> InstanceSet {
+    let mut by_addr: HashMap<SocketAddr, &Arc<Instance>> = HashMap::new();
+    if let Some(old) = old {
+        for i in &old.instances {
+            by_addr.insert(i.addr, i);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let instances = endpoints
+        .iter()
+        .filter(|e| seen.insert(e.addr))
+        .map(|e| match by_addr.get(&e.addr) {
+            Some(i) if i.weight == e.weight.max(1) => (*i).clone(),
+            _ => Arc::new(Instance::new(e.addr, e.weight)),
+        })
+        .collect();
+    InstanceSet::new(instances)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ServiceConfig {
+        serde_saphyr::from_str("instances: [\"127.0.0.1:1\"]").unwrap()
+    }
+
+    fn ep(port: u16) -> Endpoint {
+        Endpoint {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn update_keeps_surviving_instances() {
+        let s = Service::new("a", cfg(), &[ep(1), ep(2)], None);
+        let before = s.instances();
+        before.instances[0].report_failure(1, Duration::from_secs(60));
+        assert!(s.update_endpoints(&[ep(1), ep(3)]));
+        let after = s.instances();
+        assert!(Arc::ptr_eq(&before.instances[0], &after.instances[0]));
+        assert!(!after.instances[0].is_available(now_ms()));
+        assert_eq!(&*after.instances[1].id, "127.0.0.1:3");
+        assert!(!s.update_endpoints(&[ep(1), ep(3)]));
+    }
+
+    #[test]
+    fn rebuild_reuses_previous_state() {
+        let a = Service::new("a", cfg(), &[ep(1)], None);
+        let _g = a.instances().instances[0].begin();
+        let b = Service::new("a", cfg(), &[ep(1), ep(2)], Some(&a));
+        assert_eq!(b.instances().instances[0].inflight(), 1);
+    }
+}

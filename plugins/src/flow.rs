@@ -1,0 +1,88 @@
+//! The plugin contract: a request view in, a [`Flow`] out.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+
+/// What a plugin sees of the request.
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub client_ip: Option<IpAddr>,
+}
+
+/// What plugins hand to the rest of the pipeline.
+#[derive(Debug, Default)]
+pub struct PluginOutput {
+    /// Headers to set on the upstream request (e.g. the verified identity).
+    pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The authenticated subject, for the access log.
+    pub subject: Option<String>,
+}
+
+/// A refusal: the status, a stable machine code, and a message safe to show a client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub status: StatusCode,
+    /// Stable machine code, e.g. `token_revoked`.
+    pub code: &'static str,
+    /// Human message; never contains internal causes.
+    pub message: Cow<'static, str>,
+    /// Extra response headers (e.g. `WWW-Authenticate`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Rejection {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A plugin's answer.
+#[derive(Debug)]
+pub enum Flow {
+    /// Go on to the next plugin, then the upstream.
+    Continue,
+    /// Answer the client now with this refusal.
+    Reject(Rejection),
+}
+
+/// One stage of a route's request chain.
+#[async_trait]
+pub trait Plugin: Send + Sync + 'static {
+    /// Short name for logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Inspect the request; add to `out` what the upstream should see.
+    async fn on_request(&self, req: &RequestView<'_>, out: &mut PluginOutput) -> Flow;
+}
+
+/// A config problem found while compiling a plugin: the key path and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// e.g. `auth.issuers[0].secret`
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigIssue {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

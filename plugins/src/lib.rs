@@ -1,0 +1,11 @@
+//! Request-pipeline plugins: the small trait every plugin implements, and the
+//! plugins themselves (JWT auth, Redis revocation, identity headers).
+//!
+//! A plugin sees a read-only view of the request (no session, no IO handles), so
+//! it can be unit-tested without sockets, and answers with a [`Flow`].
+
+pub mod auth;
+mod flow;
+
+pub use auth::{AuthConfig, AuthRuntime, RouteAuthConfig};
+pub use flow::{ConfigIssue, Flow, Plugin, PluginOutput, Rejection, RequestView};
