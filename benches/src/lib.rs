@@ -1,0 +1,1 @@
+//! Benchmarks for the gateway (see the README in this folder).
