@@ -371,7 +371,11 @@ fn compile_route(
     );
 
     let retry = match &rc.retries {
-        None => RetryPolicy::default(),
+        // by default a connect error (nothing was sent) is retried once elsewhere
+        None => RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        },
         Some(r) => {
             if r.attempts > 10 {
                 errors.push(ConfigError::new(
