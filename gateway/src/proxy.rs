@@ -77,6 +77,23 @@ pub struct RequestCtx {
     local_status: Option<u16>,
     started: Instant,
     upstream_started: Option<Instant>,
+    _in_flight: InFlight,
+}
+
+/// Counts a request in `gateway_requests_in_flight` for as long as its context lives.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        METRICS.in_flight.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.in_flight.dec();
+    }
 }
 
 #[async_trait]
@@ -98,6 +115,7 @@ impl ProxyHttp for Gateway {
             local_status: None,
             started: Instant::now(),
             upstream_started: None,
+            _in_flight: InFlight::start(),
         }
     }
 
@@ -106,7 +124,6 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        METRICS.in_flight.inc();
         ctx.started = Instant::now();
         ctx.request_id = request_id(session.req_header());
         ctx.route = select_route(&ctx.config, session.req_header()).cloned();
@@ -229,7 +246,9 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return e;
         }
-        report_failure(ctx);
+        if e.esource() == &pingora_core::ErrorSource::Upstream {
+            report_failure(ctx);
+        }
         let method_ok = ctx.route.as_ref().is_some_and(|r| {
             r.retry.allows(&session.req_header().method) && ctx.attempts <= r.retry.attempts
         });
@@ -353,7 +372,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        METRICS.in_flight.dec();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
