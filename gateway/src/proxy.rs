@@ -203,6 +203,12 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(route.read_timeout);
         peer.options.write_timeout = Some(opts.write_timeout);
         peer.options.idle_timeout = Some(opts.idle_timeout);
+        if opts.http2 {
+            // TLS: offer h2 then http/1.1 by ALPN; plaintext: h2c with prior knowledge
+            let min = if opts.tls { 1 } else { 2 };
+            peer.options.set_http_version(2, min);
+            peer.options.max_h2_streams = 100;
+        }
         Ok(Box::new(peer))
     }
 

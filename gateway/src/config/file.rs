@@ -161,6 +161,9 @@ pub struct ServiceConfig {
     /// SNI and Host for TLS upstreams (defaults to the instance host).
     #[serde(default)]
     pub sni: Option<String>,
+    /// Speak HTTP/2 to instances (gRPC): by ALPN over TLS, prior knowledge (h2c) in plaintext.
+    #[serde(default)]
+    pub http2: bool,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,
     #[serde(default = "default_read_timeout")]

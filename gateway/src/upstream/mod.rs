@@ -33,6 +33,7 @@ pub struct Endpoint {
 pub struct PeerOptions {
     pub tls: bool,
     pub sni: String,
+    pub http2: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
@@ -76,6 +77,7 @@ impl Service {
             sni: config.sni.clone().unwrap_or_default(),
             connect_timeout: config.connect_timeout.get(),
             read_timeout: config.read_timeout.get(),
+            http2: config.http2,
             write_timeout: config.write_timeout.get(),
             idle_timeout: config.idle_timeout.get(),
         };
