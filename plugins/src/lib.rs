@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod flow;
+pub mod revocation;
 
 pub use auth::{AuthConfig, AuthRuntime, RouteAuthConfig};
 pub use flow::{ConfigIssue, Flow, Plugin, PluginOutput, Rejection, RequestView};

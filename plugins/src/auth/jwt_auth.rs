@@ -1,0 +1,144 @@
+//! The `jwt` route policy as a plugin (request_filter stage): find the token,
+//! verify it (or take it from the verified-token cache), check revocation, apply
+//! the route's claim rules, then hand the identity headers to the upstream request.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use super::cache::{hash_token, TokenCache};
+use super::config::RedisErrorPolicy;
+use super::error::AuthError;
+use super::identity::IdentityRenderer;
+use super::metrics::METRICS;
+use super::rules::ClaimRule;
+use super::token::TokenSource;
+use super::verify::{self, Issuer, VerifiedToken};
+use crate::revocation::{Revocation, Verdict};
+use crate::{Flow, Plugin, PluginOutput, RequestView};
+
+/// State shared by every protected route of one compiled config.
+pub struct AuthShared {
+    pub issuers: Vec<Issuer>,
+    pub token: TokenSource,
+    pub revocation: Option<Arc<Revocation>>,
+    pub identity: IdentityRenderer,
+    pub cache: Option<TokenCache>,
+}
+
+impl AuthShared {
+    /// Verify `token` for a route accepting the issuers in `allowed`.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        allowed: &[usize],
+        now: f64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        let key = self.cache.as_ref().map(|_| hash_token(token));
+        if let (Some(cache), Some(key)) = (&self.cache, &key) {
+            if let Some(hit) = cache.get(key) {
+                METRICS.cache.with_label_values(&["hit"]).inc();
+                if !allowed.contains(&hit.issuer) {
+                    return Err(AuthError::IssuerUnknown);
+                }
+                hit.check_time(now)?;
+                return Ok(hit);
+            }
+            METRICS.cache.with_label_values(&["miss"]).inc();
+        }
+        let mut v = verify::verify(&self.issuers, allowed, token, now).await?;
+        v.identity = self.identity.render(&v.claims);
+        let v = Arc::new(v);
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            cache.insert(key, v.clone());
+        }
+        Ok(v)
+    }
+}
+
+/// A protected route's plugin.
+pub struct JwtAuth {
+    pub shared: Arc<AuthShared>,
+    /// Issuer indexes accepted on this route.
+    pub allowed: Vec<usize>,
+    pub rules: Vec<ClaimRule>,
+    pub on_redis_error: RedisErrorPolicy,
+    pub allow_query_token: bool,
+}
+
+fn fail(e: AuthError) -> Flow {
+    METRICS.failures.with_label_values(&[e.code()]).inc();
+    Flow::Reject(e.rejection())
+}
+
+pub(crate) fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl JwtAuth {
+    /// Everything but the plugin plumbing; `Ok` carries the verified token.
+    pub async fn check(
+        &self,
+        req: &RequestView<'_>,
+        now: f64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        let shared = &self.shared;
+        let token = shared
+            .token
+            .find(req.headers, req.uri, self.allow_query_token)
+            .ok_or(AuthError::TokenMissing)?;
+        let v = shared.authenticate(token, &self.allowed, now).await?;
+        if let Some(rev) = &shared.revocation {
+            match rev
+                .check(token, v.jti.as_deref(), v.sub.as_deref(), v.iat)
+                .await
+            {
+                Verdict::Clear => {}
+                Verdict::Revoked => {
+                    METRICS.revoked.inc();
+                    return Err(AuthError::TokenRevoked);
+                }
+                Verdict::Unknown => match self.on_redis_error {
+                    RedisErrorPolicy::Deny => {
+                        METRICS.unavailable.with_label_values(&["deny"]).inc();
+                        return Err(AuthError::RevocationUnavailable);
+                    }
+                    RedisErrorPolicy::Allow => {
+                        METRICS.unavailable.with_label_values(&["allow"]).inc();
+                    }
+                },
+            }
+        }
+        if !self.rules.iter().all(|r| r.holds(&v.claims)) {
+            return Err(AuthError::InsufficientClaims);
+        }
+        Ok(v)
+    }
+}
+
+#[async_trait]
+impl Plugin for JwtAuth {
+    fn name(&self) -> &'static str {
+        "jwt_auth"
+    }
+
+    async fn on_request(&self, req: &RequestView<'_>, out: &mut PluginOutput) -> Flow {
+        let now = now_secs();
+        match self.check(req, now).await {
+            Ok(v) => {
+                METRICS.success.inc();
+                out.upstream_headers.extend(v.identity.iter().cloned());
+                if let Some(sig) = self.shared.identity.sign(&v.identity, now as u64) {
+                    out.upstream_headers.push(sig);
+                }
+                out.subject.clone_from(&v.sub);
+                Flow::Continue
+            }
+            Err(e) => fail(e),
+        }
+    }
+}

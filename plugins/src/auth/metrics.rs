@@ -1,0 +1,101 @@
+//! Auth metrics, registered once in the process-wide Prometheus registry (the
+//! admin `/metrics` endpoint gathers it). Label handles are resolved up front.
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+
+/// Every metric the auth plugins export.
+pub struct AuthMetrics {
+    /// `gateway_auth_failures_total{reason}`: refusals by stable code.
+    pub failures: IntCounterVec,
+    /// `gateway_auth_success_total`: tokens accepted.
+    pub success: IntCounter,
+    /// `gateway_revoked_tokens_rejected_total`.
+    pub revoked: IntCounter,
+    /// `gateway_redis_errors_total{op}`: failed Redis operations (connect, subscribe, resync, lookup).
+    pub redis_errors: IntCounterVec,
+    /// `gateway_revocation_unavailable_total{policy}`: requests decided by the Redis-down policy.
+    pub unavailable: IntCounterVec,
+    /// `gateway_revocation_mirror_size{kind}`: entries in the local mirror.
+    pub mirror_size: prometheus::IntGaugeVec,
+    /// `gateway_revocation_mirror_synced`: 1 while the mirror is current.
+    pub mirror_synced: IntGauge,
+    /// `gateway_revocation_events_total`: revocation messages applied to the mirror.
+    pub events: IntCounter,
+    /// `gateway_jwks_fetches_total{issuer,result}`.
+    pub jwks_fetches: IntCounterVec,
+    /// `gateway_auth_cache_total{result}`: verified-token cache hits and misses.
+    pub cache: IntCounterVec,
+}
+
+fn build() -> prometheus::Result<AuthMetrics> {
+    let r = prometheus::default_registry();
+    let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+        r.register(Box::new(c.clone()))?;
+        Ok::<_, prometheus::Error>(c)
+    };
+    let counter = |name: &str, help: &str| {
+        let c = IntCounter::new(name, help)?;
+        r.register(Box::new(c.clone()))?;
+        Ok::<_, prometheus::Error>(c)
+    };
+    let mirror_size = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "gateway_revocation_mirror_size",
+            "Revocations held in the local mirror",
+        ),
+        &["kind"],
+    )?;
+    r.register(Box::new(mirror_size.clone()))?;
+    let mirror_synced = IntGauge::new(
+        "gateway_revocation_mirror_synced",
+        "1 while the revocation mirror is connected and current",
+    )?;
+    r.register(Box::new(mirror_synced.clone()))?;
+    Ok(AuthMetrics {
+        failures: counter_vec(
+            "gateway_auth_failures_total",
+            "Requests refused by authentication, by reason",
+            &["reason"],
+        )?,
+        success: counter("gateway_auth_success_total", "Tokens accepted")?,
+        revoked: counter(
+            "gateway_revoked_tokens_rejected_total",
+            "Requests refused because their token was revoked",
+        )?,
+        redis_errors: counter_vec(
+            "gateway_redis_errors_total",
+            "Failed Redis operations of the revocation check",
+            &["op"],
+        )?,
+        unavailable: counter_vec(
+            "gateway_revocation_unavailable_total",
+            "Requests decided by the on_redis_error policy while revocation state was unknown",
+            &["policy"],
+        )?,
+        mirror_size,
+        mirror_synced,
+        events: counter(
+            "gateway_revocation_events_total",
+            "Revocation notifications applied to the local mirror",
+        )?,
+        jwks_fetches: counter_vec(
+            "gateway_jwks_fetches_total",
+            "JWKS fetches by issuer and result",
+            &["issuer", "result"],
+        )?,
+        cache: counter_vec(
+            "gateway_auth_cache_total",
+            "Verified-token cache lookups",
+            &["result"],
+        )?,
+    })
+}
+
+/// The process-wide auth metrics.
+pub static METRICS: LazyLock<AuthMetrics> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    build().expect("auth metrics are registered once per process")
+});

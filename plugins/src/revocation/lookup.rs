@@ -1,0 +1,81 @@
+//! Lookup mode: ask Redis on every request (one pipelined round trip: `EXISTS`
+//! the token's key, `GET` the subject's cut-off), bounded by a timeout.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Value};
+
+use super::keys::KeySchema;
+use super::sync::parse_unix;
+use super::Verdict;
+use crate::auth::metrics::METRICS;
+
+/// A Redis connection used per request.
+pub struct Lookup {
+    conn: ConnectionManager,
+    schema: KeySchema,
+    timeout: Duration,
+}
+
+impl Lookup {
+    /// Connects lazily (on the first request) and reconnects with backoff by itself.
+    /// Call within a tokio runtime context.
+    pub fn new(
+        client: Client,
+        schema: KeySchema,
+        timeout: Duration,
+    ) -> Result<Self, redis::RedisError> {
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
+        Ok(Self {
+            conn,
+            schema,
+            timeout,
+        })
+    }
+
+    pub async fn check(&self, token_id: &str, sub: Option<&str>, iat: Option<f64>) -> Verdict {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(self.schema.token.render(token_id));
+        if let Some(sub) = sub {
+            pipe.cmd("GET").arg(self.schema.subject.render(sub));
+        }
+        let mut conn = self.conn.clone();
+        let reply =
+            tokio::time::timeout(self.timeout, pipe.query_async::<Vec<Value>>(&mut conn)).await;
+        let values = match reply {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                METRICS.redis_errors.with_label_values(&["lookup"]).inc();
+                tracing::debug!(error = %e, "revocation lookup failed");
+                return Verdict::Unknown;
+            }
+            Err(_) => {
+                METRICS.redis_errors.with_label_values(&["lookup"]).inc();
+                return Verdict::Unknown;
+            }
+        };
+        let mut it = values.into_iter();
+        let exists = it
+            .next()
+            .and_then(|v| redis::from_redis_value::<i64>(v).ok())
+            .unwrap_or(0);
+        if exists > 0 {
+            return Verdict::Revoked;
+        }
+        let before = it
+            .next()
+            .and_then(|v| redis::from_redis_value::<Option<String>>(v).ok())
+            .flatten()
+            .and_then(|s| parse_unix(&s));
+        match before {
+            Some(b) if iat.is_none_or(|iat| iat < b) => Verdict::Revoked,
+            _ => Verdict::Clear,
+        }
+    }
+}

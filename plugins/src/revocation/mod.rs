@@ -1,0 +1,182 @@
+//! Token revocation backed by Redis: a token is refused when its blacklist key
+//! exists or its subject's revoked-before time is later than its `iat`.
+//!
+//! Reading: [`Revocation`] (mirror mode: local copy, no Redis on the request
+//! path; lookup mode: one round trip per request). Writing: [`RevocationWriter`].
+
+mod keys;
+mod lookup;
+mod mirror;
+mod sync;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use keys::{token_sha256, KeySchema, RevocationKeys, TokenVar};
+pub use mirror::{Mirror, Record};
+pub use writer::{RevocationError, RevocationWriter};
+
+use crate::auth::config::{RedisErrorPolicy, RevocationConfig, RevocationMode};
+use crate::ConfigIssue;
+
+/// The answer of a revocation check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not revoked.
+    Clear,
+    /// Revoked (blacklisted, or issued before the subject's cut-off).
+    Revoked,
+    /// Redis state unknown (down, or not synced yet): the route's policy decides.
+    Unknown,
+}
+
+/// Aborts a background task when the owner is dropped (e.g. replaced by a reload).
+pub(crate) struct TaskGuard(tokio::task::AbortHandle);
+
+impl TaskGuard {
+    pub(crate) fn new(h: tokio::task::JoinHandle<()>) -> Self {
+        TaskGuard(h.abort_handle())
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+enum Backend {
+    Mirror {
+        mirror: Arc<Mirror>,
+        _task: TaskGuard,
+    },
+    Lookup(lookup::Lookup),
+}
+
+/// Compiled revocation state shared by every protected route.
+pub struct Revocation {
+    config: RevocationConfig,
+    schema: KeySchema,
+    backend: Backend,
+}
+
+impl Revocation {
+    /// Build from config; reuses `previous` (connection, mirror) when the section is unchanged.
+    pub fn compile(
+        cfg: &RevocationConfig,
+        previous: Option<&Arc<Revocation>>,
+        rt: &tokio::runtime::Handle,
+        path: &str,
+    ) -> Result<Arc<Revocation>, Vec<ConfigIssue>> {
+        if let Some(p) = previous.filter(|p| p.config == *cfg) {
+            return Ok(p.clone());
+        }
+        let mut issues = Vec::new();
+        let keys = RevocationKeys {
+            blacklist_key: cfg.blacklist_key.clone(),
+            revoked_before_key: cfg.revoked_before_key.clone(),
+            channel: cfg.channel.clone(),
+        };
+        let schema = KeySchema::new(&keys)
+            .map_err(|(field, m)| issues.push(ConfigIssue::new(format!("{path}.{field}"), m)))
+            .ok();
+        if !(cfg.redis_url.starts_with("redis://") || cfg.redis_url.starts_with("rediss://")) {
+            issues.push(ConfigIssue::new(
+                format!("{path}.redis_url"),
+                "must start with redis:// or rediss:// (TLS), e.g. redis://:password@127.0.0.1:6379/0",
+            ));
+        }
+        let client = match redis::Client::open(cfg.redis_url.as_str()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                issues.push(ConfigIssue::new(
+                    format!("{path}.redis_url"),
+                    format!("not a usable Redis URL: {}", e.category()),
+                ));
+                None
+            }
+        };
+        if cfg.timeout.get().is_zero() {
+            issues.push(ConfigIssue::new(
+                format!("{path}.timeout"),
+                "must be more than 0s",
+            ));
+        }
+        if cfg.resync_interval.get() < Duration::from_secs(1) {
+            issues.push(ConfigIssue::new(
+                format!("{path}.resync_interval"),
+                "must be at least 1s (it is a full SCAN of the revocation keys)",
+            ));
+        }
+        let (Some(schema), Some(client), true) = (schema, client, issues.is_empty()) else {
+            return Err(issues);
+        };
+        let _enter = rt.enter();
+        let backend = match cfg.mode {
+            RevocationMode::Mirror => {
+                let mirror = Arc::new(Mirror::default());
+                let settings = Arc::new(sync::SyncSettings {
+                    client,
+                    schema: schema.clone(),
+                    keyspace_notifications: cfg.keyspace_notifications,
+                    resync_interval: cfg.resync_interval.get(),
+                    timeout: cfg.timeout.get(),
+                });
+                let task = rt.spawn(sync::run(mirror.clone(), settings));
+                Backend::Mirror {
+                    mirror,
+                    _task: TaskGuard::new(task),
+                }
+            }
+            RevocationMode::Lookup => {
+                match lookup::Lookup::new(client, schema.clone(), cfg.timeout.get()) {
+                    Ok(l) => Backend::Lookup(l),
+                    Err(e) => {
+                        return Err(vec![ConfigIssue::new(
+                            format!("{path}.redis_url"),
+                            format!("cannot set up the Redis connection: {}", e.category()),
+                        )])
+                    }
+                }
+            }
+        };
+        Ok(Arc::new(Revocation {
+            config: cfg.clone(),
+            schema,
+            backend,
+        }))
+    }
+
+    /// The default policy when Redis cannot answer.
+    pub fn on_redis_error(&self) -> RedisErrorPolicy {
+        self.config.on_redis_error
+    }
+
+    pub fn schema(&self) -> &KeySchema {
+        &self.schema
+    }
+
+    /// Whether revocation state is known right now (mirror synced; lookup always says yes).
+    pub fn is_ready(&self) -> bool {
+        match &self.backend {
+            Backend::Mirror { mirror, .. } => mirror.is_synced(),
+            Backend::Lookup(_) => true,
+        }
+    }
+
+    /// Check one token.
+    pub async fn check(
+        &self,
+        raw_token: &str,
+        jti: Option<&str>,
+        sub: Option<&str>,
+        iat: Option<f64>,
+    ) -> Verdict {
+        let id = self.schema.token_id(jti, raw_token);
+        match &self.backend {
+            Backend::Mirror { mirror, .. } => mirror.check(&id, sub, iat, sync::now_ms()),
+            Backend::Lookup(l) => l.check(&id, sub, iat).await,
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The writing side of revocation, for services that log users out (e.g. the
+//! sample member service): `SET` the key with a TTL, then `PUBLISH` it so every
+//! gateway's mirror applies it at once.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use redis::aio::ConnectionManager;
+use redis::Client;
+use tokio::sync::OnceCell;
+
+use super::keys::{KeySchema, RevocationKeys};
+
+/// Why a revocation could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum RevocationError {
+    #[error("invalid revocation key template ({0}): {1}")]
+    Template(&'static str, String),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Writes revocations in the format the gateway reads.
+///
+/// ```no_run
+/// # async fn demo(token: &str) -> Result<(), plugins::revocation::RevocationError> {
+/// use std::time::Duration;
+/// use plugins::revocation::{RevocationKeys, RevocationWriter};
+/// let w = RevocationWriter::new("redis://127.0.0.1:6379", RevocationKeys::default())?;
+/// w.revoke_token(token, Duration::ZERO).await?; // TTL = the token's remaining life
+/// # Ok(()) }
+/// ```
+pub struct RevocationWriter {
+    client: Client,
+    conn: OnceCell<ConnectionManager>,
+    schema: KeySchema,
+}
+
+impl RevocationWriter {
+    /// Check the URL and templates; the connection is opened on first use.
+    pub fn new(redis_url: &str, keys: RevocationKeys) -> Result<Self, RevocationError> {
+        let schema = KeySchema::new(&keys).map_err(|(f, m)| RevocationError::Template(f, m))?;
+        Ok(Self {
+            client: Client::open(redis_url)?,
+            conn: OnceCell::new(),
+            schema,
+        })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, RevocationError> {
+        let c = self
+            .conn
+            .get_or_try_init(|| async { self.client.get_connection_manager().await })
+            .await?;
+        Ok(c.clone())
+    }
+
+    /// The key [`revoke_token`](Self::revoke_token) writes for `raw_token_or_jti`.
+    pub fn token_key(&self, raw_token_or_jti: &str) -> String {
+        let id = match parse_jwt(raw_token_or_jti) {
+            Some(claims) => self
+                .schema
+                .token_id(claims.jti.as_deref(), raw_token_or_jti)
+                .into_owned(),
+            None => raw_token_or_jti.to_string(),
+        };
+        self.schema.token.render(&id)
+    }
+
+    /// Revoke one token: `SET <blacklist key> 1 EX <ttl>` + `PUBLISH <channel> <key>`.
+    ///
+    /// Pass the raw JWT (its `jti`, or its SHA-256 when it has none, is used as the
+    /// template says) or a bare `jti`. A zero `ttl` means "the token's remaining
+    /// life" (read from its `exp`; one hour when unknown). Returns the key written.
+    pub async fn revoke_token(
+        &self,
+        raw_token_or_jti: &str,
+        ttl: Duration,
+    ) -> Result<String, RevocationError> {
+        let key = self.token_key(raw_token_or_jti);
+        let ttl = if ttl.is_zero() {
+            parse_jwt(raw_token_or_jti)
+                .and_then(|c| c.exp)
+                .map(|exp| (exp - now_secs()).max(1))
+                .unwrap_or(3600)
+        } else {
+            ttl.as_secs().max(1)
+        };
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("EX")
+            .arg(ttl)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&self.schema.channel)
+            .arg(&key)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(key)
+    }
+
+    /// Refuse every token of `sub` issued before `before_unix_secs` ("log out
+    /// everywhere", account withdrawal): `SET <revoked-before key> <time> [EX <ttl>]`,
+    /// then `PUBLISH`. Use a `ttl` of at least the longest token lifetime; zero
+    /// keeps the key forever.
+    pub async fn revoke_subject(
+        &self,
+        sub: &str,
+        before_unix_secs: u64,
+        ttl: Duration,
+    ) -> Result<String, RevocationError> {
+        let key = self.schema.subject.render(sub);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&key).arg(before_unix_secs);
+        if !ttl.is_zero() {
+            pipe.arg("EX").arg(ttl.as_secs().max(1));
+        }
+        pipe.ignore()
+            .cmd("PUBLISH")
+            .arg(&self.schema.channel)
+            .arg(&key)
+            .ignore();
+        let mut conn = self.conn().await?;
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(key)
+    }
+
+    /// Undo a token revocation (`DEL` + `PUBLISH`).
+    pub async fn unrevoke_token(&self, raw_token_or_jti: &str) -> Result<(), RevocationError> {
+        let key = self.token_key(raw_token_or_jti);
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .cmd("DEL")
+            .arg(&key)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&self.schema.channel)
+            .arg(&key)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+struct Unverified {
+    jti: Option<String>,
+    exp: Option<u64>,
+}
+
+/// The `jti` and `exp` of something shaped like a JWT (no signature check: the
+/// writer only needs to name the token).
+fn parse_jwt(s: &str) -> Option<Unverified> {
+    let mut parts = s.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(Unverified {
+        jti: v.get("jti").and_then(|j| j.as_str()).map(str::to_string),
+        exp: v.get("exp").and_then(|e| e.as_f64()).map(|e| e as u64),
+    })
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revocation::keys::token_sha256;
+
+    #[test]
+    fn keys_for_tokens_and_jtis() {
+        let w = RevocationWriter::new("redis://127.0.0.1:1", RevocationKeys::default()).unwrap();
+        assert_eq!(w.token_key("abc"), "blacklist:abc");
+        let with_jti = format!(
+            "e30.{}.sig",
+            URL_SAFE_NO_PAD.encode(br#"{"jti":"j-1","exp":5}"#)
+        );
+        assert_eq!(w.token_key(&with_jti), "blacklist:j-1");
+        let no_jti = format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(br#"{"sub":"1"}"#));
+        assert_eq!(
+            w.token_key(&no_jti),
+            format!("blacklist:{}", token_sha256(&no_jti))
+        );
+        assert!(RevocationWriter::new("nope://", RevocationKeys::default()).is_err());
+    }
+}
