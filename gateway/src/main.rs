@@ -41,6 +41,44 @@ enum Command {
         #[arg(short, long, default_value = "config/gateway.yaml")]
         config: PathBuf,
     },
+    /// Mint a development JWT (prints it) for trying protected routes with curl.
+    Token(Box<TokenArgs>),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// HMAC secret (HS* algorithms).
+    #[arg(long, conflicts_with_all = ["secret_env", "private_key"])]
+    secret: Option<String>,
+    /// Environment variable holding the HMAC secret.
+    #[arg(long, conflicts_with = "private_key")]
+    secret_env: Option<String>,
+    /// Private key PEM file (RS*, PS*, ES*, EdDSA).
+    #[arg(long)]
+    private_key: Option<PathBuf>,
+    /// Signing algorithm.
+    #[arg(long, default_value = "HS256")]
+    alg: String,
+    #[arg(long, default_value = "dev-user")]
+    sub: String,
+    #[arg(long)]
+    email: Option<String>,
+    /// Roles claim (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
+    /// Lifetime, e.g. 15m, 1h.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+    #[arg(long)]
+    iss: Option<String>,
+    #[arg(long)]
+    aud: Option<String>,
+    /// Key id (`kid` header), to pick a key from a JWKS.
+    #[arg(long)]
+    kid: Option<String>,
+    /// Leave out the random `jti` claim.
+    #[arg(long)]
+    no_jti: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -85,5 +123,54 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Token(args) => mint_token(*args),
+    }
+}
+
+fn mint_token(a: TokenArgs) -> ExitCode {
+    use plugins::auth::mint::{MintKey, MintOptions};
+    let key = match (a.secret, a.secret_env, a.private_key) {
+        (Some(s), _, _) => MintKey::Secret(s.into_bytes()),
+        (_, Some(var), _) => match std::env::var(&var) {
+            Ok(s) => MintKey::Secret(s.into_bytes()),
+            Err(_) => {
+                eprintln!("gateway token: environment variable {var} is not set");
+                return ExitCode::FAILURE;
+            }
+        },
+        (_, _, Some(path)) => match std::fs::read(&path) {
+            Ok(pem) => MintKey::PrivateKeyPem(pem),
+            Err(e) => {
+                eprintln!("gateway token: cannot read {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => {
+            eprintln!("gateway token: give --secret, --secret-env or --private-key");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = MintOptions {
+        alg: a.alg,
+        key,
+        sub: a.sub,
+        email: a.email,
+        roles: a.roles,
+        ttl: a.ttl,
+        iss: a.iss,
+        aud: a.aud,
+        kid: a.kid,
+        jti: !a.no_jti,
+        extra: Default::default(),
+    };
+    match plugins::auth::mint::mint_token(&opts) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gateway token: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
