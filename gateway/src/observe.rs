@@ -88,7 +88,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
 /// The process-wide metrics (registered once in the default registry).
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     // registration only fails on a duplicate name, which is a programming error
-    build().expect("gateway metrics are registered once")
+    let m = build().expect("gateway metrics are registered once");
+    // export both reload results from zero, so alerts see them before the first reload
+    for result in ["success", "failure"] {
+        m.config_reloads.with_label_values(&[result]);
+    }
+    m
 });
 
 /// Render every registered metric in the Prometheus text format.

@@ -23,14 +23,22 @@ pub struct GatewayProcess {
     pub https_port: u16,
     /// Port behind `$ADMIN_PORT`.
     pub admin_port: u16,
-    ready_admin: bool,
+    uses: Uses,
+}
+
+/// Which placeholders the config uses (what readiness waits for).
+#[derive(Clone, Copy)]
+struct Uses {
+    http: bool,
+    https: bool,
+    admin: bool,
 }
 
 impl GatewayProcess {
     /// Write `yaml` to `gateway.yaml` in a temp dir, run `gateway run -c` on it and
-    /// wait until it serves: admin `/health` answers when the config uses `$ADMIN_PORT`,
-    /// else the `$HTTP_PORT` listener accepts. Panics with the log if it exits or
-    /// is not up within 20 s.
+    /// wait until it serves: admin `/health` answers (when the config uses `$ADMIN_PORT`)
+    /// and the `$HTTP_PORT` / `$HTTPS_PORT` listeners accept. Panics with the log if
+    /// it exits or is not up within 20 s.
     pub fn start(bin: impl AsRef<Path>, yaml: &str) -> Self {
         Self::start_with_files(bin, yaml, &[])
     }
@@ -49,7 +57,11 @@ impl GatewayProcess {
             http_port: free_port(),
             https_port: free_port(),
             admin_port: free_port(),
-            ready_admin: yaml.contains("$ADMIN_PORT"),
+            uses: Uses {
+                http: yaml.contains("$HTTP_PORT"),
+                https: yaml.contains("$HTTPS_PORT"),
+                admin: yaml.contains("$ADMIN_PORT"),
+            },
         };
         std::fs::write(gw.config_path(), gw.fill(yaml)).expect("write config");
         gw.spawn();
@@ -85,11 +97,10 @@ impl GatewayProcess {
     }
 
     fn is_ready(&self) -> bool {
-        if self.ready_admin {
-            matches!(http_get(&self.admin_addr(), "/health"), Ok((200, _)))
-        } else {
-            std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
-        }
+        let accepts = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        (!self.uses.admin || matches!(http_get(&self.admin_addr(), "/health"), Ok((200, _))))
+            && (!self.uses.http || accepts(self.http_port))
+            && (!self.uses.https || accepts(self.https_port))
     }
 
     /// Replace the placeholders in a config text with this process's values.
