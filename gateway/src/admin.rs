@@ -21,6 +21,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/config", get(config_view))
+        .merge(crate::upstream::discovery::registry_api::router())
         .with_state(shared)
 }
 

@@ -80,6 +80,11 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     let version = config::version_of(&text);
+    crate::upstream::discovery::registry::install(
+        file.admin.as_ref().and_then(|a| a.registry.as_ref()),
+        rt.handle(),
+    )
+    .map_err(|e| config_err(vec![ConfigError::new("admin.registry", e.to_string())]))?;
     let compiled = {
         let _guard = rt.enter();
         config::compile(CompileInput {

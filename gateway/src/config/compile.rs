@@ -55,7 +55,9 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
     let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
     for (name, cfg) in &file.services {
         let path = format!("services.{name}");
-        if let Some(svc) = compile_service(name, cfg, &path, previous, &mut errors) {
+        if let Some(svc) =
+            compile_service(name, cfg, &path, file.admin.as_ref(), previous, &mut errors)
+        {
             services.insert(name.clone(), svc);
         }
     }
@@ -96,6 +98,7 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
     };
     for svc in services.values() {
         crate::upstream::health::ensure_checker(svc, rt);
+        crate::upstream::discovery::ensure_running(svc, rt);
     }
     Ok(RuntimeConfig {
         version,
@@ -153,6 +156,9 @@ fn check_server(file: &GatewayConfig, errors: &mut Vec<ConfigError>) {
         }
     }
     if let Some(admin) = &file.admin {
+        if let Some(registry) = &admin.registry {
+            crate::upstream::discovery::registry::validate_config(registry, errors);
+        }
         if admin.address.parse::<SocketAddr>().is_err() {
             errors.push(ConfigError::new(
                 "admin.address",
@@ -174,6 +180,7 @@ fn compile_service(
     name: &str,
     cfg: &ServiceConfig,
     path: &str,
+    admin: Option<&crate::config::file::AdminConfig>,
     previous: Option<&RuntimeConfig>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Arc<Service>> {
@@ -191,6 +198,11 @@ fn compile_service(
     let instances: &[InstanceConfig] = match (&cfg.instances, &cfg.discovery) {
         (Some(list), None) => list,
         (None, Some(DiscoveryConfig::Static { instances })) => instances,
+        (None, Some(dynamic)) => {
+            let dpath = format!("{path}.discovery");
+            crate::upstream::discovery::validate(name, dynamic, admin, &dpath, errors);
+            &[]
+        }
         (Some(_), Some(_)) => {
             errors.push(ConfigError::new(
                 path,
@@ -290,6 +302,10 @@ fn compile_service(
         if prev.config == *cfg {
             return Some(prev.clone());
         }
+    }
+    if !matches!(cfg.discovery, None | Some(DiscoveryConfig::Static { .. })) {
+        // a discovered service starts with what it had; its loop refreshes it
+        endpoints = crate::upstream::discovery::initial_endpoints(prev.map(|p| &**p));
     }
     Some(Arc::new(Service::new(
         name,

@@ -136,6 +136,9 @@ pub struct AdminConfig {
     /// Bearer token required for write calls (registry); none = open.
     #[serde(default)]
     pub token: Option<String>,
+    /// Store of the built-in service registry (memory by default).
+    #[serde(default)]
+    pub registry: Option<super::discovery::RegistryConfig>,
 }
 
 /// A named set of instances and how to spread load over them.
@@ -225,6 +228,9 @@ impl InstanceConfig {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DiscoveryConfig {
     Static { instances: Vec<InstanceConfig> },
+    Dns(super::discovery::DnsDiscoveryConfig),
+    Eureka(super::discovery::EurekaDiscoveryConfig),
+    Registry(super::discovery::RegistryDiscoveryConfig),
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -3,6 +3,7 @@
 //! problem and the fix; nothing is swapped in unless everything compiled.
 
 mod compile;
+pub mod discovery;
 pub mod duration;
 pub mod file;
 

@@ -4,6 +4,7 @@
 //! `upstream_peer` calls [`Service::pick`]; nothing here waits on I/O.
 
 pub mod balancer;
+pub mod discovery;
 pub mod health;
 pub mod instance;
 
@@ -53,6 +54,8 @@ pub struct Service {
     pub passive: PassiveHealthConfig,
     pub peer: PeerOptions,
     checker_started: AtomicBool,
+    /// Discovery loop bookkeeping (source, last refresh, errors).
+    pub discovery: discovery::DiscoveryState,
 }
 
 impl std::fmt::Debug for Service {
@@ -92,6 +95,7 @@ impl Service {
             cursor: AtomicUsize::new(0),
             peer,
             checker_started: AtomicBool::new(false),
+            discovery: discovery::DiscoveryState::default(),
         };
         let old = previous.map(|p| p.instances());
         svc.set.store(Arc::new(merge(endpoints, old.as_deref())));

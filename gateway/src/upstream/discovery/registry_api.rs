@@ -1,0 +1,205 @@
+//! Admin routes of the built-in registry and the discovery view (control plane):
+//!
+//! - `PUT    /registry/services/{service}/instances/{id}` `{address, port, metadata, ttl}`:
+//!   register, or renew with a full body (201 when new, 200 when renewed);
+//! - `PUT    /registry/services/{service}/instances/{id}/heartbeat`: renew (404 when unknown);
+//! - `DELETE /registry/services/{service}/instances/{id}`: deregister;
+//! - `GET    /registry/services[/{service}]`: live instances;
+//! - `GET    /discovery`: per service, its source, last refresh, last error, instances.
+//!
+//! With `admin.token` set, the writes need `Authorization: Bearer <token>`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::registry::{self, RegisterRequest, RegistryError};
+use crate::runtime::Shared;
+use crate::upstream::now_ms;
+
+/// The registry and discovery routes, to merge into the admin router.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/registry/services", get(list_all))
+        .route("/registry/services/{service}", get(list_one))
+        .route(
+            "/registry/services/{service}/instances/{id}",
+            put(register).delete(deregister),
+        )
+        .route(
+            "/registry/services/{service}/instances/{id}/heartbeat",
+            put(heartbeat),
+        )
+        .route("/discovery", get(discovery_view))
+}
+
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "message": message.to_string()})),
+    )
+        .into_response()
+}
+
+fn from_registry(e: RegistryError) -> Response {
+    match e {
+        RegistryError::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid_registration", m),
+        e @ RegistryError::NotFound { .. } => error(StatusCode::NOT_FOUND, "not_registered", e),
+        RegistryError::Store(m) => {
+            tracing::warn!(error = %m, "registry write failed: the store is unavailable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "registry_unavailable",
+                "the registry store is unavailable; retry later",
+            )
+        }
+    }
+}
+
+/// A refusal unless the request carries the configured admin token (or none is set).
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let cfg = shared.current();
+    let token = cfg.file.admin.as_ref().and_then(|a| a.token.as_deref())?;
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
+        Some(_) => Some(error(StatusCode::FORBIDDEN, "forbidden", "wrong admin token")),
+        None => Some((
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "unauthorized", "message": "registry writes need `Authorization: Bearer <admin token>`"})),
+        )
+            .into_response()),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
+async fn register(
+    State(shared): State<Arc<Shared>>,
+    Path((service, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let req: RegisterRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_registration",
+                format!("expected JSON {{\"address\", \"port\", \"metadata\", \"ttl\"}}: {e}"),
+            )
+        }
+    };
+    match registry::global().register(&service, &id, req).await {
+        Ok((record, true)) => (StatusCode::CREATED, Json(record)).into_response(),
+        Ok((record, false)) => (StatusCode::OK, Json(record)).into_response(),
+        Err(e) => from_registry(e),
+    }
+}
+
+async fn heartbeat(
+    State(shared): State<Arc<Shared>>,
+    Path((service, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    match registry::global().heartbeat(&service, &id).await {
+        Ok(record) => Json(record).into_response(),
+        Err(e) => from_registry(e),
+    }
+}
+
+async fn deregister(
+    State(shared): State<Arc<Shared>>,
+    Path((service, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    match registry::global().deregister(&service, &id).await {
+        Ok(true) => {
+            Json(json!({"deregistered": true, "service": service, "id": id})).into_response()
+        }
+        Ok(false) => from_registry(RegistryError::NotFound { service, id }),
+        Err(e) => from_registry(e),
+    }
+}
+
+async fn list_all() -> Response {
+    let r = registry::global();
+    Json(json!({
+        "store": r.store_kind(),
+        "store_error": r.store_error(),
+        "services": r.services(),
+    }))
+    .into_response()
+}
+
+async fn list_one(Path(service): Path<String>) -> Response {
+    let r = registry::global();
+    Json(json!({
+        "service": service,
+        "instances": r.instances(&service),
+    }))
+    .into_response()
+}
+
+async fn discovery_view(State(shared): State<Arc<Shared>>) -> Response {
+    let cfg = shared.current();
+    let now = now_ms();
+    let services: serde_json::Map<String, serde_json::Value> = cfg
+        .services
+        .iter()
+        .map(|(name, s)| {
+            let mut status = s.discovery.status();
+            if status.source.is_empty() {
+                status.source = super::source_name(s.config.discovery.as_ref());
+            }
+            let instances: Vec<_> = s
+                .instances()
+                .instances
+                .iter()
+                .map(|i| {
+                    json!({
+                        "id": &*i.id,
+                        "weight": i.weight,
+                        "available": i.is_available(now),
+                        "in_flight": i.inflight(),
+                    })
+                })
+                .collect();
+            (
+                name.clone(),
+                json!({"discovery": status, "instances": instances}),
+            )
+        })
+        .collect();
+    Json(json!({"config_version": cfg.version, "services": services})).into_response()
+}

@@ -1,0 +1,295 @@
+//! DNS discovery against a small authoritative DNS server run by the test
+//! (UDP, hickory-proto messages): A records for `host` + `port`, SRV records,
+//! TTL-driven re-resolution, and stale-while-error when the server goes silent.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::{A, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use testkit::{wait_until, Backend, GatewayProcess};
+
+type Zone = Arc<Mutex<HashMap<(String, RecordType), Vec<RData>>>>;
+
+/// A DNS server on 127.0.0.1 answering from a table the test edits.
+struct DnsServer {
+    addr: SocketAddr,
+    zone: Zone,
+    silent: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DnsServer {
+    fn start() -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let zone: Zone = Arc::default();
+        let silent = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (z, s, st) = (zone.clone(), silent.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !st.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if s.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut resp = Message::new();
+                resp.set_id(query.id())
+                    .set_message_type(MessageType::Response)
+                    .set_op_code(query.op_code())
+                    .set_authoritative(true)
+                    .set_recursion_desired(query.recursion_desired())
+                    .set_recursion_available(true);
+                let mut found = false;
+                for q in query.queries() {
+                    resp.add_query(q.clone());
+                    let name = q.name().to_ascii().trim_end_matches('.').to_lowercase();
+                    let table = z.lock().unwrap();
+                    if let Some(rdatas) = table.get(&(name.clone(), q.query_type())) {
+                        for rd in rdatas {
+                            resp.add_answer(Record::from_rdata(q.name().clone(), 1, rd.clone()));
+                        }
+                        found = true;
+                    } else if table.keys().any(|(n, _)| *n == name) {
+                        found = true; // the name exists: NODATA
+                    }
+                }
+                if !found {
+                    resp.set_response_code(ResponseCode::NXDomain);
+                }
+                if let Ok(bytes) = resp.to_vec() {
+                    let _ = socket.send_to(&bytes, peer);
+                }
+            }
+        });
+        DnsServer {
+            addr,
+            zone,
+            silent,
+            stop,
+        }
+    }
+
+    fn set(&self, name: &str, rtype: RecordType, records: Vec<RData>) {
+        self.zone
+            .lock()
+            .unwrap()
+            .insert((name.to_string(), rtype), records);
+    }
+
+    fn set_a(&self, name: &str, ips: &[Ipv4Addr]) {
+        self.set(
+            name,
+            RecordType::A,
+            ips.iter().map(|ip| RData::A(A(*ip))).collect(),
+        );
+        self.set(name, RecordType::AAAA, Vec::new());
+    }
+
+    fn set_srv(&self, name: &str, targets: &[(u16, u16, &str)]) {
+        let recs = targets
+            .iter()
+            .map(|(weight, port, target)| {
+                RData::SRV(SRV::new(
+                    10,
+                    *weight,
+                    *port,
+                    Name::from_ascii(format!("{target}.")).unwrap(),
+                ))
+            })
+            .collect();
+        self.set(name, RecordType::SRV, recs);
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn discovery(gw: &GatewayProcess) -> serde_json::Value {
+    let (status, body) = testkit::http_get(&gw.admin_addr(), "/discovery").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn instance_ids(gw: &GatewayProcess, service: &str) -> Vec<String> {
+    let mut ids: Vec<String> = discovery(gw)["services"][service]["instances"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+fn backend_name(gw: &GatewayProcess) -> Option<String> {
+    let (status, body) = testkit::http_get(&gw.addr(), "/x").ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["backend"].as_str().map(str::to_string)
+}
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_records_follow_changes_and_survive_a_silent_server() {
+    let dns = DnsServer::start();
+    let a = Backend::start("a");
+    dns.set_a("member.shop.svc.cluster.local", &[Ipv4Addr::LOCALHOST]);
+    let gw = GatewayProcess::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &format!(
+            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
+             services:\n  member:\n    discovery:\n      type: dns\n      host: member.shop.svc.cluster.local\n      port: {}\n      \
+             ip_version: v4\n      nameservers: [\"{}\"]\n      min_interval: 200ms\n      max_interval: 2s\n      timeout: 300ms\n\
+             routes: [{{match: {{prefix: /}}, service: member}}]\n",
+            a.port(),
+            dns.addr
+        ),
+    );
+    let want_a = format!("127.0.0.1:{}", a.port());
+    assert!(
+        wait_until(T, || instance_ids(&gw, "member") == [want_a.clone()]),
+        "{}",
+        gw.log()
+    );
+    assert!(wait_until(T, || backend_name(&gw).as_deref() == Some("a")));
+    let d = discovery(&gw);
+    assert_eq!(d["services"]["member"]["discovery"]["source"], "dns");
+    assert!(d["services"]["member"]["discovery"]["last_success_unix_ms"].is_u64());
+
+    // a second address appears within a TTL
+    dns.set_a(
+        "member.shop.svc.cluster.local",
+        &[Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 2)],
+    );
+    let want_two = vec![
+        format!("127.0.0.1:{}", a.port()),
+        format!("127.0.0.2:{}", a.port()),
+    ];
+    assert!(wait_until(T, || instance_ids(&gw, "member") == want_two));
+
+    // the server stops answering: the last set stays, errors are counted
+    dns.silent.store(true, Ordering::Relaxed);
+    assert!(wait_until(T, || gw.metric(
+        "gateway_discovery_errors_total",
+        &[("service", "member"), ("source", "dns")]
+    ) >= 1.0));
+    assert_eq!(instance_ids(&gw, "member"), want_two);
+    let d = discovery(&gw);
+    assert!(d["services"]["member"]["discovery"]["last_error"].is_string());
+    assert!(gw.log().contains("keeping the last known instances"));
+
+    // it answers again, now without the second address
+    dns.set_a("member.shop.svc.cluster.local", &[Ipv4Addr::LOCALHOST]);
+    dns.silent.store(false, Ordering::Relaxed);
+    assert!(wait_until(T, || instance_ids(&gw, "member") == [want_a.clone()]));
+    assert!(wait_until(T, || backend_name(&gw).as_deref() == Some("a")));
+}
+
+#[test]
+fn srv_records_give_targets_ports_and_weights() {
+    let dns = DnsServer::start();
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    dns.set_a("node1.example", &[Ipv4Addr::LOCALHOST]);
+    dns.set_srv(
+        "_http._tcp.member.service.consul",
+        &[
+            (1, a.port(), "node1.example"),
+            (3, b.port(), "node1.example"),
+        ],
+    );
+    let gw = GatewayProcess::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &format!(
+            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
+             services:\n  member:\n    discovery: {{type: dns, srv: _http._tcp.member.service.consul, ip_version: v4, \
+             nameservers: [\"{}\"], min_interval: 200ms, max_interval: 2s}}\n\
+             routes: [{{match: {{prefix: /}}, service: member}}]\n",
+            dns.addr
+        ),
+    );
+    assert!(
+        wait_until(T, || instance_ids(&gw, "member").len() == 2),
+        "{}",
+        gw.log()
+    );
+    let d = discovery(&gw);
+    let weights: Vec<u64> = d["services"]["member"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["weight"].as_u64().unwrap())
+        .collect();
+    let mut sorted = weights.clone();
+    sorted.sort();
+    assert_eq!(sorted, [1, 3]);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        if let Some(n) = backend_name(&gw) {
+            seen.insert(n);
+        }
+    }
+    assert_eq!(seen.len(), 2, "both SRV targets take traffic: {seen:?}");
+
+    // b leaves the SRV set
+    dns.set_srv(
+        "_http._tcp.member.service.consul",
+        &[(1, a.port(), "node1.example")],
+    );
+    let want = vec![format!("127.0.0.1:{}", a.port())];
+    assert!(wait_until(T, || instance_ids(&gw, "member") == want));
+    for _ in 0..10 {
+        assert_eq!(backend_name(&gw).as_deref(), Some("a"));
+    }
+}
+
+#[test]
+fn a_name_without_records_empties_the_service_and_ready_says_so() {
+    let dns = DnsServer::start();
+    let gw = GatewayProcess::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &format!(
+            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
+             services:\n  member:\n    discovery: {{type: dns, host: nothing.example, port: 80, \
+             nameservers: [\"{}\"], min_interval: 200ms}}\n\
+             routes: [{{match: {{prefix: /}}, service: member}}]\n",
+            dns.addr
+        ),
+    );
+    assert!(wait_until(T, || discovery(&gw)["services"]["member"]
+        ["discovery"]["refreshes"]
+        .as_u64()
+        .unwrap_or(0)
+        >= 1));
+    let (status, body) = testkit::http_get(&gw.addr(), "/x").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    let (status, body) = testkit::http_get(&gw.admin_addr(), "/ready").unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("member"), "{body}");
+}
