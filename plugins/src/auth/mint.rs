@@ -45,21 +45,30 @@ pub enum MintError {
     Sign(String),
 }
 
-/// Sign a token; the claims are `sub`, `iat`, `exp` plus whichever options are set.
-pub fn mint_token(o: &MintOptions) -> Result<String, MintError> {
-    let alg = parse_algorithm(&o.alg).map_err(MintError::Algorithm)?;
-    let key = match (&o.key, alg.family()) {
+/// The public half of a signing key as a JWK (`kid`, `alg`, `use: sig`), for a JWKS
+/// document (`{"keys": [...]}`) such as the one the member sample serves.
+pub fn public_jwk(key: &MintKey, alg: &str, kid: &str) -> Result<Value, MintError> {
+    let alg = parse_algorithm(alg).map_err(MintError::Algorithm)?;
+    let enc = encoding_key(key, alg)?;
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, alg)
+        .map_err(|e| MintError::Key(format!("cannot derive the public key: {e}")))?;
+    jwk.common.key_id = Some(kid.to_string());
+    jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+    serde_json::to_value(&jwk).map_err(|e| MintError::Sign(e.to_string()))
+}
+
+fn encoding_key(key: &MintKey, alg: jsonwebtoken::Algorithm) -> Result<EncodingKey, MintError> {
+    let name = format!("{alg:?}");
+    Ok(match (key, alg.family()) {
         (MintKey::Secret(s), AlgorithmFamily::Hmac) => EncodingKey::from_secret(s),
         (MintKey::Secret(_), _) => {
             return Err(MintError::Key(format!(
-                "{} needs a private key PEM, not a secret",
-                o.alg
+                "{name} needs a private key PEM, not a secret"
             )))
         }
         (MintKey::PrivateKeyPem(_), AlgorithmFamily::Hmac) => {
             return Err(MintError::Key(format!(
-                "{} needs a secret, not a private key",
-                o.alg
+                "{name} needs a secret, not a private key"
             )))
         }
         (MintKey::PrivateKeyPem(pem), AlgorithmFamily::Rsa) => EncodingKey::from_rsa_pem(pem)
@@ -68,12 +77,18 @@ pub fn mint_token(o: &MintOptions) -> Result<String, MintError> {
             .map_err(|e| MintError::Key(format!("not an EC private key PEM (PKCS#8): {e}")))?,
         (MintKey::PrivateKeyPem(pem), AlgorithmFamily::Ed) => EncodingKey::from_ed_pem(pem)
             .map_err(|e| MintError::Key(format!("not an Ed25519 private key PEM: {e}")))?,
-    };
+    })
+}
+
+/// Sign a token; the claims are `sub`, `iat`, `exp` plus whichever options are set.
+pub fn mint_token(o: &MintOptions) -> Result<String, MintError> {
+    let alg = parse_algorithm(&o.alg).map_err(MintError::Algorithm)?;
+    let key = encoding_key(&o.key, alg)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut claims = o.extra.clone();
+    let mut claims = Map::new();
     claims.insert("sub".into(), json!(o.sub));
     claims.insert("iat".into(), json!(now));
     claims.insert("exp".into(), json!(now + o.ttl.as_secs()));
@@ -91,6 +106,10 @@ pub fn mint_token(o: &MintOptions) -> Result<String, MintError> {
     }
     if o.jti {
         claims.insert("jti".into(), json!(uuid::Uuid::new_v4().to_string()));
+    }
+    // extra claims win (a test can set `exp` in the past, or `null` to drop it)
+    for (k, v) in &o.extra {
+        claims.insert(k.clone(), v.clone());
     }
     let mut header = Header::new(alg);
     header.kid.clone_from(&o.kid);
@@ -125,5 +144,18 @@ mod tests {
         assert!(mint_token(&opts("RS256", MintKey::Secret(b"s".to_vec()))).is_err());
         assert!(mint_token(&opts("HS256", MintKey::PrivateKeyPem(b"x".to_vec()))).is_err());
         assert!(mint_token(&opts("none", MintKey::Secret(b"s".to_vec()))).is_err());
+        let mut o = opts("HS256", MintKey::Secret(b"s".to_vec()));
+        o.extra.insert("exp".into(), Value::Null);
+        let t = mint_token(&o).unwrap();
+        assert!(!t.is_empty());
+        let pem = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/demo-keys/member-private.pem"
+        ))
+        .unwrap();
+        let jwk = public_jwk(&MintKey::PrivateKeyPem(pem), "RS256", "k1").unwrap();
+        assert_eq!(jwk["kid"], "k1");
+        assert_eq!(jwk["kty"], "RSA");
+        assert_eq!(jwk["use"], "sig");
     }
 }

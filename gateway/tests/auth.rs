@@ -1,0 +1,423 @@
+//! Edge authentication end to end against the real binary: every accepted and
+//! refused token case, token sources, claim rules, identity headers (spoofed
+//! copies stripped on public and protected routes) and their HMAC signature.
+
+use std::time::Duration;
+
+use plugins::auth::identity::verify_signature;
+use plugins::auth::mint::{mint_token, MintKey, MintOptions};
+use serde_json::{json, Value};
+use testkit::{check_config, client, Backend, Echo, GatewayProcess};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+const SIG_SECRET: &str = "signature-secret-0123456789abcdef";
+
+fn key_path(name: &str) -> String {
+    format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn demo_key(name: &str) -> String {
+    format!("{}/../config/demo-keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn opts(alg: &str, key: MintKey) -> MintOptions {
+    MintOptions {
+        alg: alg.into(),
+        key,
+        sub: "42".into(),
+        email: Some("ada@example.com".into()),
+        roles: vec!["USER".into()],
+        ttl: Duration::from_secs(600),
+        iss: Some("dev".into()),
+        aud: Some("gateway".into()),
+        kid: None,
+        jti: true,
+        extra: Default::default(),
+    }
+}
+
+/// An HS256 dev token; `f` adjusts the options (claims in `extra` override).
+fn hs(f: impl FnOnce(&mut MintOptions)) -> String {
+    let mut o = opts("HS256", MintKey::Secret(SECRET.into()));
+    f(&mut o);
+    mint_token(&o).unwrap()
+}
+
+fn set(o: &mut MintOptions, claim: &str, v: Value) {
+    o.extra.insert(claim.into(), v);
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn config(backend: &Backend) -> String {
+    format!(
+        r#"listeners: [{{address: "127.0.0.1:$HTTP_PORT"}}]
+admin: {{address: "127.0.0.1:$ADMIN_PORT"}}
+services:
+  echo: {{instances: ["{addr}"]}}
+auth:
+  issuers:
+    - {{name: dev, issuer: dev, audiences: [gateway], algorithms: [HS256], secret: "{SECRET}", required_claims: [sub]}}
+    - {{name: member, issuer: demo-member, audiences: [gateway], algorithms: [RS256], public_key_file: "{rsa}"}}
+    - {{name: ed, issuer: ed, algorithms: [EdDSA], public_key_file: "{ed}", leeway: 5s}}
+  token: {{cookie: access_token}}
+  identity:
+    headers: {{Authenticated-User: "{{email}}", X-User-Id: "{{sub}}", X-User-Roles: "{{roles}}"}}
+    strip: [X-Internal-Secret]
+    signature: {{secret: "{SIG_SECRET}"}}
+routes:
+  - {{id: public, match: {{prefix: /public/}}, service: echo}}
+  - {{id: admin, match: {{prefix: /admin/}}, service: echo, auth: {{jwt: {{require: {{roles: [ADMIN, OPS]}}}}}}}}
+  - {{id: member, match: {{prefix: /member/}}, service: echo, auth: {{jwt: {{issuers: [member]}}}}}}
+  - {{id: query, match: {{prefix: /q/}}, service: echo, auth: {{jwt: {{allow_query_token: true}}}}}}
+  - {{id: api, match: {{prefix: /api/}}, service: echo, auth: {{jwt: {{}}}}}}
+"#,
+        addr = backend.addr(),
+        rsa = demo_key("member-public.pem"),
+        ed = key_path("ed-public.pem"),
+    )
+}
+
+struct Answer {
+    status: u16,
+    code: String,
+    www: Option<String>,
+    echo: Option<Echo>,
+}
+
+async fn call(req: reqwest::RequestBuilder) -> Answer {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let www = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: Value = resp.json().await.unwrap();
+    if status == 200 {
+        return Answer {
+            status,
+            code: String::new(),
+            www,
+            echo: Some(serde_json::from_value(body).unwrap()),
+        };
+    }
+    assert!(body["request_id"].is_string(), "{body}");
+    Answer {
+        status,
+        code: body["error"].as_str().unwrap_or("").to_string(),
+        www,
+        echo: None,
+    }
+}
+
+#[tokio::test]
+async fn every_token_case_is_accepted_or_refused_with_its_code() {
+    let backend = Backend::start("echo");
+    let gw = GatewayProcess::start(BIN, &config(&backend));
+    let c = client();
+    let bearer = |path: &str, t: &str| c.get(gw.url(path)).bearer_auth(t);
+
+    let a = call(c.get(gw.url("/api/x"))).await;
+    assert_eq!((a.status, a.code.as_str()), (401, "token_missing"));
+    assert_eq!(a.www.as_deref(), Some("Bearer realm=\"gateway\""));
+
+    let ok = hs(|_| {});
+    let a = call(bearer("/api/x", &ok)).await;
+    assert_eq!(a.status, 200);
+
+    let rsa_pem = std::fs::read(demo_key("member-private.pem")).unwrap();
+    let rsa_pub = std::fs::read(demo_key("member-public.pem")).unwrap();
+    let ed_pem = std::fs::read(key_path("ed-private.pem")).unwrap();
+    let member = |f: &dyn Fn(&mut MintOptions)| {
+        let mut o = opts("RS256", MintKey::PrivateKeyPem(rsa_pem.clone()));
+        o.iss = Some("demo-member".into());
+        f(&mut o);
+        mint_token(&o).unwrap()
+    };
+    let mut ed = opts("EdDSA", MintKey::PrivateKeyPem(ed_pem));
+    ed.iss = Some("ed".into());
+    ed.aud = None;
+    let ed = mint_token(&ed).unwrap();
+    // RS256 public key used as an HMAC secret: the classic key-confusion forgery
+    let confused = {
+        let mut o = opts("HS256", MintKey::Secret(rsa_pub));
+        o.iss = Some("demo-member".into());
+        mint_token(&o).unwrap()
+    };
+    let none = {
+        let parts: Vec<&str> = ok.split('.').collect();
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1])
+    };
+    let t = now();
+
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("/member/x", member(&|_| {}), 200, ""),
+        ("/api/x", member(&|_| {}), 200, ""),
+        ("/api/x", ed.clone(), 200, ""),
+        ("/member/x", ok.clone(), 401, "issuer_unknown"),
+        ("/api/x", "not-a-jwt".into(), 401, "token_malformed"),
+        ("/api/x", none, 401, "token_malformed"),
+        (
+            "/api/x",
+            hs(|o| set(o, "exp", json!(t - 120))),
+            401,
+            "token_expired",
+        ),
+        ("/api/x", hs(|o| set(o, "exp", json!(t - 5))), 200, ""),
+        (
+            "/api/x",
+            hs(|o| set(o, "nbf", json!(t + 120))),
+            401,
+            "token_not_yet_valid",
+        ),
+        (
+            "/api/x",
+            hs(|o| set(o, "iat", json!(t + 120))),
+            401,
+            "token_not_yet_valid",
+        ),
+        (
+            "/api/x",
+            hs(|o| set(o, "exp", Value::Null)),
+            401,
+            "claim_missing",
+        ),
+        (
+            "/api/x",
+            hs(|o| set(o, "sub", Value::Null)),
+            401,
+            "claim_missing",
+        ),
+        (
+            "/api/x",
+            hs(|o| o.aud = Some("elsewhere".into())),
+            401,
+            "audience_invalid",
+        ),
+        (
+            "/api/x",
+            hs(|o| o.iss = Some("stranger".into())),
+            401,
+            "issuer_unknown",
+        ),
+        (
+            "/api/x",
+            hs(|o| o.key = MintKey::Secret(b"wrong-secret-wrong-secret-wrong".to_vec())),
+            401,
+            "signature_invalid",
+        ),
+        (
+            "/api/x",
+            hs(|o| o.alg = "HS384".into()),
+            401,
+            "algorithm_not_allowed",
+        ),
+        ("/member/x", confused, 401, "algorithm_not_allowed"),
+        ("/admin/x", ok.clone(), 403, "insufficient_claims"),
+        (
+            "/admin/x",
+            hs(|o| o.roles = vec!["USER".into(), "OPS".into()]),
+            200,
+            "",
+        ),
+    ];
+    for (path, token, status, code) in cases {
+        let a = call(bearer(path, &token)).await;
+        assert_eq!(
+            (a.status, a.code.as_str()),
+            (status, code),
+            "{path} {token}"
+        );
+        if status == 401 {
+            let www = a.www.clone().unwrap();
+            assert!(www.contains("error=\"invalid_token\""), "{www}");
+        }
+        if status == 403 {
+            assert!(a.www.unwrap().contains("insufficient_scope"));
+        }
+    }
+
+    // a tampered payload keeps the signature of another
+    let parts: Vec<&str> = ok.split('.').collect();
+    let admin = hs(|o| o.roles = vec!["ADMIN".into()]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        admin.split('.').nth(1).unwrap(),
+        parts[2]
+    );
+    let a = call(bearer("/admin/x", &forged)).await;
+    assert_eq!((a.status, a.code.as_str()), (401, "signature_invalid"));
+
+    assert!(
+        gw.metric(
+            "gateway_auth_failures_total",
+            &[("reason", "token_expired")]
+        ) >= 1.0
+    );
+    assert!(
+        gw.metric(
+            "gateway_auth_failures_total",
+            &[("reason", "insufficient_claims")]
+        ) >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn token_sources_cookie_and_query_opt_in() {
+    let backend = Backend::start("echo");
+    let gw = GatewayProcess::start(BIN, &config(&backend));
+    let c = client();
+    let t = hs(|_| {});
+    let a = call(
+        c.get(gw.url("/api/x"))
+            .header("cookie", format!("theme=dark; access_token={t}")),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let a = call(c.get(gw.url(&format!("/api/x?access_token={t}")))).await;
+    assert_eq!(
+        (a.status, a.code.as_str()),
+        (401, "token_missing"),
+        "query needs the route's opt-in"
+    );
+    let a = call(c.get(gw.url(&format!("/q/x?access_token={t}")))).await;
+    assert_eq!(a.status, 200);
+    let a = call(
+        c.get(gw.url("/api/x"))
+            .header("authorization", format!("Basic {t}")),
+    )
+    .await;
+    assert_eq!(a.code, "token_missing");
+}
+
+#[tokio::test]
+async fn identity_headers_are_injected_signed_and_never_spoofed() {
+    let backend = Backend::start("echo");
+    let gw = GatewayProcess::start(BIN, &config(&backend));
+    let c = client();
+    let spoof = |req: reqwest::RequestBuilder| {
+        req.header("Authenticated-User", "mallory@evil.test")
+            .header("X-User-Id", "0")
+            .header("x-user-roles", "ADMIN")
+            .header("X-Gateway-Signature", "t=1,h=x-user-id,v1=00")
+            .header("X-Internal-Secret", "1")
+    };
+
+    // public route: every identity header is removed, none injected
+    let e = call(spoof(c.get(gw.url("/public/x")))).await.echo.unwrap();
+    for h in [
+        "authenticated-user",
+        "x-user-id",
+        "x-user-roles",
+        "x-gateway-signature",
+        "x-internal-secret",
+    ] {
+        assert!(
+            e.header(h).is_none(),
+            "{h} leaked to a public route: {:?}",
+            e.headers
+        );
+    }
+
+    // protected route: only the verified values arrive
+    let t = hs(|o| o.roles = vec!["USER".into(), "OPS".into()]);
+    let e = call(spoof(c.get(gw.url("/api/x")).bearer_auth(&t)))
+        .await
+        .echo
+        .unwrap();
+    assert_eq!(e.header_all("authenticated-user"), vec!["ada@example.com"]);
+    assert_eq!(e.header_all("x-user-id"), vec!["42"]);
+    assert_eq!(e.header_all("x-user-roles"), vec!["USER,OPS"]);
+    assert!(e.header("x-internal-secret").is_none());
+    assert_eq!(e.header_all("x-gateway-signature").len(), 1);
+
+    // the service-side helper accepts the gateway's signature, and only with the secret
+    let mut headers = http::HeaderMap::new();
+    for (k, vs) in &e.headers {
+        for v in vs {
+            headers.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+    }
+    let id = verify_signature(&headers, SIG_SECRET.as_bytes(), Duration::from_secs(60)).unwrap();
+    assert_eq!(id.get("authenticated-user"), Some("ada@example.com"));
+    assert_eq!(id.get("X-User-Roles"), Some("USER,OPS"));
+    assert!(verify_signature(
+        &headers,
+        b"another-secret-another-secret",
+        Duration::from_secs(60)
+    )
+    .is_err());
+    headers.insert("x-user-id", http::HeaderValue::from_static("1"));
+    assert!(verify_signature(&headers, SIG_SECRET.as_bytes(), Duration::from_secs(60)).is_err());
+}
+
+#[test]
+fn config_mistakes_are_reported_with_their_key_path() {
+    let cases = [
+        (
+            "algorithms: [none], secret: s",
+            "auth.issuers[0].algorithms[0]",
+        ),
+        (
+            "algorithms: [HS256, RS256], secret: s",
+            "auth.issuers[0].algorithms",
+        ),
+        ("algorithms: [RS256], secret: s", "auth.issuers[0].secret"),
+        ("algorithms: [HS256]", "set exactly one key source"),
+        (
+            "algorithms: [HS256], secret: s, jwks_url: \"http://x\"",
+            "set exactly one key source",
+        ),
+        (
+            "algorithms: [RS256], public_key_file: /nonexistent.pem",
+            "auth.issuers[0].public_key_file",
+        ),
+        (
+            "algorithms: [HS256], secret_env: GATEWAY_TEST_UNSET_VAR",
+            "auth.issuers[0].secret_env",
+        ),
+    ];
+    for (issuer, needle) in cases {
+        let yaml = format!(
+            "services: {{s: {{instances: [\"127.0.0.1:1\"]}}}}\n\
+             auth: {{issuers: [{{name: a, issuer: a, {issuer}}}]}}\n\
+             routes: [{{match: {{prefix: /}}, service: s, auth: {{jwt: {{}}}}}}]\n"
+        );
+        let out = check_config(BIN, &yaml);
+        assert!(!out.success, "{issuer} passed");
+        assert!(out.stderr.contains(needle), "{issuer}: {}", out.stderr);
+    }
+    let yaml = "services: {s: {instances: [\"127.0.0.1:1\"]}}\n\
+                auth:\n  issuers: [{name: a, algorithms: [HS256], secret: s}]\n  \
+                revocation: {redis_url: \"http://x\", blacklist_key: nothing}\n  \
+                identity: {headers: {X-Id: \"{sub\"}}\n\
+                routes: [{match: {prefix: /}, service: s, auth: {jwt: {issuers: [b]}}}]\n";
+    let out = check_config(BIN, yaml);
+    for needle in [
+        "auth.revocation.redis_url",
+        "auth.revocation.blacklist_key",
+        "auth.identity.headers.X-Id",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+    let yaml = "services: {s: {instances: [\"127.0.0.1:1\"]}}\n\
+                auth: {issuers: [{name: a, algorithms: [HS256], secret: s}]}\n\
+                routes: [{match: {prefix: /}, service: s, auth: {jwt: {issuers: [b]}}}]\n";
+    let out = check_config(BIN, yaml);
+    assert!(
+        out.stderr
+            .contains("routes[0].auth.jwt.issuers[0]: unknown issuer \"b\" (known: a)"),
+        "{}",
+        out.stderr
+    );
+}
