@@ -15,8 +15,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+mod tasks;
+
 use super::redis_store::RedisStore;
-use super::{clamp_weight, unix_ms, DiscoveryError, Refresh};
+use super::{clamp_weight, unix_ms, DiscoveryError};
 use crate::config::discovery::{RegistryConfig, RegistryStore};
 use crate::upstream::Endpoint;
 
@@ -154,11 +156,11 @@ impl Registry {
 
     /// Start eviction (and, with Redis, the sync loop and change notices) on `rt`.
     pub fn start(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
-        rt.spawn(sweep(self.clone()));
+        rt.spawn(tasks::sweep(self.clone()));
         if let Some(store) = &self.store {
             let (wake_tx, wake_rx) = tokio::sync::mpsc::channel::<()>(1);
             rt.spawn(store.clone().listen(wake_tx));
-            rt.spawn(sync(self.clone(), wake_rx));
+            rt.spawn(tasks::sync(self.clone(), wake_rx));
         }
     }
 
@@ -402,169 +404,4 @@ async fn resolve(address: &str, port: u16) -> Result<SocketAddr, RegistryError> 
     }
 }
 
-/// Evict instances whose TTL lapsed (every 250 ms).
-async fn sweep(registry: Arc<Registry>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if registry.store_error().is_some() {
-            // the store is unreadable: keep what we know rather than evict on stale data
-            continue;
-        }
-        let now = unix_ms();
-        let expired: Vec<Record> = registry.with_entries(|e| {
-            let mut out = Vec::new();
-            for m in e.values_mut() {
-                m.retain(|_, r| {
-                    let keep = r.live(now);
-                    if !keep {
-                        out.push(r.clone());
-                    }
-                    keep
-                });
-            }
-            e.retain(|_, m| !m.is_empty());
-            out
-        });
-        if expired.is_empty() {
-            continue;
-        }
-        for r in &expired {
-            tracing::warn!(service = %r.service, id = %r.id, address = %r.resolved, "registry: TTL lapsed, instance evicted");
-            if let Some(store) = &registry.store {
-                if let Err(e) = store.evict(r).await {
-                    tracing::debug!(error = %e, "registry: evicting from the store failed; the next sync retries");
-                }
-            }
-        }
-        registry.notify();
-    }
-}
-
-/// With Redis: re-read the whole registry every `sync_interval` or on a change notice.
-async fn sync(registry: Arc<Registry>, mut wake: tokio::sync::mpsc::Receiver<()>) {
-    let Some(store) = registry.store.clone() else {
-        return;
-    };
-    let interval = registry
-        .settings
-        .sync_interval
-        .get()
-        .max(Duration::from_millis(100));
-    loop {
-        match store.load_all().await {
-            Ok(all) => {
-                let was_failing = registry
-                    .store_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                if was_failing.is_some() {
-                    tracing::info!("registry: the Redis store answers again");
-                }
-                let changed = registry.with_entries(|e| {
-                    let changed = *e != all;
-                    *e = all;
-                    changed
-                });
-                if changed || was_failing.is_some() {
-                    registry.notify();
-                }
-            }
-            Err(e) => {
-                let first = registry
-                    .store_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .replace(e.to_string())
-                    .is_none();
-                if first {
-                    tracing::warn!(error = %e, "registry: cannot read the Redis store; keeping the last known instances");
-                    registry.notify();
-                }
-            }
-        }
-        let _ = tokio::time::timeout(interval, wake.recv()).await;
-    }
-}
-
-/// Discovery source for `discovery: {type: registry}`.
-pub struct RegistrySource {
-    name: String,
-    registry: Arc<Registry>,
-    changes: watch::Receiver<u64>,
-}
-
-impl RegistrySource {
-    pub fn new(name: &str) -> Self {
-        let registry = global();
-        let mut changes = registry.subscribe();
-        changes.mark_unchanged();
-        RegistrySource {
-            name: name.to_string(),
-            registry,
-            changes,
-        }
-    }
-
-    pub fn target(&self) -> String {
-        self.name.clone()
-    }
-
-    pub fn refresh(&mut self) -> Result<Refresh, DiscoveryError> {
-        self.changes.mark_unchanged();
-        let endpoints = self.registry.endpoints(&self.name)?;
-        Ok(Refresh {
-            endpoints,
-            next: Duration::from_secs(3600),
-        })
-    }
-
-    /// Wait for a change of the registry, at most `max`; true when one came.
-    pub async fn wait(&mut self, max: Duration) -> bool {
-        matches!(
-            tokio::time::timeout(max, self.changes.changed()).await,
-            Ok(Ok(()))
-        )
-    }
-}
-
-/// Check `admin.registry` settings.
-pub fn validate_config(cfg: &RegistryConfig, errors: &mut Vec<crate::config::ConfigError>) {
-    use crate::config::ConfigError;
-    match (cfg.store, &cfg.redis_url) {
-        (RegistryStore::Redis, None) => errors.push(ConfigError::new(
-            "admin.registry.redis_url",
-            "`store: redis` needs `redis_url`, e.g. \"redis://127.0.0.1:6379/0\"",
-        )),
-        (RegistryStore::Redis, Some(url)) => {
-            if let Err(e) = redis::Client::open(url.as_str()) {
-                errors.push(ConfigError::new("admin.registry.redis_url", format!("{e}")));
-            }
-        }
-        (RegistryStore::Memory, Some(_)) => errors.push(ConfigError::new(
-            "admin.registry.redis_url",
-            "only used with `store: redis`",
-        )),
-        (RegistryStore::Memory, None) => {}
-    }
-    if cfg.default_ttl.get() < Duration::from_secs(1) || cfg.default_ttl > cfg.max_ttl {
-        errors.push(ConfigError::new(
-            "admin.registry.default_ttl",
-            "must be at least 1s and at most max_ttl",
-        ));
-    }
-    if cfg.sync_interval.get() < Duration::from_millis(100) {
-        errors.push(ConfigError::new(
-            "admin.registry.sync_interval",
-            "must be at least 100ms",
-        ));
-    }
-    if cfg.key_prefix.is_empty() {
-        errors.push(ConfigError::new(
-            "admin.registry.key_prefix",
-            "must not be empty",
-        ));
-    }
-}
+pub use tasks::{validate_config, RegistrySource};

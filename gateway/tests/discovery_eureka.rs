@@ -1,0 +1,342 @@
+//! Eureka discovery against local HTTP servers answering the Eureka REST API
+//! (`GET /eureka/apps/{APP}`, JSON as a Spring Cloud Netflix Eureka server
+//! sends it): UP/DOWN/OUT_OF_SERVICE, metadata weights, the single-instance
+//! object form, failover between servers, and the last set kept when all fail.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use testkit::{http_get, wait_until, Backend, GatewayProcess};
+
+const T: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Shared {
+    /// app name (upper case) -> the JSON body of `GET /eureka/apps/{app}`
+    apps: Mutex<std::collections::HashMap<String, Value>>,
+    hits: AtomicU64,
+}
+
+/// A Eureka server stand-in on 127.0.0.1 serving whatever payload the test sets.
+struct EurekaServer {
+    port: u16,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+async fn app(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    shared.hits.fetch_add(1, Ordering::Relaxed);
+    let wants_json = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if !wants_json {
+        // a real Eureka server answers XML by default
+        return (StatusCode::OK, "<application/>").into_response();
+    }
+    match shared.apps.lock().unwrap().get(&name) {
+        Some(body) => axum::Json(body.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+impl EurekaServer {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared::default());
+        let router = Router::new()
+            .route("/eureka/apps/{app}", get(app))
+            .with_state(shared.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                tokio::select! {
+                    _ = axum::serve(listener, router) => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        EurekaServer {
+            port,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/eureka/", self.port)
+    }
+
+    fn set(&self, app: &str, body: Value) {
+        self.shared
+            .apps
+            .lock()
+            .unwrap()
+            .insert(app.to_string(), body);
+    }
+
+    fn hits(&self) -> u64 {
+        self.shared.hits.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for EurekaServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One instance as the Eureka REST API shows it (Spring Cloud Netflix).
+fn instance(app: &str, port: u16, status: &str, weight: Option<&str>) -> Value {
+    let mut metadata = json!({"management.port": port.to_string()});
+    if let Some(w) = weight {
+        metadata["weight"] = json!(w);
+    }
+    json!({
+        "instanceId": format!("localhost:{}:{port}", app.to_lowercase()),
+        "hostName": "localhost",
+        "app": app,
+        "ipAddr": "127.0.0.1",
+        "status": status,
+        "overriddenStatus": "UNKNOWN",
+        "port": {"$": port, "@enabled": "true"},
+        "securePort": {"$": 443, "@enabled": "false"},
+        "countryId": 1,
+        "dataCenterInfo": {
+            "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
+            "name": "MyOwn"
+        },
+        "leaseInfo": {
+            "renewalIntervalInSecs": 30, "durationInSecs": 90,
+            "registrationTimestamp": 1700000000000u64, "lastRenewalTimestamp": 1700000000000u64,
+            "evictionTimestamp": 0, "serviceUpTimestamp": 1700000000000u64
+        },
+        "metadata": metadata,
+        "homePageUrl": format!("http://localhost:{port}/"),
+        "statusPageUrl": format!("http://localhost:{port}/actuator/info"),
+        "healthCheckUrl": format!("http://localhost:{port}/actuator/health"),
+        "vipAddress": app.to_lowercase(),
+        "secureVipAddress": app.to_lowercase(),
+        "isCoordinatingDiscoveryServer": "false",
+        "lastUpdatedTimestamp": "1700000000000",
+        "lastDirtyTimestamp": "1700000000000",
+        "actionType": "ADDED"
+    })
+}
+
+fn application(app: &str, instances: Vec<Value>) -> Value {
+    json!({"application": {"name": app, "instance": instances}})
+}
+
+fn gateway(servers: &[&EurekaServer]) -> GatewayProcess {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{}\"", s.url())).collect();
+    GatewayProcess::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &format!(
+            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
+             services:\n  member:\n    discovery: {{type: eureka, servers: [{}], app: member-service, \
+             interval: 200ms, timeout: 500ms}}\n\
+             routes: [{{match: {{prefix: /}}, service: member}}]\n",
+            list.join(", ")
+        ),
+    )
+}
+
+/// `[(id, weight)]` of the service's current instances, sorted.
+fn instances(gw: &GatewayProcess) -> Vec<(String, u64)> {
+    let (_, body) = http_get(&gw.admin_addr(), "/discovery").unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let mut out: Vec<(String, u64)> = v["services"]["member"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["weight"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn id(b: &Backend) -> String {
+    format!("127.0.0.1:{}", b.port())
+}
+
+fn backend_name(gw: &GatewayProcess) -> Option<String> {
+    let (status, body) = http_get(&gw.addr(), "/x").ok()?;
+    (status == 200).then_some(())?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["backend"].as_str().map(str::to_string)
+}
+
+#[test]
+fn only_up_instances_take_traffic_with_their_metadata_weights() {
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    let eureka = EurekaServer::start();
+    eureka.set(
+        "MEMBER-SERVICE",
+        application(
+            "MEMBER-SERVICE",
+            vec![
+                instance("MEMBER-SERVICE", a.port(), "UP", Some("3")),
+                instance("MEMBER-SERVICE", b.port(), "DOWN", None),
+                instance("MEMBER-SERVICE", c.port(), "OUT_OF_SERVICE", None),
+            ],
+        ),
+    );
+    let gw = gateway(&[&eureka]);
+    assert!(
+        wait_until(T, || instances(&gw) == [(id(&a), 3)]),
+        "{}",
+        gw.log()
+    );
+    for _ in 0..10 {
+        assert_eq!(backend_name(&gw).as_deref(), Some("a"));
+    }
+
+    // b comes UP: it takes traffic within a refresh
+    eureka.set(
+        "MEMBER-SERVICE",
+        application(
+            "MEMBER-SERVICE",
+            vec![
+                instance("MEMBER-SERVICE", a.port(), "UP", Some("3")),
+                instance("MEMBER-SERVICE", b.port(), "UP", None),
+                instance("MEMBER-SERVICE", c.port(), "OUT_OF_SERVICE", None),
+            ],
+        ),
+    );
+    let mut want = vec![(id(&a), 3), (id(&b), 1)];
+    want.sort();
+    assert!(wait_until(T, || instances(&gw) == want));
+    assert!(wait_until(T, || backend_name(&gw).as_deref() == Some("b")));
+
+    // one instance left: Eureka sends `instance` as an object, not a list
+    eureka.set(
+        "MEMBER-SERVICE",
+        json!({"application": {"name": "MEMBER-SERVICE",
+            "instance": instance("MEMBER-SERVICE", c.port(), "UP", Some("2"))}}),
+    );
+    assert!(wait_until(T, || instances(&gw) == [(id(&c), 2)]));
+    assert_eq!(backend_name(&gw).as_deref(), Some("c"));
+    let (_, body) = http_get(&gw.admin_addr(), "/discovery").unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["services"]["member"]["discovery"]["source"], "eureka");
+    assert_eq!(
+        v["services"]["member"]["discovery"]["target"],
+        "MEMBER-SERVICE"
+    );
+}
+
+#[test]
+fn fails_over_between_servers_and_keeps_the_last_set_when_all_fail() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let first = EurekaServer::start();
+    let second = EurekaServer::start();
+    let both = application(
+        "MEMBER-SERVICE",
+        vec![
+            instance("MEMBER-SERVICE", a.port(), "UP", None),
+            instance("MEMBER-SERVICE", b.port(), "UP", None),
+        ],
+    );
+    first.set("MEMBER-SERVICE", both.clone());
+    second.set(
+        "MEMBER-SERVICE",
+        application(
+            "MEMBER-SERVICE",
+            vec![instance("MEMBER-SERVICE", a.port(), "UP", None)],
+        ),
+    );
+    let gw = gateway(&[&first, &second]);
+    assert!(wait_until(T, || instances(&gw).len() == 2), "{}", gw.log());
+    assert_eq!(second.hits(), 0, "the first server answers while it is up");
+
+    // the first server goes away: the second one is asked
+    drop(first);
+    assert!(
+        wait_until(T, || instances(&gw) == [(id(&a), 1)]),
+        "{}",
+        gw.log()
+    );
+    assert!(gw.log().contains("failed over"));
+    assert_eq!(
+        gw.metric("gateway_discovery_errors_total", &[("service", "member")]),
+        0.0,
+        "a failover is not a failed refresh"
+    );
+
+    // every server is down: the last known set stays, the error is counted and shown
+    drop(second);
+    assert!(wait_until(T, || gw.metric(
+        "gateway_discovery_errors_total",
+        &[("service", "member"), ("source", "eureka")]
+    ) >= 2.0));
+    assert_eq!(instances(&gw), [(id(&a), 1)]);
+    for _ in 0..5 {
+        assert_eq!(backend_name(&gw).as_deref(), Some("a"));
+    }
+    let (_, body) = http_get(&gw.admin_addr(), "/discovery").unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let status = &v["services"]["member"]["discovery"];
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no server answered"),
+        "{status}"
+    );
+    assert!(status["consecutive_errors"].as_u64().unwrap() >= 2);
+    assert!(
+        gw.metric(
+            "gateway_discovery_last_refresh_timestamp_seconds",
+            &[("service", "member")]
+        ) > 1.0e9
+    );
+}
+
+#[test]
+fn an_unknown_app_is_an_empty_service() {
+    let eureka = EurekaServer::start();
+    let gw = gateway(&[&eureka]);
+    assert!(wait_until(T, || eureka.hits() >= 1));
+    let (status, body) = http_get(&gw.addr(), "/x").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        gw.metric("gateway_discovery_errors_total", &[("service", "member")]),
+        0.0
+    );
+}
