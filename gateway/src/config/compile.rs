@@ -367,7 +367,7 @@ fn compile_route(
             Err(e) => {
                 errors.push(ConfigError::new(
                     format!("{path}.rewrite.regex"),
-                    format!("invalid regex: {e}"),
+                    regex_problem(&rw.regex, &e),
                 ));
                 PathRewrite::Keep
             }
@@ -484,16 +484,19 @@ fn compile_match(
             }
             PathMatch::Prefix(p.clone())
         }
-        (None, None, Some(r)) => match Regex::new(&format!("^(?:{r})$")) {
-            Ok(re) => PathMatch::Regex(re),
-            Err(e) => {
-                errors.push(ConfigError::new(
-                    format!("{path}.regex"),
-                    format!("invalid regex: {e}"),
-                ));
-                PathMatch::Any
+        // check the pattern as written first, so an error points into the user's text
+        (None, None, Some(r)) => {
+            match Regex::new(r).and_then(|_| Regex::new(&format!("^(?:{r})$"))) {
+                Ok(re) => PathMatch::Regex(re),
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        format!("{path}.regex"),
+                        regex_problem(r, &e),
+                    ));
+                    PathMatch::Any
+                }
             }
-        },
+        }
         _ => {
             errors.push(ConfigError::new(
                 path,
@@ -597,4 +600,15 @@ fn compile_header_rules(
         }
     }
     rules
+}
+
+/// `invalid regex "/a/(": unclosed group` (the regex crate's reason, on one line).
+fn regex_problem(pattern: &str, e: &regex::Error) -> String {
+    let text = e.to_string();
+    let reason = text
+        .lines()
+        .last()
+        .map(|l| l.trim_start_matches("error: "))
+        .unwrap_or(&text);
+    format!("invalid regex {pattern:?}: {reason}")
 }

@@ -189,7 +189,7 @@ fn default_idle_timeout() -> Dur {
 }
 
 /// An instance: `"10.0.0.5:8080"` or `{address: "10.0.0.5:8080", weight: 3}`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum InstanceConfig {
     Address(String),
@@ -206,6 +206,31 @@ pub struct InstanceDetail {
 
 fn default_weight() -> u32 {
     1
+}
+
+/// By hand instead of `untagged`, so a typo inside the map is reported as such
+/// (`unknown field `wieght``) rather than "did not match any variant".
+impl<'de> Deserialize<'de> for InstanceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = InstanceConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address \"ip:port\" or {address: \"ip:port\", weight: N}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<InstanceConfig, E> {
+                Ok(InstanceConfig::Address(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<InstanceConfig, A::Error> {
+                InstanceDetail::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(InstanceConfig::Detailed)
+            }
+        }
+        d.deserialize_any(Shape)
+    }
 }
 
 impl InstanceConfig {

@@ -83,8 +83,22 @@ pub fn parse(text: &str) -> Result<GatewayConfig, Vec<ConfigError>> {
             "the config is empty (see config/reference.yaml for every key)",
         )]);
     }
-    serde_saphyr::from_str::<GatewayConfig>(text)
-        .map_err(|e| vec![ConfigError::new("", e.to_string())])
+    // track the key path while deserializing, so a shape error names where it is
+    let mut path = String::new();
+    let options = serde_saphyr::options! { with_snippet: false };
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize::<_, GatewayConfig>(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    })
+    .map_err(|e| vec![shape_error(&path, &e)])
+}
+
+/// `routes[0].match.pth: unknown field `pth`, expected one of ... at line 6, column 36`.
+fn shape_error(path: &str, e: &serde_saphyr::Error) -> ConfigError {
+    let path = if path == "." { "" } else { path };
+    ConfigError::new(path, e.to_string())
 }
 
 /// A stable short version for a config text (first 12 hex digits of its SHA-256).
