@@ -141,7 +141,7 @@ async fn session_inner(
                 }
             }
             _ = ping.tick() => {
-                within(s.timeout * 4, "ping", sink.ping::<String>()).await?;
+                within(s.timeout * 4, "ping", sink.ping::<Value>()).await?;
             }
             _ = tokio::time::sleep_until(next_resync) => {
                 resync(mirror, s, &mut conn).await?;
