@@ -127,7 +127,7 @@ fn two_gateways_share_one_registry_in_redis() {
         &[("service", "member"), ("source", "registry")]
     ) >= 1.0));
     assert_eq!(who(&two).as_deref(), Some("b"));
-    assert_eq!(ids(&one), [id_b.clone()]);
+    assert_eq!(ids(&one), [id_b]);
 
     // Redis is back (empty: nothing persisted): instances register again
     redis.restart();
