@@ -357,6 +357,9 @@ impl ProxyHttp for Gateway {
             },
         };
         if status != 0 && session.response_written().is_none() {
+            // the connection is not reused after this answer: say so (`Connection: close`),
+            // or a keep-alive client sends its next request into a closed socket
+            session.as_mut().set_keepalive(None);
             let message: Cow<'static, str> = match refusal {
                 Refusal::NoInstance => {
                     let svc = ctx.route.as_ref().map_or("?", |r| &r.service.name);

@@ -1,0 +1,256 @@
+//! Upstream health through the real binary: active checks take an instance out
+//! and bring it back, passive ejection after consecutive failures, retries that
+//! land on another instance, and the JSON 503 when no instance is healthy.
+
+use std::time::Duration;
+
+use testkit::{client, free_port, wait_until, wait_until_async, Backend, GatewayProcess};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+
+fn header(listen: &str) -> String {
+    format!(
+        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n{listen}"
+    )
+}
+
+fn healthy(gw: &GatewayProcess, b: &str) -> f64 {
+    gw.metric(
+        "gateway_upstream_healthy",
+        &[("service", "s"), ("instance", b)],
+    )
+}
+
+async fn backend_of(gw: &GatewayProcess, path: &str) -> (u16, String) {
+    let resp = client().get(gw.url(path)).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let name = resp
+        .headers()
+        .get("x-backend")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, name)
+}
+
+#[tokio::test]
+async fn active_check_takes_an_instance_out_and_brings_it_back() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let yaml = header(&format!(
+        "services:\n  s:\n    instances: [\"{}\", \"{}\"]\n    \
+         health_check: {{path: /health, interval: 100ms, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2}}\n\
+         routes: [{{service: s}}]\n",
+        a.addr(),
+        b.addr()
+    ));
+    let gw = GatewayProcess::start(BIN, &yaml);
+    assert!(wait_until(Duration::from_secs(5), || b.health_checks() >= 2));
+    assert_eq!(healthy(&gw, &b.addr()), 1.0);
+
+    b.set_healthy(false);
+    assert!(
+        wait_until(Duration::from_secs(10), || healthy(&gw, &b.addr()) == 0.0),
+        "b taken out"
+    );
+    assert!(gw.log().contains("failed its health check"));
+    b.reset_counts();
+    for _ in 0..20 {
+        assert_eq!(backend_of(&gw, "/x").await, (200, "a".to_string()));
+    }
+    assert_eq!(b.requests(), 0);
+
+    b.set_healthy(true);
+    assert!(
+        wait_until(Duration::from_secs(10), || healthy(&gw, &b.addr()) == 1.0),
+        "b back"
+    );
+    for _ in 0..20 {
+        backend_of(&gw, "/x").await;
+    }
+    assert_eq!(b.requests(), 10, "round robin again");
+}
+
+#[tokio::test]
+async fn tcp_check_marks_a_closed_port_unhealthy() {
+    let a = Backend::start("a");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let yaml = header(&format!(
+        "services:\n  s:\n    instances: [\"{}\", \"{dead}\"]\n    \
+         health_check: {{type: tcp, interval: 100ms, timeout: 300ms, unhealthy_threshold: 1}}\n    \
+         passive_health: {{consecutive_failures: 0}}\n\
+         routes: [{{service: s, retries: {{attempts: 0}}}}]\n",
+        a.addr()
+    ));
+    let gw = GatewayProcess::start(BIN, &yaml);
+    assert!(wait_until(Duration::from_secs(10), || healthy(&gw, &dead) == 0.0));
+    assert_eq!(healthy(&gw, &a.addr()), 1.0);
+    for _ in 0..10 {
+        assert_eq!(backend_of(&gw, "/x").await, (200, "a".to_string()));
+    }
+}
+
+#[tokio::test]
+async fn passive_ejection_after_consecutive_failures_then_return() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let yaml = header(&format!(
+        "services:\n  s:\n    instances: [\"{}\", \"{}\"]\n    \
+         passive_health: {{consecutive_failures: 2, ejection_time: 2s}}\n\
+         routes: [{{service: s}}]\n",
+        a.addr(),
+        b.addr()
+    ));
+    let gw = GatewayProcess::start(BIN, &yaml);
+    b.set_status(Some(503));
+    // round robin: b answers 503 twice, then is ejected
+    let mut failures = 0;
+    for _ in 0..4 {
+        if backend_of(&gw, "/x").await.0 == 503 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 2);
+    assert_eq!(
+        gw.metric("gateway_upstream_ejections_total", &[("service", "s")]),
+        1.0
+    );
+    b.set_status(None);
+    b.reset_counts();
+    for _ in 0..10 {
+        assert_eq!(backend_of(&gw, "/x").await, (200, "a".to_string()));
+    }
+    assert_eq!(b.requests(), 0, "ejected instance gets no traffic");
+    // after the ejection time it takes traffic again
+    let back = wait_until_async(Duration::from_secs(10), || async {
+        backend_of(&gw, "/x").await.1 == "b"
+    })
+    .await;
+    assert!(back, "b returns after its ejection time");
+}
+
+#[tokio::test]
+async fn connect_errors_are_retried_on_another_instance() {
+    let a = Backend::start("a");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let yaml = header(&format!(
+        "services:\n  s:\n    instances: [\"{dead}\", \"{}\"]\n    \
+         passive_health: {{consecutive_failures: 0}}\n\
+         routes:\n  - {{id: get, match: {{methods: [GET]}}, service: s, retries: {{attempts: 1}}}}\n  \
+         - {{id: post, match: {{methods: [POST]}}, service: s, retries: {{attempts: 1}}}}\n",
+        a.addr()
+    ));
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let c = client();
+    for _ in 0..10 {
+        let resp = c.get(gw.url("/x")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-backend"], "a");
+        // nothing reached the dead instance, so even a POST is safe to retry
+        let resp = c.post(gw.url("/x")).body("payload").send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert!(gw.metric("gateway_retries_total", &[("route", "get")]) >= 5.0);
+    assert!(gw.metric("gateway_retries_total", &[("route", "post")]) >= 5.0);
+}
+
+#[tokio::test]
+async fn connect_error_without_retries_is_a_json_502() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let yaml = header(&format!(
+        "services:\n  s: {{instances: [\"{dead}\"]}}\n\
+         routes: [{{service: s, retries: {{attempts: 0}}}}]\n"
+    ));
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let resp = client().get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn retry_on_status_lands_on_another_instance() {
+    let (bad, good) = (Backend::start("bad"), Backend::start("good"));
+    bad.set_status(Some(503));
+    let yaml = header(&format!(
+        "services:\n  s:\n    instances: [\"{}\", \"{}\"]\n    \
+         passive_health: {{consecutive_failures: 0}}\n\
+         routes:\n  - id: idem\n    match: {{prefix: /idem}}\n    service: s\n    \
+         retries: {{attempts: 2, on_status: [503]}}\n  \
+         - id: any\n    match: {{prefix: /any}}\n    service: s\n    \
+         retries: {{attempts: 2, on_status: [503], non_idempotent: true}}\n",
+        bad.addr(),
+        good.addr()
+    ));
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let c = client();
+    for _ in 0..6 {
+        let resp = c.get(gw.url("/idem")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-backend"], "good");
+    }
+    assert!(
+        bad.requests() >= 3,
+        "the bad instance was tried first half the time"
+    );
+    assert!(gw.metric("gateway_retries_total", &[("route", "idem")]) >= 3.0);
+
+    // POST is not retried unless the route allows it
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let resp = c.post(gw.url("/idem")).body("x").send().await.unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        3,
+        "{statuses:?}"
+    );
+    for _ in 0..6 {
+        let resp = c.post(gw.url("/any")).body("x").send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let e: testkit::Echo = resp.json().await.unwrap();
+        assert_eq!(e.backend, "good");
+        assert_eq!(e.body_bytes, 1, "the body is replayed on the retry");
+    }
+}
+
+#[tokio::test]
+async fn no_healthy_instance_is_a_json_503_naming_the_service() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    a.set_healthy(false);
+    b.set_healthy(false);
+    let yaml = header(&format!(
+        "services:\n  orders:\n    instances: [\"{}\", \"{}\"]\n    \
+         health_check: {{interval: 100ms, unhealthy_threshold: 1}}\n\
+         routes: [{{service: orders}}]\n",
+        a.addr(),
+        b.addr()
+    ));
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let c = client();
+    let down = wait_until_async(Duration::from_secs(10), || async {
+        c.get(gw.url("/x")).send().await.unwrap().status() == 503
+    })
+    .await;
+    assert!(down);
+    let resp = c
+        .get(gw.url("/x"))
+        .header("x-request-id", "r-503")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    // the gateway closes this connection, and says so
+    assert_eq!(resp.headers()["connection"], "close");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "no_healthy_instance");
+    assert_eq!(body["request_id"], "r-503");
+    assert!(
+        body["message"].as_str().unwrap().contains("\"orders\""),
+        "{body}"
+    );
+    let ready = c.get(gw.admin_url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["services_without_instances"][0], "orders");
+}
