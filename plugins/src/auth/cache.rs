@@ -103,6 +103,7 @@ mod tests {
             nbf: None,
             leeway: 0.0,
             identity: Vec::new(),
+            key_generation: 0,
         })
     }
 

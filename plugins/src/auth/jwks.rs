@@ -3,13 +3,14 @@
 //! A failed fetch keeps the last good set.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use sha2::Digest;
 
 use super::error::AuthError;
 use super::keys::KeyEntry;
@@ -105,6 +106,9 @@ pub struct Jwks {
     client: reqwest::Client,
     keys: ArcSwap<KeySet>,
     loaded: AtomicBool,
+    /// Bumped whenever the fetched document changes (invalidates cached verifications).
+    generation: AtomicU64,
+    body_hash: Mutex<[u8; 32]>,
     last_attempt: Mutex<Option<Instant>>,
     refetch: tokio::sync::Mutex<()>,
 }
@@ -122,6 +126,8 @@ impl Jwks {
             client,
             keys: ArcSwap::from_pointee(KeySet::default()),
             loaded: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            body_hash: Mutex::new([0; 32]),
             last_attempt: Mutex::new(None),
             refetch: tokio::sync::Mutex::new(()),
         }))
@@ -134,6 +140,11 @@ impl Jwks {
     /// Whether a key set has been fetched at least once.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Changes whenever the key set's content changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The key for `kid`/`alg`; an unknown `kid` triggers one rate-limited refetch.
@@ -183,8 +194,15 @@ impl Jwks {
             .with_label_values(&[&self.settings.issuer, label])
             .inc();
         match result {
-            Ok((set, skipped)) => {
+            Ok((set, skipped, hash)) => {
                 let n = set.len();
+                {
+                    let mut prev = self.body_hash.lock().unwrap_or_else(|e| e.into_inner());
+                    if *prev != hash {
+                        *prev = hash;
+                        self.generation.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
                 if skipped > 0 {
                     tracing::warn!(issuer = %self.settings.issuer, skipped, "JWKS keys skipped (unsupported or not for signing)");
                 }
@@ -200,7 +218,7 @@ impl Jwks {
         }
     }
 
-    async fn fetch_inner(&self) -> Result<(KeySet, usize), String> {
+    async fn fetch_inner(&self) -> Result<(KeySet, usize, [u8; 32]), String> {
         let resp = self
             .client
             .get(&self.settings.url)
@@ -224,7 +242,8 @@ impl Jwks {
         if set.is_empty() {
             return Err("the key set holds no usable key".into());
         }
-        Ok((set, skipped))
+        let hash: [u8; 32] = sha2::Sha256::digest(&body).into();
+        Ok((set, skipped, hash))
     }
 
     /// Background refresh: fetch now, then every `refresh` (sooner while failing).

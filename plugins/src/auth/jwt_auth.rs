@@ -37,7 +37,12 @@ impl AuthShared {
     ) -> Result<Arc<VerifiedToken>, AuthError> {
         let key = self.cache.as_ref().map(|_| hash_token(token));
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
-            if let Some(hit) = cache.get(key) {
+            let current = |v: &VerifiedToken| {
+                self.issuers
+                    .get(v.issuer)
+                    .is_some_and(|i| i.keys.generation() == v.key_generation)
+            };
+            if let Some(hit) = cache.get(key).filter(|v| current(v)) {
                 METRICS.cache.with_label_values(&["hit"]).inc();
                 if !allowed.contains(&hit.issuer) {
                     return Err(AuthError::IssuerUnknown);

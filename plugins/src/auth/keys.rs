@@ -30,6 +30,14 @@ pub enum KeySource {
 }
 
 impl KeySource {
+    /// Changes when the keys change (cached verifications made before are redone).
+    pub fn generation(&self) -> u64 {
+        match self {
+            KeySource::Static(_) => 0,
+            KeySource::Jwks(j) => j.generation(),
+        }
+    }
+
     /// The key for a token's header `kid` and `alg`.
     pub async fn key_for(
         &self,

@@ -43,6 +43,8 @@ pub struct VerifiedToken {
     pub leeway: f64,
     /// Identity headers rendered from the claims.
     pub identity: Vec<(HeaderName, HeaderValue)>,
+    /// The issuer's key generation when verified (a cache hit from an older one is redone).
+    pub key_generation: u64,
 }
 
 impl VerifiedToken {
@@ -97,6 +99,7 @@ pub async fn verify(
     if !issuer.algorithms.contains(&alg) {
         return Err(AuthError::AlgorithmNotAllowed);
     }
+    let key_generation = issuer.keys.generation();
     let key = issuer.keys.key_for(header.kid.as_deref(), alg).await?;
     if !key.accepts(alg) {
         return Err(AuthError::AlgorithmNotAllowed);
@@ -138,6 +141,7 @@ pub async fn verify(
         leeway,
         claims,
         identity: Vec::new(),
+        key_generation,
     };
     token.check_time(now)?;
     Ok(token)
