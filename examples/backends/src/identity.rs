@@ -6,19 +6,21 @@
 //! come through a protected gateway route and is refused.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use plugins::auth::identity::{verify_signature, SignatureError};
 
 use crate::error::ApiError;
 
 pub const USER_ID_HEADER: &str = "x-user-id";
 pub const EMAIL_HEADER: &str = "authenticated-user";
 pub const ROLES_HEADER: &str = "x-user-roles";
-pub const SIGNATURE_HEADER: &str = "x-gateway-signature";
+
+/// How long a gateway signature stays valid (clock skew plus queueing).
+const SIGNATURE_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// Whether and how to check the gateway's signature.
 #[derive(Clone, Default)]
@@ -37,57 +39,30 @@ impl GatewayTrust {
         self.secret.is_some()
     }
 
-    /// Check the signature header against the identity headers of `headers`.
+    /// Check the signature header (the gateway's format, verified by the gateway's
+    /// own `verify_signature`) and that it covers the identity headers we read.
     pub fn verify(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(secret) = &self.secret else {
             return Ok(());
         };
-        let given = header(headers, SIGNATURE_HEADER).ok_or_else(|| {
-            ApiError::unauthorized(
-                "gateway_signature_missing",
-                "requests must come through the gateway",
-            )
-        })?;
-        if verify_signature(secret, headers, given) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized(
-                "gateway_signature_invalid",
-                "requests must come through the gateway",
-            ))
+        let refused = |code: &'static str| {
+            ApiError::unauthorized(code, "requests must come through the gateway")
+        };
+        match verify_signature(headers, secret, SIGNATURE_MAX_AGE) {
+            Ok(signed) => {
+                let covered = [USER_ID_HEADER, EMAIL_HEADER, ROLES_HEADER]
+                    .iter()
+                    .all(|h| signed.headers.iter().any(|(n, _)| n == h));
+                if covered {
+                    Ok(())
+                } else {
+                    Err(refused("gateway_signature_invalid"))
+                }
+            }
+            Err(SignatureError::Missing) => Err(refused("gateway_signature_missing")),
+            Err(_) => Err(refused("gateway_signature_invalid")),
         }
     }
-}
-
-/// The signed string: the identity headers in a fixed order, newline separated.
-fn signed_payload(headers: &HeaderMap) -> String {
-    [USER_ID_HEADER, EMAIL_HEADER, ROLES_HEADER]
-        .iter()
-        .map(|h| header(headers, h).unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// HMAC-SHA256 of the identity headers, hex, compared in constant time.
-fn verify_signature(secret: &[u8], headers: &HeaderMap, given: &str) -> bool {
-    let Ok(given) = hex::decode(given.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(signed_payload(headers).as_bytes());
-    mac.verify_slice(&given).is_ok()
-}
-
-/// Compute the signature the gateway would send (tests and tools).
-pub fn sign(secret: &[u8], headers: &HeaderMap) -> String {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(signed_payload(headers).as_bytes());
-    hex::encode(mac.finalize().into_bytes())
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -166,6 +141,29 @@ mod tests {
         assert!(Identity::from_headers(&HeaderMap::new()).is_err());
     }
 
+    /// Sign like the gateway does (its renderer, same templates as the demo config).
+    fn gateway_signature(secret: &[u8], h: &HeaderMap) -> HeaderValue {
+        use plugins::auth::identity::{IdentityRenderer, SIGNATURE_HEADER};
+        let r = IdentityRenderer::new(
+            &[
+                ("Authenticated-User".into(), "{email}".into()),
+                ("X-User-Id".into(), "{sub}".into()),
+                ("X-User-Roles".into(), "{roles}".into()),
+            ],
+            Some((
+                axum::http::HeaderName::from_static(SIGNATURE_HEADER),
+                secret.to_vec(),
+            )),
+        )
+        .unwrap();
+        let identity: Vec<_> = h.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        r.sign(&identity, now).unwrap().1
+    }
+
     #[test]
     fn signature_is_required_only_when_configured() {
         let h = identity_headers();
@@ -176,8 +174,7 @@ mod tests {
             "gateway_signature_missing"
         );
         let mut signed = h.clone();
-        let sig = sign(b"s3cret", &h);
-        signed.insert(SIGNATURE_HEADER, HeaderValue::from_str(&sig).unwrap());
+        signed.insert("x-gateway-signature", gateway_signature(b"s3cret", &h));
         assert!(trust.verify(&signed).is_ok());
         // Change the identity after signing: refused.
         signed.insert(EMAIL_HEADER, HeaderValue::from_static("b@example.com"));
@@ -187,8 +184,7 @@ mod tests {
         );
         // Signed with another key: refused.
         let mut other = h.clone();
-        let bad = sign(b"other", &h);
-        other.insert(SIGNATURE_HEADER, HeaderValue::from_str(&bad).unwrap());
+        other.insert("x-gateway-signature", gateway_signature(b"other", &h));
         assert!(trust.verify(&other).is_err());
     }
 }

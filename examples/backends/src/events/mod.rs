@@ -98,9 +98,7 @@ impl Envelope {
         let bad = |e: serde_json::Error| EventError::Decode(format!("{}: {e}", self.kind));
         Ok(match self.kind.as_str() {
             "order-created" => SagaEvent::OrderCreated(serde_json::from_value(p).map_err(bad)?),
-            "order-cancelled" => {
-                SagaEvent::OrderCancelled(serde_json::from_value(p).map_err(bad)?)
-            }
+            "order-cancelled" => SagaEvent::OrderCancelled(serde_json::from_value(p).map_err(bad)?),
             "stock-reserved" => SagaEvent::StockReserved(serde_json::from_value(p).map_err(bad)?),
             "stock-rejected" => SagaEvent::StockRejected(serde_json::from_value(p).map_err(bad)?),
             other => return Err(EventError::Decode(format!("unknown event type {other:?}"))),

@@ -68,6 +68,8 @@ pub enum StartError {
     Db(#[from] crate::db::DbError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("revocation writer: {0}")]
+    Revocation(#[from] plugins::revocation::RevocationError),
 }
 
 /// Shared state of the member handlers.
@@ -76,6 +78,7 @@ pub struct MemberState {
     pub db: Db,
     pub redis: redis::aio::ConnectionManager,
     pub tokens: Arc<TokenIssuer>,
+    pub revocations: Arc<plugins::revocation::RevocationWriter>,
     pub trust: GatewayTrust,
     pub refresh_ttl: Duration,
 }
@@ -102,6 +105,7 @@ pub async fn state(
         db,
         redis,
         tokens: Arc::new(tokens),
+        revocations: Arc::new(revoke::writer(&settings.redis_url)?),
         trust: GatewayTrust::new(settings.signing_secret.as_deref()),
         refresh_ttl: member.refresh_ttl,
     })

@@ -1,42 +1,35 @@
-//! Revocations in the gateway's format: `SET blacklist:{jti} 1 EX <remaining life>`
-//! for one token, `SET revoked-before:{sub} <unix time>` for every token of a user,
-//! each announced on the `gateway:revocations` channel (the message is the key) so
-//! every gateway's local mirror takes it within milliseconds.
+//! Revocations in the gateway's format, written with the gateway's own
+//! `RevocationWriter`: `SET blacklist:{jti} 1 EX <remaining life>` for one token,
+//! `SET revoked-before:{sub} <unix time>` for every token of a user, each announced on
+//! `gateway:revocations` so every gateway's local mirror applies it within milliseconds.
 
 use std::time::Duration;
 
-pub const CHANNEL: &str = "gateway:revocations";
+use plugins::revocation::{RevocationError, RevocationKeys, RevocationWriter};
 
-/// Revoke one access token until it would have expired anyway.
+/// Build the writer for the default key templates (the gateway's defaults).
+pub fn writer(redis_url: &str) -> Result<RevocationWriter, RevocationError> {
+    RevocationWriter::new(redis_url, RevocationKeys::default())
+}
+
+/// Revoke one access token (the raw JWT) until it would have expired anyway.
 pub async fn revoke_token(
-    redis: &mut redis::aio::ConnectionManager,
-    jti: &str,
+    w: &RevocationWriter,
+    token: &str,
     remaining: Duration,
-) -> redis::RedisResult<()> {
-    let key = format!("blacklist:{jti}");
-    redis::pipe()
-        .set_ex(&key, 1, remaining.as_secs().max(1))
-        .ignore()
-        .publish(CHANNEL, &key)
-        .ignore()
-        .query_async::<()>(redis)
+) -> Result<String, RevocationError> {
+    w.revoke_token(token, remaining.max(Duration::from_secs(1)))
         .await
 }
 
-/// Refuse every token of `sub` issued up to now. The key outlives the longest
+/// Refuse every token of `sub` issued up to `now`. The key outlives the longest
 /// access token (`keep`), after which those tokens are expired anyway.
 pub async fn revoke_subject(
-    redis: &mut redis::aio::ConnectionManager,
+    w: &RevocationWriter,
     sub: &str,
     now: i64,
     keep: Duration,
-) -> redis::RedisResult<()> {
-    let key = format!("revoked-before:{sub}");
-    redis::pipe()
-        .set_ex(&key, now, keep.as_secs().max(1))
-        .ignore()
-        .publish(CHANNEL, &key)
-        .ignore()
-        .query_async::<()>(redis)
+) -> Result<String, RevocationError> {
+    w.revoke_subject(sub, now.max(0) as u64, keep.max(Duration::from_secs(1)))
         .await
 }

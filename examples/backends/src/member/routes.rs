@@ -167,7 +167,7 @@ fn bearer_claims(
     s: &MemberState,
     headers: &HeaderMap,
     who: &Identity,
-) -> Result<AccessClaims, ApiError> {
+) -> Result<(String, AccessClaims), ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -186,7 +186,7 @@ fn bearer_claims(
             "the token does not belong to the caller",
         ));
     }
-    Ok(claims)
+    Ok((token.trim().to_string(), claims))
 }
 
 async fn logout(
@@ -195,17 +195,17 @@ async fn logout(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let claims = bearer_claims(&s, &headers, &who)?;
+    let (token, claims) = bearer_claims(&s, &headers, &who)?;
     let body: Logout = if body.is_empty() {
         Logout::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
     };
     let remaining = Duration::from_secs((claims.exp - now_unix()).max(1) as u64);
-    let mut redis = s.redis.clone();
-    revoke::revoke_token(&mut redis, &claims.jti, remaining)
+    revoke::revoke_token(&s.revocations, &token, remaining)
         .await
         .map_err(ApiError::unavailable)?;
+    let mut redis = s.redis.clone();
     let dropped = match &body.refresh_token {
         Some(t) => tokens::drop_refresh(&mut redis, t, &who.user_id).await,
         None => tokens::drop_all_refresh(&mut redis, &who.user_id).await,
@@ -226,13 +226,15 @@ async fn withdraw(
     State(s): State<MemberState>,
     who: Identity,
 ) -> Result<impl IntoResponse, ApiError> {
-    let now = now_unix();
-    let mut redis = s.redis.clone();
+    // Tokens issued before the cut-off are refused; +1 s covers one issued this second
+    // (nothing can be issued after: the account is gone).
+    let cut_off = now_unix() + 1;
     // Revoke first: if Redis is down the account stays, and the caller can retry.
     let keep = s.tokens.access_ttl + Duration::from_secs(300);
-    revoke::revoke_subject(&mut redis, &who.user_id, now, keep)
+    revoke::revoke_subject(&s.revocations, &who.user_id, cut_off, keep)
         .await
         .map_err(ApiError::unavailable)?;
+    let mut redis = s.redis.clone();
     tokens::drop_all_refresh(&mut redis, &who.user_id)
         .await
         .map_err(ApiError::unavailable)?;
