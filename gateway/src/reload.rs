@@ -84,6 +84,13 @@ fn warn_restart_only_changes(old: &config::GatewayConfig, new: &config::GatewayC
     if old.admin.as_ref().map(|a| &a.address) != new.admin.as_ref().map(|a| &a.address) {
         tracing::warn!("admin.address changed: takes effect after a restart");
     }
+    if old.admin.as_ref().and_then(|a| a.registry.as_ref())
+        != new.admin.as_ref().and_then(|a| a.registry.as_ref())
+    {
+        tracing::warn!(
+            "admin.registry changed: the registry store is chosen at start; restart to apply"
+        );
+    }
     if old.server != new.server {
         tracing::warn!("server settings changed: they take effect after a restart");
     }
