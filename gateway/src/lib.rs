@@ -10,4 +10,5 @@ pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod upstream;

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::server::{RunArgs, Server};
 
 use crate::config::{self, file::LogFormat, CompileInput, ConfigError};
 use crate::proxy::Gateway;
@@ -131,8 +130,10 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
 
     let conf = ServerConf {
         threads: server_cfg.threads,
-        grace_period_seconds: Some(server_cfg.grace_period.get().as_secs()),
-        graceful_shutdown_timeout_seconds: Some(server_cfg.shutdown_timeout.get().as_secs().max(1)),
+        // Pingora's "grace period" is the time in-flight requests get after the
+        // listeners close: our shutdown_timeout (the drain watch ends it early)
+        grace_period_seconds: Some(server_cfg.shutdown_timeout.get().as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: server_cfg.upstream_keepalive_pool,
         // retries are decided per route; this only caps them
         max_retries: 12,
@@ -172,34 +173,17 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
     }
     server.add_service(proxy);
     tracing::info!(config = %path_str, %version, "gateway starting");
+    crate::shutdown::spawn_drain_watch(
+        server.watch_execution_phase(),
+        server_cfg.shutdown_timeout.get(),
+    );
     server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulOnIntOrTerm),
+        shutdown_signal: Box::new(crate::shutdown::GracefulOnIntOrTerm {
+            grace_period: server_cfg.grace_period.get(),
+        }),
     });
     let _ = stop_admin.send(());
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-/// SIGTERM and SIGINT both drain gracefully; SIGQUIT hands sockets to a new process.
-struct GracefulOnIntOrTerm;
-
-#[async_trait]
-impl ShutdownSignalWatch for GracefulOnIntOrTerm {
-    async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-        ) else {
-            tracing::error!("cannot install signal handlers; shutting down");
-            return ShutdownSignal::FastShutdown;
-        };
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: draining"); ShutdownSignal::GracefulTerminate }
-            _ = int.recv() => { tracing::info!("SIGINT: draining"); ShutdownSignal::GracefulTerminate }
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
-        }
-    }
 }

@@ -1,0 +1,251 @@
+//! Hot reload and shutdown of the real binary: a changed route under live
+//! traffic (no request fails), rejected configs keep the old one serving,
+//! SIGHUP, ConfigMap-style symlink swaps, health state kept across a reload,
+//! and a graceful SIGTERM that finishes the request in flight.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use testkit::{client, libc, wait_until, wait_until_async, Backend, GatewayProcess};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+const RELOAD: Duration = Duration::from_secs(10);
+
+/// `/api/**` goes to `target`; both services exist in every version.
+fn config(v1: &Backend, v2: &Backend, target: &str, extra_route: &str) -> String {
+    format!(
+        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
+         services:\n  v1: {{instances: [\"{}\"]}}\n  v2: {{instances: [\"{}\"]}}\n\
+         routes:\n  - {{id: api, match: {{path: \"/api/**\"}}, service: {target}}}\n{extra_route}",
+        v1.addr(),
+        v2.addr()
+    )
+}
+
+async fn served_by(gw: &GatewayProcess, path: &str) -> String {
+    let resp = client().get(gw.url(path)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.headers()["x-backend"].to_str().unwrap().to_string()
+}
+
+fn reloads(gw: &GatewayProcess, result: &str) -> f64 {
+    gw.metric("gateway_config_reloads_total", &[("result", result)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_route_under_traffic_fails_no_request() {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = gw.url("/api/items");
+    let traffic = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = client();
+            let (mut ok, mut failed, mut seen_v2) = (0u32, Vec::new(), 0u32);
+            // bounded: stops when told or after 20,000 requests
+            for _ in 0..20_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        ok += 1;
+                        if r.headers()["x-backend"] == "v2" {
+                            seen_v2 += 1;
+                        }
+                    }
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed, seen_v2)
+        })
+    };
+    assert!(wait_until(RELOAD, || v1.requests() > 20));
+    gw.rewrite_config(&config(&v1, &v2, "v2", ""));
+    assert!(wait_until(RELOAD, || v2.requests() > 20), "switched to v2");
+    // and back, written in place this time
+    gw.rewrite_config_in_place(&config(&v1, &v2, "v1", ""));
+    let v1_before = v1.requests();
+    assert!(wait_until(RELOAD, || v1.requests() > v1_before + 20));
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed, seen_v2) = traffic.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 60 && seen_v2 > 0, "ok {ok}, v2 {seen_v2}");
+    assert_eq!(reloads(&gw, "success"), 2.0);
+    assert_eq!(reloads(&gw, "failure"), 0.0);
+    assert!(gw.log().contains("config reloaded"));
+}
+
+#[tokio::test]
+async fn invalid_config_is_rejected_and_the_old_one_keeps_serving() {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    let version = |gw: &GatewayProcess| gw.log_count("config reloaded");
+
+    // a semantic error: unknown service
+    gw.rewrite_config(&config(&v1, &v2, "prodcut", ""));
+    assert!(wait_until(RELOAD, || reloads(&gw, "failure") == 1.0));
+    let log = gw.log();
+    assert!(
+        log.contains("routes[0].service: unknown service \"prodcut\" (known: v1, v2)"),
+        "{log}"
+    );
+    assert!(log.contains("the previous config keeps serving"));
+    assert_eq!(served_by(&gw, "/api/x").await, "v1");
+
+    // a syntax error, then an unknown key
+    gw.rewrite_config("routes: [ {service: v2\n");
+    assert!(wait_until(RELOAD, || reloads(&gw, "failure") == 2.0));
+    gw.rewrite_config(&config(&v1, &v2, "v2", "").replace("routes:", "rotues:"));
+    assert!(wait_until(RELOAD, || reloads(&gw, "failure") == 3.0));
+    assert!(gw.log().contains("rotues"), "the unknown key is named");
+    assert_eq!(served_by(&gw, "/api/x").await, "v1");
+    assert_eq!(version(&gw), 0);
+
+    // a good config is taken again
+    gw.rewrite_config(&config(&v1, &v2, "v2", ""));
+    assert!(wait_until(RELOAD, || reloads(&gw, "success") == 1.0));
+    assert_eq!(served_by(&gw, "/api/x").await, "v2");
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_file_the_watch_does_not_see() {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    // point gateway.yaml at a file in a subdirectory the (non-recursive) watch ignores
+    let real = gw.dir().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::write(real.join("cfg.yaml"), gw.fill(&config(&v1, &v2, "v1", ""))).unwrap();
+    swap_symlink(&gw.config_path(), Path::new("real/cfg.yaml"));
+    // let the watch see that swap (same text: nothing to reload) before changing the target
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::write(real.join("cfg.yaml"), gw.fill(&config(&v1, &v2, "v2", ""))).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        reloads(&gw, "success"),
+        0.0,
+        "the watch cannot see this file"
+    );
+    assert_eq!(served_by(&gw, "/api/x").await, "v1");
+
+    gw.signal(libc::SIGHUP);
+    assert!(gw.wait_for_log("SIGHUP: reloading the config", RELOAD));
+    assert!(wait_until(RELOAD, || reloads(&gw, "success") == 1.0));
+    assert_eq!(served_by(&gw, "/api/x").await, "v2");
+}
+
+#[tokio::test]
+async fn configmap_style_symlink_swap_is_seen() {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    let dir = gw.dir();
+    // the layout Kubernetes mounts: gateway.yaml -> ..data/gateway.yaml, ..data -> ..v1
+    for (ts, target) in [("..v1", "v1"), ("..v2", "v2")] {
+        std::fs::create_dir(dir.join(ts)).unwrap();
+        let text = gw.fill(&config(&v1, &v2, target, ""));
+        std::fs::write(dir.join(ts).join("gateway.yaml"), text).unwrap();
+    }
+    swap_symlink(&dir.join("..data"), Path::new("..v1"));
+    swap_symlink(&gw.config_path(), Path::new("..data/gateway.yaml"));
+    assert_eq!(served_by(&gw, "/api/x").await, "v1");
+    // the update: one atomic rename of ..data
+    swap_symlink(&dir.join("..data"), Path::new("..v2"));
+    assert!(wait_until(RELOAD, || reloads(&gw, "success") == 1.0));
+    assert_eq!(served_by(&gw, "/api/x").await, "v2");
+}
+
+/// Atomically make `link` a symlink to `target` (create + rename over).
+fn swap_symlink(link: &Path, target: &Path) {
+    let name = link.file_name().unwrap().to_string_lossy();
+    let tmp = link.with_file_name(format!(".tmp-{name}"));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .unwrap_or_else(|e| panic!("symlink {} -> {}: {e}", tmp.display(), target.display()));
+    std::fs::rename(&tmp, link)
+        .unwrap_or_else(|e| panic!("rename {} -> {}: {e}", tmp.display(), link.display()));
+}
+
+#[tokio::test]
+async fn unchanged_services_keep_their_health_state_across_a_reload() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let yaml = |extra: &str| {
+        format!(
+            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
+             services:\n  s:\n    instances: [\"{}\", \"{}\"]\n    \
+             health_check: {{interval: 200ms, healthy_threshold: 3, unhealthy_threshold: 1}}\n\
+             routes:\n  - {{service: s}}\n{extra}",
+            a.addr(),
+            b.addr()
+        )
+    };
+    let gw = GatewayProcess::start(BIN, &yaml(""));
+    let healthy = |gw: &GatewayProcess| {
+        gw.metric(
+            "gateway_upstream_healthy",
+            &[("service", "s"), ("instance", &b.addr())],
+        )
+    };
+    b.set_healthy(false);
+    assert!(wait_until(RELOAD, || healthy(&gw) == 0.0));
+    gw.rewrite_config(&yaml("  - {match: {path: /new}, service: s}\n"));
+    assert!(wait_until(RELOAD, || reloads(&gw, "success") == 1.0));
+    // right after the reload b is still out (a rebuilt service would start healthy)
+    b.reset_counts();
+    for _ in 0..10 {
+        let resp = client().get(gw.url("/new")).send().await.unwrap();
+        assert_eq!(resp.headers()["x-backend"], "a");
+    }
+    assert_eq!(b.requests(), 0);
+}
+
+#[tokio::test]
+async fn restart_only_changes_are_named_in_the_log() {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    let moved = config(&v1, &v2, "v2", "").replace(
+        "listeners: [{address: \"127.0.0.1:$HTTP_PORT\"}]",
+        "listeners: [{address: \"127.0.0.1:$HTTP_PORT\"}, {address: \"127.0.0.1:$HTTPS_PORT\"}]",
+    );
+    gw.rewrite_config(&moved);
+    assert!(gw.wait_for_log("take effect after a restart", RELOAD));
+    // the rest of the change applies
+    assert!(wait_until(RELOAD, || reloads(&gw, "success") == 1.0));
+    assert_eq!(served_by(&gw, "/api/x").await, "v2");
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_request_in_flight() {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    v1.set_delay(Duration::from_secs(2));
+    let mut gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    let slow = tokio::spawn(client().get(gw.url("/api/slow")).send());
+    assert!(
+        wait_until_async(RELOAD, || async { v1.in_flight() == 1 }).await,
+        "request reached the backend"
+    );
+    gw.signal(libc::SIGTERM);
+    let resp = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(resp.status(), 200);
+    let echo: testkit::Echo = resp.json().await.unwrap();
+    assert_eq!(echo.path, "/api/slow");
+    let status = gw
+        .wait_exit(Duration::from_secs(20))
+        .expect("gateway exits");
+    assert!(status.success(), "{status}");
+    assert!(gw.log().contains("SIGTERM: draining"));
+    assert!(std::net::TcpStream::connect(gw.addr()).is_err());
+}
