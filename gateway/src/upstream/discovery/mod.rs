@@ -352,3 +352,30 @@ fn apply(
 pub(crate) fn clamp_weight(w: u64) -> u32 {
     w.clamp(1, 10_000) as u32
 }
+
+/// Apply the registry's current instances of `name` to every service that reads
+/// it, right away (the admin API calls this after a write, so a registration
+/// takes traffic as soon as its `PUT` answers; the loops then find no change).
+pub fn apply_registry_now<'a>(services: impl IntoIterator<Item = &'a Arc<Service>>, name: &str) {
+    let registry = registry::global();
+    for svc in services {
+        let Some(DiscoveryConfig::Registry(r)) = &svc.config.discovery else {
+            continue;
+        };
+        if r.name.as_deref().unwrap_or(&svc.name) != name {
+            continue;
+        }
+        let Ok(endpoints) = registry.endpoints(name) else {
+            continue;
+        };
+        if svc.update_endpoints(&endpoints) {
+            let count = svc.instances().len();
+            tracing::info!(service = %svc.name, source = "registry", instances = count, "discovery: instance set changed");
+            super::health::publish_health(svc);
+            METRICS
+                .instances
+                .with_label_values(&[&svc.name])
+                .set(count as i64);
+        }
+    }
+}

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 use super::redis_store::RedisStore;
 use super::{clamp_weight, unix_ms, DiscoveryError};

@@ -114,7 +114,11 @@ async fn register(
             )
         }
     };
-    match registry::global().register(&service, &id, req).await {
+    let result = registry::global().register(&service, &id, req).await;
+    if result.is_ok() {
+        super::apply_registry_now(shared.current().services.values(), &service);
+    }
+    match result {
         Ok((record, true)) => (StatusCode::CREATED, Json(record)).into_response(),
         Ok((record, false)) => (StatusCode::OK, Json(record)).into_response(),
         Err(e) => from_registry(e),
@@ -143,7 +147,11 @@ async fn deregister(
     if let Some(r) = authorize(&shared, &headers) {
         return r;
     }
-    match registry::global().deregister(&service, &id).await {
+    let result = registry::global().deregister(&service, &id).await;
+    if result.is_ok() {
+        super::apply_registry_now(shared.current().services.values(), &service);
+    }
+    match result {
         Ok(true) => {
             Json(json!({"deregistered": true, "service": service, "id": id})).into_response()
         }
