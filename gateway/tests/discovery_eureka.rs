@@ -332,7 +332,13 @@ fn fails_over_between_servers_and_keeps_the_last_set_when_all_fail() {
 fn an_unknown_app_is_an_empty_service() {
     let eureka = EurekaServer::start();
     let gw = gateway(&[&eureka]);
-    assert!(wait_until(T, || eureka.hits() >= 1));
+    let refreshed = || {
+        let (_, body) = http_get(&gw.admin_addr(), "/discovery").unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["services"]["member"]["discovery"]["last_success_unix_ms"].is_u64()
+    };
+    assert!(wait_until(T, refreshed), "{}", gw.log());
+    assert!(eureka.hits() >= 1);
     let (status, body) = http_get(&gw.addr(), "/x").unwrap();
     assert_eq!(status, 503, "{body}");
     assert_eq!(
