@@ -79,9 +79,23 @@ fn path_spec() -> impl Strategy<Value = PathSpec> {
 }
 
 fn route_spec() -> impl Strategy<Value = RouteSpec> {
+    route_with(path_spec())
+}
+
+/// Few path shapes, so host, method and header conditions decide most requests.
+fn crowded_route_spec() -> impl Strategy<Value = RouteSpec> {
+    route_with(prop_oneof![
+        Just(PathSpec::Any),
+        Just(PathSpec::Prefix("/a/".into())),
+        Just(PathSpec::Glob("/a/**".into())),
+        Just(PathSpec::Exact("/a/b".into())),
+    ])
+}
+
+fn route_with(paths: impl Strategy<Value = PathSpec>) -> impl Strategy<Value = RouteSpec> {
     (
-        path_spec(),
-        prop::option::of(prop::sample::select(vec!["x.com", "*.x.com"])),
+        paths,
+        prop::option::of(prop::sample::select(vec!["x.com", "a.x.com", "*.x.com"])),
         prop::option::of(prop::sample::select(vec!["GET", "POST"])),
         prop::option::of(prop::sample::select(vec!["1", "*"])),
     )
@@ -222,42 +236,61 @@ fn naive_select(routes: &[RouteSpec], q: &Req) -> Option<String> {
         .map(|k| format!("r{k}"))
 }
 
+/// The compiled table and the model pick the same route for every request.
+fn check_agreement(routes: &[RouteSpec], requests: &[Req]) -> Result<(), TestCaseError> {
+    let text = yaml(routes);
+    let file = config::parse(&text).map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let compiled = {
+        let _g = rt.enter();
+        config::compile(CompileInput {
+            file,
+            version: "t".into(),
+            previous: None,
+            rt: rt.handle(),
+        })
+    }
+    .map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
+    for q in requests {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = q.header {
+            headers.insert("x-k", HeaderValue::from_static(v));
+        }
+        let method = Method::from_bytes(q.method.as_bytes()).unwrap();
+        let got = compiled
+            .routes
+            .select(&method, q.host, &q.path, &headers)
+            .map(|r| r.id.to_string());
+        let want = naive_select(routes, q);
+        prop_assert_eq!(got, want, "request {:?}\nconfig:\n{}", q, text);
+    }
+    Ok(())
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn table_agrees_with_a_linear_scan(
         routes in prop::collection::vec(route_spec(), 1..12),
         requests in prop::collection::vec(request(), 1..24),
     ) {
-        let text = yaml(&routes);
-        let file = config::parse(&text).map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let compiled = {
-            let _g = rt.enter();
-            config::compile(CompileInput {
-                file,
-                version: "t".into(),
-                previous: None,
-                rt: rt.handle(),
-            })
-        }
-        .map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
-        for q in &requests {
-            let mut headers = HeaderMap::new();
-            if let Some(v) = q.header {
-                headers.insert("x-k", HeaderValue::from_static(v));
-            }
-            let method = Method::from_bytes(q.method.as_bytes()).unwrap();
-            let got = compiled
-                .routes
-                .select(&method, q.host, &q.path, &headers)
-                .map(|r| r.id.to_string());
-            let want = naive_select(&routes, q);
-            prop_assert_eq!(got, want, "request {:?}\nconfig:\n{}", q, text);
-        }
+        check_agreement(&routes, &requests)?;
     }
 
+    #[test]
+    fn conditions_agree_with_a_linear_scan(
+        routes in prop::collection::vec(crowded_route_spec(), 1..10),
+        requests in prop::collection::vec(request().prop_map(|mut q| {
+            q.path = if q.path.len() % 2 == 0 { "/a/b".into() } else { "/a/c".into() };
+            q
+        }), 1..24),
+    ) {
+        check_agreement(&routes, &requests)?;
+    }
     #[test]
     fn glob_never_panics(pattern in ".{0,40}", path in ".{0,60}") {
         if let Ok(g) = Glob::parse(&pattern) {
