@@ -420,3 +420,36 @@ async fn metrics_are_present_and_count() {
         200
     );
 }
+
+#[tokio::test]
+async fn json_logs_have_one_access_line_per_request() {
+    let backend = Backend::start("echo");
+    let yaml =
+        rewrite_config(&backend).replace("listeners:", "server: {log: {format: json}}\nlisteners:");
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let c = client();
+    for k in 0..3 {
+        c.get(gw.url("/strip-me"))
+            .header("x-request-id", format!("json-{k}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(gw.wait_for_log("json-2", std::time::Duration::from_secs(5)));
+    let lines: Vec<serde_json::Value> = gw
+        .log()
+        .lines()
+        .filter(|l| l.contains("json-"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "one line per request: {lines:?}");
+    for (k, line) in lines.iter().enumerate() {
+        assert_eq!(line["request_id"], format!("json-{k}"));
+        assert_eq!(line["route"], "plain");
+        assert_eq!(line["service"], "echo");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["instance"], backend.addr());
+        assert_eq!(line["path"], "/strip-me");
+        assert!(line["latency_ms"].as_f64().is_some(), "{line}");
+    }
+}

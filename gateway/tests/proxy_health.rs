@@ -254,3 +254,23 @@ async fn no_healthy_instance_is_a_json_503_naming_the_service() {
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["services_without_instances"][0], "orders");
 }
+
+#[tokio::test]
+async fn a_route_read_timeout_is_a_json_504() {
+    let slow = Backend::start("slow");
+    let yaml = header(&format!(
+        "services:\n  s: {{instances: [\"{}\"], read_timeout: 30s}}\n\
+         routes:\n  - {{match: {{prefix: /quick}}, service: s, timeouts: {{read: 300ms}}, retries: {{attempts: 0}}}}\n  \
+         - {{service: s}}\n",
+        slow.addr()
+    ));
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let c = client();
+    let resp = c.get(gw.url("/quick?delay_ms=3000")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_timeout");
+    // the other route keeps the service's timeout
+    let resp = c.get(gw.url("/other?delay_ms=600")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}

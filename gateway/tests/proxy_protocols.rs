@@ -201,3 +201,21 @@ async fn large_bodies_stream_both_ways_in_bounded_memory() {
         peak / (1024 * 1024)
     );
 }
+
+#[tokio::test]
+async fn services_can_speak_h2c_to_instances() {
+    let backend = Backend::start("h2");
+    let yaml = format!(
+        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+         services: {{s: {{instances: [\"{}\"], http2: true}}}}\n\
+         routes: [{{service: s}}]\n",
+        backend.addr()
+    );
+    let gw = GatewayProcess::start(BIN, &yaml);
+    for _ in 0..3 {
+        let resp = client().get(gw.url("/grpc-ish")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let e: Echo = resp.json().await.unwrap();
+        assert_eq!(e.version, "HTTP/2.0");
+    }
+}
