@@ -54,6 +54,8 @@ pub fn validate(cfg: &EurekaDiscoveryConfig, path: &str, errors: &mut Vec<Config
 pub struct EurekaSource {
     app: String,
     urls: Vec<String>,
+    /// The same URLs without credentials, for logs and the admin view.
+    shown: Vec<String>,
     /// The server that answered last (tried first next time).
     preferred: usize,
     client: reqwest::Client,
@@ -87,6 +89,11 @@ impl EurekaSource {
             .map_err(|e| DiscoveryError::Eureka(format!("cannot build the HTTP client: {e}")))?;
         Ok(EurekaSource {
             urls: cfg.servers.iter().map(|s| app_url(s, &app)).collect(),
+            shown: cfg
+                .servers
+                .iter()
+                .map(|s| app_url(&redact(s), &app))
+                .collect(),
             app,
             preferred: 0,
             client,
@@ -109,11 +116,11 @@ impl EurekaSource {
         let mut failures = Vec::new();
         for k in 0..self.urls.len() {
             let idx = (self.preferred + k) % self.urls.len();
-            let url = &self.urls[idx];
+            let (url, shown) = (&self.urls[idx], &self.shown[idx]);
             match self.fetch(url).await {
                 Ok(instances) => {
                     if idx != self.preferred {
-                        tracing::warn!(app = %self.app, server = %url, "eureka: failed over to another server");
+                        tracing::warn!(app = %self.app, server = %shown, "eureka: failed over to another server");
                     }
                     self.preferred = idx;
                     let endpoints = self.to_endpoints(&instances).await;
@@ -122,7 +129,7 @@ impl EurekaSource {
                         next: self.interval,
                     });
                 }
-                Err(e) => failures.push(format!("{url}: {e}")),
+                Err(e) => failures.push(format!("{shown}: {e}")),
             }
         }
         Err(DiscoveryError::Eureka(failures.join("; ")))
@@ -136,7 +143,7 @@ impl EurekaSource {
             .header(http::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.without_url().to_string())?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             // Eureka's answer for an application with no registered instance
@@ -148,7 +155,7 @@ impl EurekaSource {
         let body: Value = resp
             .json()
             .await
-            .map_err(|e| format!("not Eureka JSON: {e}"))?;
+            .map_err(|e| format!("not Eureka JSON: {}", e.without_url()))?;
         parse_application(&body, self.secure, &self.weight_key)
     }
 
@@ -173,6 +180,18 @@ impl EurekaSource {
         }
         out.sort_by_key(|e| e.addr);
         out
+    }
+}
+
+/// A server URL without its `user:password@` part.
+fn redact(server: &str) -> String {
+    match reqwest::Url::parse(server) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => server.to_string(),
     }
 }
 
@@ -320,5 +339,9 @@ mod tests {
             "http://e:8761/eureka/apps/M"
         );
         assert_eq!(app_url("http://e:8761", "M"), "http://e:8761/eureka/apps/M");
+        assert_eq!(
+            redact("http://u:secret@e:8761/eureka/"),
+            "http://e:8761/eureka/"
+        );
     }
 }
