@@ -152,11 +152,16 @@ pub struct Stack {
 pub struct Options {
     /// Failures before a saga event is dead-lettered.
     pub max_attempts: u32,
+    /// More environment for the three services (e.g. `EVENT_LOG=kafka`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { max_attempts: 3 }
+        Self {
+            max_attempts: 3,
+            env: Vec::new(),
+        }
     }
 }
 
@@ -172,7 +177,7 @@ impl Stack {
             env!("CARGO_MANIFEST_DIR"),
             "/../../config/demo-keys/member-private.pem"
         );
-        let common = vec![
+        let mut common = vec![
             ("DATA_DIR".to_string(), data.path().display().to_string()),
             ("REDIS_URL".to_string(), redis.url()),
             (
@@ -185,6 +190,7 @@ impl Stack {
             ),
             ("EVENT_RETRY_BACKOFF".to_string(), "20ms".to_string()),
         ];
+        common.extend(opts.env);
         let mut member_env = common.clone();
         member_env.push(("JWT_PRIVATE_KEY".to_string(), key.to_string()));
         let member = Service::start(
