@@ -127,7 +127,10 @@ async fn replayed_events_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_dead_letter_stream() {
-    let stack = Stack::start_with(Options { max_attempts: 3 });
+    let stack = Stack::start_with(Options {
+        max_attempts: 3,
+        ..Options::default()
+    });
     let frank = stack.user("frank@example.com").await;
     stack.wait_auth_ready(&frank.access).await;
 
