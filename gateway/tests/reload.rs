@@ -249,3 +249,34 @@ async fn sigterm_drains_the_request_in_flight() {
     assert!(gw.log().contains("SIGTERM: draining"));
     assert!(std::net::TcpStream::connect(gw.addr()).is_err());
 }
+
+#[tokio::test]
+async fn a_request_in_flight_finishes_under_the_config_it_started_with() {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    // the api route also stamps which config it came from
+    let tagged = |target: &str, tag: &str| {
+        config(&v1, &v2, target, "").replace(
+            &format!("service: {target}}}"),
+            &format!("service: {target}, request_headers: {{set: {{x-config: {tag}}}}}}}"),
+        )
+    };
+    let gw = GatewayProcess::start(BIN, &tagged("v1", "first"));
+    let slow = tokio::spawn(client().get(gw.url("/api/slow?delay_ms=1500")).send());
+    assert!(wait_until_async(RELOAD, || async { v1.in_flight() == 1 }).await);
+    gw.rewrite_config(&tagged("v2", "second"));
+    assert!(wait_until(RELOAD, || reloads(&gw, "success") == 1.0));
+    let resp = client().get(gw.url("/api/new")).send().await.unwrap();
+    let e: testkit::Echo = resp.json().await.unwrap();
+    assert_eq!(
+        (e.backend.as_str(), e.header("x-config")),
+        ("v2", Some("second"))
+    );
+
+    let resp = slow.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let e: testkit::Echo = resp.json().await.unwrap();
+    assert_eq!(
+        (e.backend.as_str(), e.header("x-config")),
+        ("v1", Some("first"))
+    );
+}
