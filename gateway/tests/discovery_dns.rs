@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ struct DnsServer {
     addr: SocketAddr,
     zone: Zone,
     silent: Arc<AtomicBool>,
+    queries: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -32,6 +33,8 @@ impl DnsServer {
         let addr = socket.local_addr().unwrap();
         let zone: Zone = Arc::default();
         let silent = Arc::new(AtomicBool::new(false));
+        let queries = Arc::new(AtomicU64::new(0));
+        let q_count = queries.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (z, s, st) = (zone.clone(), silent.clone(), stop.clone());
         std::thread::spawn(move || {
@@ -40,6 +43,7 @@ impl DnsServer {
                 let Ok((n, peer)) = socket.recv_from(&mut buf) else {
                     continue;
                 };
+                q_count.fetch_add(1, Ordering::Relaxed);
                 if s.load(Ordering::Relaxed) {
                     continue;
                 }
@@ -79,6 +83,7 @@ impl DnsServer {
             addr,
             zone,
             silent,
+            queries,
             stop,
         }
     }
@@ -292,4 +297,68 @@ fn a_name_without_records_empties_the_service_and_ready_says_so() {
     let (status, body) = testkit::http_get(&gw.admin_addr(), "/ready").unwrap();
     assert_eq!(status, 503);
     assert!(body.contains("member"), "{body}");
+}
+
+/// Queries the server receives over `window`.
+fn queries_during(dns: &DnsServer, window: Duration) -> u64 {
+    let before = dns.queries.load(Ordering::Relaxed);
+    std::thread::sleep(window);
+    dns.queries.load(Ordering::Relaxed) - before
+}
+
+#[test]
+fn a_reload_keeps_one_loop_per_service_and_a_dropped_service_ends_its_loop() {
+    let dns = DnsServer::start();
+    let a = Backend::start("a");
+    dns.set_a("member.example", &[Ipv4Addr::LOCALHOST]);
+    let yaml = |service: &str| {
+        format!(
+            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
+             services:\n  member:\n    discovery: {{type: dns, host: member.example, port: {}, ip_version: v4, \
+             nameservers: [\"{}\"], min_interval: 200ms, max_interval: 300ms}}\n  \
+             fixed: {{instances: [\"{}\"]}}\n\
+             routes: [{{match: {{prefix: /}}, service: {service}}}]\n",
+            a.port(),
+            dns.addr,
+            a.addr()
+        )
+    };
+    let gw = GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &yaml("member"));
+    assert!(wait_until(T, || backend_name(&gw).as_deref() == Some("a")));
+
+    // one loop re-resolves about every 300 ms: ~5 queries in 1.5 s, never twice that
+    let one_loop = queries_during(&dns, Duration::from_millis(1500));
+    assert!((1..=8).contains(&one_loop), "{one_loop} queries");
+
+    // a reload that keeps the service (only routes change) keeps that one loop
+    let kept = yaml("member").replace(
+        "routes: [",
+        "routes: [{match: {prefix: /other}, service: fixed}, ",
+    );
+    gw.rewrite_config(&kept);
+    assert!(gw.wait_for_log("config reloaded", T), "{}", gw.log());
+    let after_reload = queries_during(&dns, Duration::from_millis(1500));
+    assert!(
+        (1..=8).contains(&after_reload),
+        "{after_reload} queries: a second loop?"
+    );
+
+    // a reload without the service: its loop ends and the queries stop
+    let dropped = yaml("fixed").replace(
+        &format!("  member:\n    discovery: {{type: dns, host: member.example, port: {}, ip_version: v4, nameservers: [\"{}\"], min_interval: 200ms, max_interval: 300ms}}\n", a.port(), dns.addr),
+        "",
+    );
+    assert!(!dropped.contains("member.example"), "{dropped}");
+    gw.rewrite_config(&dropped);
+    assert!(
+        wait_until(T, || gw.log_count("config reloaded") == 2),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        wait_until(T, || queries_during(&dns, Duration::from_millis(800)) == 0),
+        "the loop of a removed service must end"
+    );
+    assert_eq!(backend_name(&gw).as_deref(), Some("a"));
 }
