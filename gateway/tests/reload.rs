@@ -227,7 +227,7 @@ async fn restart_only_changes_are_named_in_the_log() {
 #[tokio::test]
 async fn sigterm_drains_the_request_in_flight() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    v1.set_delay(Duration::from_secs(2));
+    v1.set_delay(Duration::from_secs(4));
     let mut gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
     let slow = tokio::spawn(client().get(gw.url("/api/slow")).send());
     assert!(
@@ -235,6 +235,12 @@ async fn sigterm_drains_the_request_in_flight() {
         "request reached the backend"
     );
     gw.signal(libc::SIGTERM);
+    // the listener closes at once, while the slow request is still being served
+    let addr = gw.addr();
+    assert!(wait_until(Duration::from_secs(2), || {
+        std::net::TcpStream::connect(&addr).is_err()
+    }));
+    assert_eq!(v1.in_flight(), 1);
     let resp = slow
         .await
         .unwrap()
@@ -279,4 +285,27 @@ async fn a_request_in_flight_finishes_under_the_config_it_started_with() {
         (e.backend.as_str(), e.header("x-config")),
         ("v1", Some("first"))
     );
+}
+
+#[tokio::test]
+async fn the_grace_period_keeps_accepting_after_sigterm() {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    let yaml = config(&v1, &v2, "v1", "").replace(
+        "listeners:",
+        "server: {grace_period: 3s, shutdown_timeout: 5s}\nlisteners:",
+    );
+    let mut gw = GatewayProcess::start(BIN, &yaml);
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_for_log("still accepting during the grace period", RELOAD));
+    // new connections are still served
+    let resp = testkit::client()
+        .get(gw.url("/api/during-grace"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let status = gw
+        .wait_exit(Duration::from_secs(20))
+        .expect("gateway exits");
+    assert!(status.success(), "{status}");
 }
