@@ -132,6 +132,14 @@ fn register_heartbeat_expire_and_delete() {
         gw.log()
     );
     assert!(gw.log().contains("TTL lapsed"));
+    let b_series = format!("instance=\"127.0.0.1:{}\"", b.port());
+    assert!(
+        !gw.metrics().contains(&b_series),
+        "a removed instance's health series goes too"
+    );
+    assert!(gw
+        .metrics()
+        .contains(&format!("instance=\"127.0.0.1:{}\"", a.port())));
     assert_eq!(
         heartbeat(&gw, "member", "b-1"),
         404,

@@ -306,7 +306,7 @@ fn apply(
     let now = unix_ms();
     match result {
         Ok(refresh) => {
-            let changed = svc.update_endpoints(&refresh.endpoints);
+            let changed = swap(svc, &refresh.endpoints);
             let count = svc.instances().len();
             if changed {
                 tracing::info!(service = %svc.name, source = kind, instances = count, "discovery: instance set changed");
@@ -368,7 +368,7 @@ pub fn apply_registry_now<'a>(services: impl IntoIterator<Item = &'a Arc<Service
         let Ok(endpoints) = registry.endpoints(name) else {
             continue;
         };
-        if svc.update_endpoints(&endpoints) {
+        if swap(svc, &endpoints) {
             let count = svc.instances().len();
             tracing::info!(service = %svc.name, source = "registry", instances = count, "discovery: instance set changed");
             super::health::publish_health(svc);
@@ -378,4 +378,24 @@ pub fn apply_registry_now<'a>(services: impl IntoIterator<Item = &'a Arc<Service
                 .set(count as i64);
         }
     }
+}
+
+/// Swap in `endpoints`; drop the health series of instances that left, so churn
+/// (new pod IPs) does not grow the metric set without bound. True on change.
+fn swap(svc: &Service, endpoints: &[Endpoint]) -> bool {
+    let before = svc.instances();
+    if !svc.update_endpoints(endpoints) {
+        return false;
+    }
+    let after = svc.instances();
+    for gone in before
+        .instances
+        .iter()
+        .filter(|i| !after.instances.iter().any(|j| j.id == i.id))
+    {
+        let _ = crate::observe::METRICS
+            .upstream_healthy
+            .remove_label_values(&[&svc.name, &gone.id]);
+    }
+    true
 }
