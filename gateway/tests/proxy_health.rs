@@ -94,7 +94,7 @@ async fn passive_ejection_after_consecutive_failures_then_return() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let yaml = header(&format!(
         "services:\n  s:\n    instances: [\"{}\", \"{}\"]\n    \
-         passive_health: {{consecutive_failures: 2, ejection_time: 2s}}\n\
+         passive_health: {{consecutive_failures: 2, ejection_time: 3s}}\n\
          routes: [{{service: s}}]\n",
         a.addr(),
         b.addr()
