@@ -300,8 +300,21 @@ async fn data_survives_a_restart_of_every_service() {
     );
 
     stack.member.restart();
-    stack.product.restart();
+    // A stopped service deregisters: the gateway has no product instance left.
+    stack.product.stop();
+    let admin = format!("127.0.0.1:{}", stack.admin_port);
+    let gone = testkit::wait_until(
+        std::time::Duration::from_secs(10),
+        || matches!(testkit::http_get(&admin, "/ready"), Ok((503, body)) if body.contains("product")),
+    );
+    assert!(
+        gone,
+        "product still registered after a graceful stop\n{}",
+        stack.logs()
+    );
+    stack.product.start_again();
     stack.order.restart();
+    stack.wait_registered();
 
     // Accounts, orders and stock are all still there.
     let again = stack

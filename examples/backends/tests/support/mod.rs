@@ -107,6 +107,11 @@ impl Service {
         self.spawn();
     }
 
+    /// Start again after [`stop`](Self::stop).
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -140,6 +145,7 @@ impl Drop for Service {
 /// Redis, member, product, order and the gateway.
 pub struct Stack {
     pub gateway: GatewayProcess,
+    pub admin_port: u16,
     pub member: Service,
     pub product: Service,
     pub order: Service,
@@ -177,7 +183,15 @@ impl Stack {
             env!("CARGO_MANIFEST_DIR"),
             "/../../config/demo-keys/member-private.pem"
         );
+        // The services register with the gateway's registry: they start first and
+        // keep retrying until the gateway is up.
+        let admin_port = free_port();
         let mut common = vec![
+            (
+                "GATEWAY_ADMIN_URL".to_string(),
+                format!("http://127.0.0.1:{admin_port}"),
+            ),
+            ("REGISTRY_TTL".to_string(), "3s".to_string()),
             ("DATA_DIR".to_string(), data.path().display().to_string()),
             ("REDIS_URL".to_string(), redis.url()),
             (
@@ -206,17 +220,35 @@ impl Stack {
             data.path(),
         );
         let order = Service::start("order", env!("CARGO_BIN_EXE_order"), common, data.path());
-        let yaml = gateway_yaml(&redis.url(), member.port, product.port, order.port);
+        let yaml = gateway_yaml(&redis.url(), admin_port, member.port);
         let gateway = GatewayProcess::start(gateway_bin(), &yaml);
-        Self {
+
+        let stack = Self {
             gateway,
+            admin_port,
             member,
             product,
             order,
             redis,
             data,
             http: testkit::client(),
-        }
+        };
+        stack.wait_registered();
+        stack
+    }
+
+    /// Wait until every service has a live instance in the gateway's registry.
+    pub fn wait_registered(&self) {
+        let admin = format!("127.0.0.1:{}", self.admin_port);
+        let registered = wait_until(Duration::from_secs(20), || {
+            matches!(http_get(&admin, "/ready"), Ok((200, _)))
+        });
+        assert!(
+            registered,
+            "the services never all registered with the gateway: {:?}\n{}",
+            http_get(&admin, "/registry/services"),
+            self.logs()
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -385,11 +417,11 @@ impl Tokens {
 }
 
 /// The demo config (`config/gateway.yaml`) with this stack's ports.
-fn gateway_yaml(redis_url: &str, member: u16, product: u16, order: u16) -> String {
+fn gateway_yaml(redis_url: &str, admin: u16, member: u16) -> String {
     format!(
         r#"
 listeners: [{{address: "127.0.0.1:$HTTP_PORT"}}]
-admin: {{address: "127.0.0.1:$ADMIN_PORT"}}
+admin: {{address: "127.0.0.1:{admin}"}}
 auth:
   issuers:
     - name: member
@@ -408,9 +440,9 @@ auth:
     signature:
       secret: {SIGNING_SECRET}
 services:
-  member: {{instances: ["127.0.0.1:{member}"]}}
-  product: {{instances: ["127.0.0.1:{product}"]}}
-  order: {{instances: ["127.0.0.1:{order}"]}}
+  member: {{discovery: {{type: registry}}}}
+  product: {{discovery: {{type: registry}}}}
+  order: {{discovery: {{type: registry}}}}
 routes:
   - id: member-signup
     match: {{path: /member/signup, methods: [POST]}}
