@@ -151,6 +151,36 @@ pub fn first_segment(path: &str) -> &str {
     }
 }
 
+/// Whether a path has a `.` or `..` segment, literally or percent-encoded
+/// (`%2e`). Routing on such a path would let `/public/../admin` match a public
+/// route while an upstream that resolves dot segments serves `/admin`, so the
+/// gateway refuses these paths instead of guessing how each upstream reads them.
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        let b = seg.as_bytes();
+        if b.is_empty() || b.len() > 6 {
+            return false;
+        }
+        let mut rest = b;
+        let mut dots = 0;
+        while !rest.is_empty() {
+            if rest[0] == b'.' {
+                rest = &rest[1..];
+            } else if rest.len() >= 3
+                && rest[0] == b'%'
+                && rest[1] == b'2'
+                && rest[2] | 0x20 == b'e'
+            {
+                rest = &rest[3..];
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots <= 2
+    })
+}
+
 /// How a route matches the host.
 #[derive(Debug)]
 pub enum HostMatch {
@@ -265,6 +295,35 @@ mod tests {
         assert!(!h.matches("example.com"));
         assert!(!h.matches("badexample.com"));
         assert!(HostMatch::parse("a*.com").is_err());
+    }
+
+    #[test]
+    fn dot_segments_are_found_in_every_spelling() {
+        for p in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/.",
+            "/a/..",
+            "/%2e%2e/x",
+            "/a/%2E/b",
+            "/.%2e/x",
+            "/%2e./x",
+        ] {
+            assert!(has_dot_segment(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/a/b",
+            "/a/.../b",
+            "/.well-known/x",
+            "/a..b",
+            "/a/b.",
+            "/%2e%2ex",
+            "//",
+        ] {
+            assert!(!has_dot_segment(p), "{p}");
+        }
     }
 
     #[test]
