@@ -135,6 +135,21 @@ impl ProxyHttp for Gateway {
         for name in &ctx.config.strip_identity {
             session.req_header_mut().remove_header(name);
         }
+        // `/public/../admin` must not match a public route and reach `/admin` upstream
+        if crate::routing::matcher::has_dot_segment(session.req_header().uri.path()) {
+            ctx.route = None;
+            let msg = "the path has a `.` or `..` segment; send the resolved path";
+            respond_json(
+                session,
+                ctx,
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                msg,
+                &[],
+            )
+            .await;
+            return Ok(true);
+        }
         let Some(route) = ctx.route.clone() else {
             METRICS.no_route.inc();
             let msg = "no route matches this request";

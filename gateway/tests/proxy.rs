@@ -453,3 +453,29 @@ async fn json_logs_have_one_access_line_per_request() {
         assert!(line["latency_ms"].as_f64().is_some(), "{line}");
     }
 }
+
+#[tokio::test]
+async fn dot_segments_are_refused_before_routing() {
+    let backend = Backend::start("echo");
+    let yaml = format!(
+        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+         services: {{echo: {{instances: [\"{}\"]}}}}\n\
+         routes: [{{match: {{path: \"/public/**\"}}, service: echo}}]\n",
+        backend.addr()
+    );
+    let gw = GatewayProcess::start(BIN, &yaml);
+    // raw requests: an HTTP client library would resolve the dots itself
+    for path in [
+        "/public/../admin/users",
+        "/public/./x",
+        "/public/%2e%2e/admin",
+        "/public/.%2E/admin",
+    ] {
+        let (status, body) = testkit::http_get(&gw.addr(), path).unwrap();
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("invalid_path"), "{path}: {body}");
+    }
+    assert_eq!(backend.requests(), 0);
+    let (status, _) = testkit::http_get(&gw.addr(), "/public/.well-known/a..b").unwrap();
+    assert_eq!(status, 200);
+}

@@ -156,6 +156,10 @@ pub fn first_segment(path: &str) -> &str {
 /// route while an upstream that resolves dot segments serves `/admin`, so the
 /// gateway refuses these paths instead of guessing how each upstream reads them.
 pub fn has_dot_segment(path: &str) -> bool {
+    // the common case costs one scan
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
     path.split('/').any(|seg| {
         let b = seg.as_bytes();
         if b.is_empty() || b.len() > 6 {
