@@ -283,6 +283,8 @@ fn port_of(v: Option<&Value>) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     const TWO: &str = r#"{"application":{"name":"MEMBER","instance":[
@@ -330,6 +332,34 @@ mod tests {
         assert!(parse_application(&v, false, "weight").unwrap().is_empty());
         let v: Value = serde_json::from_str(r#"{"applications":{}}"#).unwrap();
         assert!(parse_application(&v, false, "weight").is_err());
+    }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "(UP|DOWN|8080|true|false|\\$|@enabled|[a-z]{0,6})".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let keys =
+                "(application|instance|status|port|securePort|\\$|@enabled|ipAddr|metadata|weight)";
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(keys, inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_any_json(body in json(), secure: bool) {
+            let _ = parse_application(&body, secure, "weight");
+            let wrapped = json!({"application": {"instance": body}});
+            let _ = parse_application(&wrapped, secure, "weight");
+        }
     }
 
     #[test]
