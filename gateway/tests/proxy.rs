@@ -479,3 +479,36 @@ async fn dot_segments_are_refused_before_routing() {
     let (status, _) = testkit::http_get(&gw.addr(), "/public/.well-known/a..b").unwrap();
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn admin_config_view_shows_routes_and_services_without_secrets() {
+    let backend = Backend::start("echo");
+    let yaml = rewrite_config(&backend).replace(
+        "admin: {address: \"127.0.0.1:$ADMIN_PORT\"}",
+        "admin: {address: \"127.0.0.1:$ADMIN_PORT\", token: demo-admin-token-not-secret}",
+    );
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let text = client()
+        .get(gw.admin_url("/config"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("demo-admin-token"), "{text}");
+    let view: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(view["version"].as_str().unwrap().len(), 12);
+    let instance = &view["services"]["echo"]["instances"][0];
+    assert_eq!(instance["id"], backend.addr());
+    assert_eq!(instance["healthy"], true);
+    // routes are listed in the order they are tried
+    let ids: Vec<&str> = view["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["strip", "headers", "rewrite", "plain"]);
+    assert_eq!(view["routes"][0]["service"], "echo");
+}
