@@ -204,7 +204,7 @@ async fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
         tokio::net::lookup_host((host, port)),
     )
     .await;
-    lookup.ok()?.ok()?.next()
+    super::prefer_ipv4(lookup.ok()?.ok()?)
 }
 
 /// An UP instance as read from Eureka JSON.

@@ -348,6 +348,15 @@ fn apply(
     }
 }
 
+/// The first IPv4 address of a host lookup, else the first address: `localhost`
+/// may list `::1` first while services often listen on IPv4 only.
+pub(crate) fn prefer_ipv4(
+    addrs: impl Iterator<Item = std::net::SocketAddr>,
+) -> Option<std::net::SocketAddr> {
+    let all: Vec<_> = addrs.collect();
+    all.iter().find(|a| a.is_ipv4()).or(all.first()).copied()
+}
+
 /// Clamp a weight from a source to the range static instances allow.
 pub(crate) fn clamp_weight(w: u64) -> u32 {
     w.clamp(1, 10_000) as u32

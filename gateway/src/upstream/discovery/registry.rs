@@ -394,8 +394,7 @@ async fn resolve(address: &str, port: u16) -> Result<SocketAddr, RegistryError> 
     )
     .await;
     match lookup {
-        Ok(Ok(mut addrs)) => addrs
-            .next()
+        Ok(Ok(addrs)) => super::prefer_ipv4(addrs)
             .ok_or_else(|| RegistryError::Invalid(format!("{host:?} resolves to no address"))),
         Ok(Err(e)) => Err(RegistryError::Invalid(format!(
             "cannot resolve {host:?}: {e}"

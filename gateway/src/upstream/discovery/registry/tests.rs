@@ -121,3 +121,30 @@ fn lapsed_records_are_not_live() {
     assert!(!rec.live(6));
     assert!(rec.live(4));
 }
+
+#[test]
+fn ipv4_is_preferred_for_host_names() {
+    use crate::upstream::discovery::prefer_ipv4;
+    let v6: SocketAddr = "[::1]:80".parse().unwrap();
+    let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+    assert_eq!(prefer_ipv4([v6, v4].into_iter()), Some(v4));
+    assert_eq!(prefer_ipv4([v6].into_iter()), Some(v6));
+    assert_eq!(prefer_ipv4(std::iter::empty()), None);
+}
+
+#[tokio::test]
+async fn host_names_are_resolved_at_registration() {
+    let r = registry();
+    let mut q = req(8081, json!("5s"), json!({}));
+    q.address = "localhost".into();
+    let (rec, _) = r.register("s", "h", q).await.unwrap();
+    assert!(rec.resolved.ip().is_loopback());
+    assert_eq!(rec.resolved.port(), 8081);
+    assert_eq!(rec.address, "localhost");
+    let mut bad = req(1, json!("5s"), json!({}));
+    bad.address = "no-such-host.invalid".into();
+    assert!(matches!(
+        r.register("s", "x", bad).await,
+        Err(RegistryError::Invalid(_))
+    ));
+}
