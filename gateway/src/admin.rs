@@ -1,6 +1,7 @@
 //! Admin listener: `/metrics`, `/health`, `/ready`, `/config` (a view of the
 //! running config without secrets). Runs on the control-plane runtime, never on
-//! the proxy's workers.
+//! the proxy's workers. The registry (`/registry/...`) and `/discovery` routes
+//! live in `upstream::discovery::registry_api` and are merged in here.
 
 use std::sync::Arc;
 
