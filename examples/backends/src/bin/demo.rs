@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -182,7 +183,10 @@ fn spawn(name: &str, mut cmd: Command, logs: &Path) -> Result<Proc, String> {
     let log = logs.join(format!("{name}.log"));
     let file = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
+    // Its own process group: a terminal's Ctrl-C reaches only the demo, which then
+    // stops everything in order.
     let child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(err)
@@ -274,25 +278,39 @@ fn wait_for_ctrl_c(procs: &mut [Proc]) -> Result<(), String> {
     })
 }
 
-/// SIGTERM in reverse start order (gateway first), then wait, then kill stragglers.
+/// SIGTERM the services first (they deregister from the still running gateway), then
+/// the gateway, then Redis if the demo started it; kill what does not stop in time.
 fn stop_all(procs: &mut Vec<Proc>) {
-    for p in procs.iter().rev() {
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(p.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for mut p in procs.drain(..).rev() {
-        while Instant::now() < deadline {
-            if matches!(p.child.try_wait(), Ok(Some(_))) {
-                break;
+    let rank = |p: &Proc| match p.name.as_str() {
+        "redis" => 2,
+        "gateway" => 1,
+        _ => 0,
+    };
+    for stage in 0..=2 {
+        let mut group: Vec<Proc> = Vec::new();
+        let mut i = 0;
+        while i < procs.len() {
+            if rank(&procs[i]) == stage {
+                group.push(procs.remove(i));
+            } else {
+                i += 1;
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = p.child.kill();
-        let _ = p.child.wait();
-        println!("stopped {}", p.name);
+        for p in &group {
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(p.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for mut p in group {
+            while Instant::now() < deadline && !matches!(p.child.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+            println!("stopped {}", p.name);
+        }
     }
 }
 
