@@ -553,14 +553,26 @@ fn apply_request_rules(
     Ok(())
 }
 
+/// Every value of a header as one comma-separated list: a client or proxy may
+/// split `X-Forwarded-For` over several lines. Borrowed when there is one line.
+fn header_list<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut all = format!("{first}, {second}");
+    for v in values {
+        all.push_str(", ");
+        all.push_str(v);
+    }
+    Some(Cow::Owned(all))
+}
+
 fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
         let ip = addr.ip().to_string();
-        let value = match req
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
+        let value = match header_list(&req.headers, &X_FORWARDED_FOR).as_deref() {
             Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
             _ => ip,
         };

@@ -298,6 +298,22 @@ async fn forwarded_headers_are_appended() {
     );
     assert_eq!(e.header("x-forwarded-host"), Some("shop.example.com"));
     assert_eq!(e.header("x-forwarded-proto"), Some("http"));
+
+    // a chain split over several header lines is kept whole
+    let e: Echo = c
+        .get(gw.url("/p"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-for", "198.51.100.2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        e.header_all("x-forwarded-for").join(", "),
+        "203.0.113.9, 198.51.100.2, 127.0.0.1"
+    );
 }
 
 #[tokio::test]
