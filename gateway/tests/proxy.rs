@@ -528,3 +528,20 @@ async fn admin_config_view_shows_routes_and_services_without_secrets() {
     assert_eq!(ids, vec!["strip", "headers", "rewrite", "plain"]);
     assert_eq!(view["routes"][0]["service"], "echo");
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let backend = Backend::start("echo");
+    let gw = GatewayProcess::start(BIN, &rewrite_config(&backend));
+    // a fresh client connection per request: only the gateway can reuse upstream ones
+    for _ in 0..20 {
+        let (status, _) = testkit::http_get(&gw.addr(), "/pooled").unwrap();
+        assert_eq!(status, 200);
+    }
+    assert_eq!(backend.requests(), 20);
+    assert!(
+        backend.connections() <= 2,
+        "20 sequential requests opened {} upstream connections",
+        backend.connections()
+    );
+}

@@ -8,7 +8,7 @@
 //! - `/health`: 200 `ok`, or 503 after `set_healthy(false)`
 //! - `/ws`: WebSocket echo (text and binary)
 //!
-//! Every response carries `x-backend: NAME`.
+//! Every response carries `x-backend: NAME`; accepted connections are counted.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -69,6 +69,7 @@ struct Inner {
     health_checks: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    connections: AtomicU64,
 }
 
 /// A running test backend; stopped (connections cut) on `Drop`.
@@ -100,6 +101,7 @@ impl Backend {
             health_checks: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/health", get(health))
@@ -107,6 +109,7 @@ impl Backend {
             .fallback(echo)
             .with_state(inner.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let counter = inner.clone();
         let thread = std::thread::Builder::new()
             .name(format!("backend-{name}"))
             .spawn(move || {
@@ -116,8 +119,12 @@ impl Backend {
                     .build()
                     .expect("backend runtime");
                 rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    use axum::serve::ListenerExt;
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("tokio listener")
+                        .tap_io(move |_| {
+                            counter.connections.fetch_add(1, Ordering::SeqCst);
+                        });
                     tokio::select! {
                         _ = axum::serve(listener, app) => {}
                         _ = stopped => {}
@@ -187,13 +194,19 @@ impl Backend {
         self.inner.in_flight.load(Ordering::SeqCst)
     }
 
+    /// TCP connections accepted since start or the last reset.
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::SeqCst)
+    }
+
     /// Highest `in_flight` seen since start or the last reset.
     pub fn max_in_flight(&self) -> u64 {
         self.inner.max_in_flight.load(Ordering::SeqCst)
     }
 
-    /// Zero the request and health-check counters.
+    /// Zero the request, health-check and connection counters.
     pub fn reset_counts(&self) {
+        self.inner.connections.store(0, Ordering::SeqCst);
         self.inner.requests.store(0, Ordering::SeqCst);
         self.inner.health_checks.store(0, Ordering::SeqCst);
         self.inner.max_in_flight.store(0, Ordering::SeqCst);
