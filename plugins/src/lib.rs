@@ -5,8 +5,10 @@
 //! it can be unit-tested without sockets, and answers with a [`Flow`].
 
 pub mod auth;
+mod duration;
 mod flow;
 pub mod revocation;
 
 pub use auth::{AuthConfig, AuthRuntime, RouteAuthConfig};
+pub use duration::Dur;
 pub use flow::{ConfigIssue, Flow, Plugin, PluginOutput, Rejection, RequestView};

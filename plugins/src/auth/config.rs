@@ -4,10 +4,11 @@
 //! checked and turned into runtime types by [`super::AuthRuntime::compile`].
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+
+pub use crate::Dur;
 
 /// The top-level `auth:` section.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -252,42 +253,6 @@ impl OneOrMany {
             OneOrMany::One(s) => vec![s.clone()],
             OneOrMany::Many(v) => v.clone(),
         }
-    }
-}
-
-/// A `Duration` written as a human string in YAML (`"250ms"`, `"2s"`, `"5m"`).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Dur(pub Duration);
-
-impl Dur {
-    pub const fn from_secs(s: u64) -> Self {
-        Dur(Duration::from_secs(s))
-    }
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
-
-impl fmt::Debug for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?}: {e} (write e.g. \"250ms\", \"2s\", \"1m\")"
-            ))
-        })
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
     }
 }
 
