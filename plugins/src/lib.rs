@@ -7,8 +7,10 @@
 pub mod auth;
 mod duration;
 mod flow;
+pub mod rate_limit;
 pub mod revocation;
 
 pub use auth::{AuthConfig, AuthRuntime, RouteAuthConfig};
 pub use duration::Dur;
+pub use rate_limit::{RateLimit, RateLimitConfig};
 pub use flow::{ConfigIssue, Flow, Plugin, PluginOutput, Rejection, RequestView};

@@ -73,7 +73,7 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
                 format!("duplicate route id {id:?}: ids name routes in metrics and must be unique"),
             ));
         }
-        if let Some(r) = compile_route(
+        if let Some(mut r) = compile_route(
             k,
             id,
             rc,
@@ -83,6 +83,15 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
             auth.as_deref(),
             &mut errors,
         ) {
+            if let Some(cfg) = &rc.rate_limit {
+                match rate_limiter(cfg, &r.id, &format!("{path}.rate_limit"), previous, rt) {
+                    Ok(rl) => {
+                        r.plugins.insert(0, rl.clone());
+                        r.rate_limit = Some(rl);
+                    }
+                    Err(issues) => errors.extend(issues.into_iter().map(ConfigError::from)),
+                }
+            }
             routes.push(Arc::new(r));
         }
     }
@@ -448,7 +457,29 @@ fn compile_route(
         read_timeout,
         retry,
         plugins,
+        rate_limit: None,
     })
+}
+
+/// The route's limiter: the previous config's when its settings are unchanged
+/// (so a reload does not hand every client a fresh budget), else a new one.
+fn rate_limiter(
+    cfg: &plugins::RateLimitConfig,
+    route_id: &str,
+    path: &str,
+    previous: Option<&RuntimeConfig>,
+    rt: &tokio::runtime::Handle,
+) -> Result<Arc<plugins::RateLimit>, Vec<plugins::ConfigIssue>> {
+    let kept = previous
+        .and_then(|p| p.routes.routes().iter().find(|r| &*r.id == route_id))
+        .and_then(|r| r.rate_limit.clone())
+        .filter(|rl| rl.config() == cfg);
+    if let Some(rl) = kept {
+        return Ok(rl);
+    }
+    let rl = plugins::RateLimit::new(cfg, route_id, path)?;
+    rl.spawn_cleanup(rt, std::time::Duration::from_secs(60));
+    Ok(rl)
 }
 
 fn compile_match(

@@ -161,12 +161,12 @@ pub struct ServiceConfig {
     /// Connect to instances over TLS.
     #[serde(default)]
     pub tls: bool,
-    /// SNI and Host for TLS upstreams (defaults to the instance host).
-    #[serde(default)]
-    pub sni: Option<String>,
     /// Speak HTTP/2 to instances (gRPC): by ALPN over TLS, prior knowledge (h2c) in plaintext.
     #[serde(default)]
     pub http2: bool,
+    /// SNI and Host for TLS upstreams (defaults to the instance host).
+    #[serde(default)]
+    pub sni: Option<String>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,
     #[serde(default = "default_read_timeout")]
@@ -398,6 +398,9 @@ pub struct RouteConfig {
     pub timeouts: Option<TimeoutsConfig>,
     #[serde(default)]
     pub retries: Option<RetryConfig>,
+    /// Per-client (or per-route, or per-header) request budget; see plugins::rate_limit.
+    #[serde(default)]
+    pub rate_limit: Option<plugins::RateLimitConfig>,
     /// `public` (default) or a JWT policy; see the auth section.
     #[serde(default)]
     pub auth: plugins::RouteAuthConfig,

@@ -48,7 +48,10 @@ pub struct Route {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub retry: RetryPolicy,
+    /// The route's request plugins in order (rate limit first, then auth).
     pub plugins: Vec<Arc<dyn plugins::Plugin>>,
+    /// The route's limiter, kept across reloads that leave its config unchanged.
+    pub rate_limit: Option<Arc<plugins::RateLimit>>,
     pub metrics: RouteMetrics,
 }
 
