@@ -1,1 +1,15 @@
-//! Benchmarks for the gateway (see the README in this folder).
+//! Benchmarks for the gateway: the load harness (`loadtest` bin) that compares the
+//! gateway with nginx, haproxy and the bare backend, and the pieces it is made of.
+//! The criterion micro benches live in `benches/`.
+
+pub mod backend;
+pub mod chart;
+pub mod configs;
+pub mod loadgen;
+pub mod procs;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod setup;
+pub mod sys;
+pub mod tokens;

@@ -1,0 +1,258 @@
+//! `loadtest`: start the backends, the gateway, nginx and haproxy on loopback,
+//! drive them with the same load in interleaved rounds, and write the results
+//! (markdown, JSON, SVG) to `results/<timestamp>/`.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use clap::Parser;
+
+use benches::report::RunInfo;
+use benches::run::{self, Options};
+use benches::scenario::{self, Target};
+use benches::{chart, report, sys};
+
+#[derive(Parser)]
+#[command(
+    name = "loadtest",
+    about = "Compare the gateway with nginx, haproxy and the bare backend on loopback"
+)]
+struct Cli {
+    /// Smoke mode: one short round per target (a few seconds in all).
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run (comma-separated; default all): small-get, get-64k, post-1m,
+    /// conns-1000, routes-1000, jwt-tokens.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Targets to run (comma-separated; default all): direct, gateway,
+    /// gateway-pipeline, nginx, haproxy.
+    #[arg(long, value_delimiter = ',')]
+    targets: Vec<String>,
+    /// Interleaved rounds per target.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds of load per target per round.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds of unmeasured load per target before the rounds.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// The gateway's `server.threads` (1 matches nginx's single worker).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Keep the gateway's access log on (written to the work folder).
+    #[arg(long)]
+    access_log: bool,
+    /// Distinct tokens in the jwt-tokens scenario.
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// Do not pin targets and the load generator to separate CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Output folder (default `results/<UTC timestamp>`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The gateway binary (default: build it with cargo, beside this binary).
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// The bench-backend binary (default: build it with cargo, beside this binary).
+    #[arg(long)]
+    backend: Option<PathBuf>,
+    /// Use the binaries beside this one as they are.
+    #[arg(long)]
+    no_build: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run_cli(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<(), String> {
+    match sys::raise_nofile_limit() {
+        Ok(n) if n < 4096 => eprintln!("open-files limit is {n}: 1,000 connections may fail"),
+        Ok(_) => {}
+        Err(e) => eprintln!("cannot raise the open-files limit: {e}"),
+    }
+    let all = scenario::all();
+    let unknown: Vec<&String> = cli
+        .scenarios
+        .iter()
+        .filter(|s| !all.iter().any(|sc| sc.key == s.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = all.iter().map(|s| s.key).collect();
+        return Err(format!(
+            "unknown scenario(s) {unknown:?} (known: {})",
+            known.join(", ")
+        ));
+    }
+    let mut targets = Vec::new();
+    for t in &cli.targets {
+        targets.push(Target::parse(t).ok_or_else(|| format!("unknown target {t:?}"))?);
+    }
+    let scenarios: Vec<_> = all
+        .into_iter()
+        .filter(|sc| cli.scenarios.is_empty() || cli.scenarios.iter().any(|s| s == sc.key))
+        .collect();
+
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        .unwrap_or_default();
+    let need_build = !cli.no_build && (cli.gateway.is_none() || cli.backend.is_none());
+    if need_build {
+        build_binaries(&here)?;
+    }
+    let gateway = cli.gateway.unwrap_or_else(|| here.join("gateway"));
+    let backend = cli.backend.unwrap_or_else(|| here.join("bench-backend"));
+    for (what, p) in [("gateway", &gateway), ("bench-backend", &backend)] {
+        if !p.is_file() {
+            return Err(format!("no {what} binary at {}", p.display()));
+        }
+    }
+
+    let secs = |v: Option<f64>, full: f64, quick: f64| {
+        Duration::from_secs_f64(
+            v.unwrap_or(if cli.quick { quick } else { full })
+                .clamp(0.0, 600.0),
+        )
+    };
+    let started = timestamp();
+    let out_dir = cli
+        .out
+        .unwrap_or_else(|| PathBuf::from("results").join(&started));
+    run::ensure_dir(&out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let opts = Options {
+        scenarios: cli.scenarios,
+        targets,
+        rounds: cli
+            .rounds
+            .unwrap_or(if cli.quick { 1 } else { 3 })
+            .clamp(1, 100),
+        duration: secs(cli.duration, 5.0, 0.25),
+        warmup: secs(cli.warmup, 1.0, 0.0),
+        out_dir: out_dir.clone(),
+        gateway,
+        backend,
+        pin: !cli.no_pin,
+        threads: cli.threads.max(1),
+        access_log: cli.access_log,
+        distinct_tokens: cli.tokens.unwrap_or(if cli.quick { 500 } else { 100_000 }),
+    };
+    for (name, path) in run::peers() {
+        match path {
+            Some(p) => eprintln!("found {name}: {}", p.display()),
+            None => eprintln!("{name} is not installed: its targets are skipped"),
+        }
+    }
+    let load_before = sys::load_average();
+    let results = run::run_all(&opts, &scenarios);
+    let info = RunInfo {
+        started,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        cpus: machine(),
+        load_before,
+        load_after: sys::load_average(),
+        rounds: opts.rounds,
+        duration_s: opts.duration.as_secs_f64(),
+        threads: opts.threads,
+        pinned: opts.pin && sys::allowed_cpus().len() >= 2,
+    };
+    let md = report::markdown(&info, &results);
+    let write = |name: &str, text: &str| {
+        let p = out_dir.join(name);
+        std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
+    };
+    write("results.md", &md)?;
+    write("results.json", &report::json(&info, &results).to_string())?;
+    if let Err(e) = chart::write_svg(&out_dir.join("results.svg"), &results) {
+        eprintln!("loadtest: no chart: {e}");
+    }
+    println!("{md}");
+    eprintln!("results written to {}", out_dir.display());
+    if results.iter().all(|r| r.measured.is_empty()) {
+        return Err("nothing was measured".into());
+    }
+    Ok(())
+}
+
+/// `cargo build` the gateway and the backend in this binary's profile.
+fn build_binaries(here: &std::path::Path) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build");
+    match here.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") | None => {
+            cmd.arg("--release");
+        }
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+    }
+    cmd.args([
+        "-p",
+        "gateway",
+        "-p",
+        "benches",
+        "--bin",
+        "gateway",
+        "--bin",
+        "bench-backend",
+    ]);
+    eprintln!("building: {cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo (pass --gateway and --backend): {e}"))?;
+    if !status.success() {
+        return Err("cargo build failed (pass --gateway/--backend, or --no-build)".into());
+    }
+    Ok(())
+}
+
+/// CPU count and model, for the report.
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{} CPUs ({model})", sys::cpu_count())
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC.
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

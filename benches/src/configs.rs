@@ -1,0 +1,205 @@
+//! Config files for the targets: the gateway (plain, full pipeline, 1,000
+//! routes), and nginx and haproxy as equivalent plain reverse proxies.
+//!
+//! Equivalent means: one worker (nginx `worker_processes 1`, haproxy `nbthread 1`,
+//! gateway `server.threads`), round robin over the same two backends with
+//! keep-alive upstream connections, `X-Forwarded-For`/`-Proto` added, no access log.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// HMAC secret of the benchmark's token issuer (loopback-only test value).
+pub const JWT_SECRET: &str = "bench-only-secret-0123456789abcdef0123456789abcdef";
+/// `iss` of the benchmark's tokens.
+pub const JWT_ISSUER: &str = "bench";
+
+/// What every gateway config shares.
+pub struct GatewayBase {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub upstreams: [SocketAddr; 2],
+    pub threads: usize,
+    pub access_log: bool,
+}
+
+impl GatewayBase {
+    fn head(&self) -> String {
+        format!(
+            "server: {{threads: {}, log: {{access_log: {}}}}}\n\
+             listeners: [{{address: \"{}\"}}]\n\
+             admin: {{address: \"{}\"}}\n\
+             services:\n  echo: {{instances: [\"{}\", \"{}\"]}}\n",
+            self.threads,
+            self.access_log,
+            self.listen,
+            self.admin,
+            self.upstreams[0],
+            self.upstreams[1]
+        )
+    }
+}
+
+/// (a) the plain route: everything to `echo`, round robin.
+pub fn gateway_plain(base: &GatewayBase) -> String {
+    format!(
+        "{}routes:\n  - {{id: plain, match: {{path: \"/**\"}}, service: echo}}\n",
+        base.head()
+    )
+}
+
+/// A plain config with 1,000 routes (globs, prefixes, exact paths, method
+/// conditions); `/svc{i}/item` matches route `r{i}`.
+pub fn gateway_many_routes(base: &GatewayBase, n: usize) -> String {
+    let mut out = base.head();
+    out.push_str("routes:\n");
+    for i in 0..n {
+        let _ = match i % 4 {
+            0 => writeln!(
+                out,
+                "  - {{id: r{i}, match: {{path: \"/svc{i}/**\"}}, service: echo}}"
+            ),
+            1 => writeln!(
+                out,
+                "  - {{id: r{i}, match: {{prefix: \"/svc{i}/\"}}, service: echo}}"
+            ),
+            2 => writeln!(
+                out,
+                "  - {{id: r{i}, match: {{path: \"/svc{i}/*\", methods: [GET, HEAD]}}, service: echo}}"
+            ),
+            _ => writeln!(
+                out,
+                "  - {{id: r{i}, match: {{path: \"/svc{i}/item\"}}, service: echo}}"
+            ),
+        };
+    }
+    out
+}
+
+/// Request paths for the 1,000-route scenario (spread over every route).
+pub fn many_route_paths(n: usize) -> Vec<String> {
+    // a stride co-prime with n visits every route in a scattered order
+    (0..n)
+        .map(|k| format!("/svc{}/item", (k * 7919) % n))
+        .collect()
+}
+
+/// (b) the full pipeline: JWT HS256 + revocation mirror (Redis) + identity
+/// headers + round robin + metrics.
+pub fn gateway_pipeline(base: &GatewayBase, redis: SocketAddr) -> String {
+    format!(
+        "{}auth:\n\
+         \x20 issuers:\n\
+         \x20   - {{name: bench, issuer: {JWT_ISSUER}, algorithms: [HS256], secret: \"{JWT_SECRET}\"}}\n\
+         \x20 revocation: {{redis_url: \"redis://{redis}\", mode: mirror}}\n\
+         \x20 identity:\n\
+         \x20   headers: {{authenticated-user: \"{{email}}\", x-user-id: \"{{sub}}\"}}\n\
+         routes:\n\
+         \x20 - id: pipeline\n\
+         \x20   match: {{path: \"/**\"}}\n\
+         \x20   service: echo\n\
+         \x20   auth: {{jwt: {{issuers: [bench]}}}}\n\
+         \x20   request_headers: {{set: {{x-gateway: bench}}, remove: [x-debug]}}\n",
+        base.head()
+    )
+}
+
+/// Stand-in for (b) while the gateway has no JWT support: header rules + round robin.
+pub fn gateway_pipeline_fallback(base: &GatewayBase) -> String {
+    format!(
+        "{}routes:\n\
+         \x20 - id: pipeline\n\
+         \x20   match: {{path: \"/**\"}}\n\
+         \x20   service: echo\n\
+         \x20   request_headers: {{set: {{x-gateway: bench}}, remove: [x-debug]}}\n\
+         \x20   response_headers: {{set: {{x-content-type-options: nosniff}}}}\n",
+        base.head()
+    )
+}
+
+/// nginx as a plain reverse proxy; `routes` > 0 adds that many prefix locations.
+pub fn nginx(dir: &Path, listen: SocketAddr, upstreams: [SocketAddr; 2], routes: usize) -> String {
+    let d = dir.display();
+    let proxy = "proxy_pass http://backend; proxy_http_version 1.1; \
+                 proxy_set_header Connection \"\"; \
+                 proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; \
+                 proxy_set_header X-Forwarded-Proto $scheme; \
+                 proxy_buffering off; proxy_request_buffering off;";
+    let mut locations = String::new();
+    for i in 0..routes {
+        let _ = writeln!(locations, "    location /svc{i}/ {{ {proxy} }}");
+    }
+    format!(
+        "worker_processes 1;\n\
+         daemon off;\n\
+         pid {d}/nginx.pid;\n\
+         error_log {d}/nginx-error.log warn;\n\
+         worker_rlimit_nofile 20000;\n\
+         events {{ worker_connections 8192; }}\n\
+         http {{\n\
+         \x20 access_log off;\n\
+         \x20 client_body_temp_path {d}/nginx-body;\n\
+         \x20 proxy_temp_path {d}/nginx-proxy;\n\
+         \x20 fastcgi_temp_path {d}/nginx-fastcgi;\n\
+         \x20 uwsgi_temp_path {d}/nginx-uwsgi;\n\
+         \x20 scgi_temp_path {d}/nginx-scgi;\n\
+         \x20 keepalive_requests 1000000;\n\
+         \x20 keepalive_timeout 60s;\n\
+         \x20 client_max_body_size 8m;\n\
+         \x20 upstream backend {{\n\
+         \x20   server {};\n\
+         \x20   server {};\n\
+         \x20   keepalive 256;\n\
+         \x20   keepalive_requests 1000000;\n\
+         \x20 }}\n\
+         \x20 server {{\n\
+         \x20   listen {listen};\n\
+         {locations}\
+         \x20   location / {{ {proxy} }}\n\
+         \x20 }}\n\
+         }}\n",
+        upstreams[0], upstreams[1]
+    )
+}
+
+/// haproxy as a plain reverse proxy; `routes_map` routes by a `map_beg` file.
+pub fn haproxy(
+    listen: SocketAddr,
+    upstreams: [SocketAddr; 2],
+    routes_map: Option<&Path>,
+) -> String {
+    let routing = match routes_map {
+        Some(map) => format!("  use_backend %[path,map_beg({},be)]\n", map.display()),
+        None => String::new(),
+    };
+    format!(
+        "global\n\
+         \x20 nbthread 1\n\
+         \x20 maxconn 4000\n\
+         defaults\n\
+         \x20 mode http\n\
+         \x20 timeout connect 2s\n\
+         \x20 timeout client 30s\n\
+         \x20 timeout server 30s\n\
+         \x20 timeout http-keep-alive 60s\n\
+         \x20 option http-keep-alive\n\
+         \x20 option forwardfor\n\
+         \x20 http-reuse always\n\
+         frontend fe\n\
+         \x20 bind {listen}\n\
+         \x20 maxconn 4000\n\
+         \x20 http-request set-header X-Forwarded-Proto http\n\
+         {routing}\
+         \x20 default_backend be\n\
+         backend be\n\
+         \x20 balance roundrobin\n\
+         \x20 server b1 {}\n\
+         \x20 server b2 {}\n",
+        upstreams[0], upstreams[1]
+    )
+}
+
+/// The map file for haproxy's 1,000-route variant.
+pub fn haproxy_routes_map(n: usize) -> String {
+    (0..n).map(|i| format!("/svc{i}/ be\n")).collect()
+}

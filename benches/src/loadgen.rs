@@ -1,0 +1,248 @@
+//! The load generator: a fixed number of keep-alive HTTP/1.1 connections
+//! (hyper client), each sending requests back to back until the time is up.
+//!
+//! It runs on a thread of its own (a single-threaded runtime, optionally pinned to
+//! one CPU), records every latency in an HDR histogram (microseconds) and counts
+//! errors: transport failures, timeouts and non-2xx answers.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{header, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Longest a single request may take before it counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the connect phase may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to send, how hard and for how long.
+#[derive(Clone)]
+pub struct LoadSpec {
+    pub addr: SocketAddr,
+    /// `Host` header value.
+    pub host: HeaderValue,
+    pub method: Method,
+    /// Request targets (origin form), used in turn.
+    pub paths: Arc<Vec<Uri>>,
+    /// Request body (e.g. 1 MiB for the upload scenario).
+    pub body: Option<Bytes>,
+    /// `Authorization` values used in turn (distinct tokens defeat a token cache).
+    pub tokens: Option<Arc<Vec<HeaderValue>>>,
+    pub connections: usize,
+    pub duration: Duration,
+    /// CPU to pin the generator's thread to.
+    pub cpu: Option<usize>,
+}
+
+/// What one run measured.
+pub struct LoadResult {
+    /// Successful (2xx) requests.
+    pub requests: u64,
+    pub errors: u64,
+    /// Length of the measured window (after every connection was open).
+    pub elapsed: Duration,
+    /// Latency of successful requests, in microseconds.
+    pub latency: Histogram<u64>,
+    /// Response body bytes received.
+    pub bytes: u64,
+    /// `probe()` at the start and at the end of the measured window.
+    pub probe: (f64, f64),
+}
+
+impl LoadResult {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+struct State {
+    latency: RefCell<Histogram<u64>>,
+    requests: Cell<u64>,
+    errors: Cell<u64>,
+    bytes: Cell<u64>,
+    next: Cell<usize>,
+}
+
+/// Run `spec` on a fresh thread; `probe` is read when the measured window opens
+/// and closes (the harness passes the target's CPU time).
+pub fn run(spec: &LoadSpec, probe: &(dyn Fn() -> f64 + Sync)) -> io::Result<LoadResult> {
+    std::thread::scope(|s| {
+        let handle = s.spawn(|| {
+            if let Some(cpu) = spec.cpu {
+                // a failed pin only costs accuracy; the run goes on
+                let _ = crate::sys::pin_current_thread(cpu);
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, drive(spec, probe))
+        });
+        handle
+            .join()
+            .map_err(|_| io::Error::other("the load generator thread panicked"))?
+    })
+}
+
+async fn drive(spec: &LoadSpec, probe: &(dyn Fn() -> f64 + Sync)) -> io::Result<LoadResult> {
+    let latency = Histogram::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| io::Error::other(format!("histogram: {e}")))?;
+    let state = Rc::new(State {
+        latency: RefCell::new(latency),
+        requests: Cell::new(0),
+        errors: Cell::new(0),
+        bytes: Cell::new(0),
+        next: Cell::new(0),
+    });
+    let spec = Rc::new(spec.clone());
+
+    // open every connection first, so the window measures steady state only
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..spec.connections.max(1) {
+        let addr = spec.addr;
+        opening.spawn_local(async move {
+            tokio::time::timeout(CONNECT_TIMEOUT, connect(addr))
+                .await
+                .unwrap_or_else(|_| Err(io::Error::other("connect timed out")))
+        });
+    }
+    let mut senders = Vec::with_capacity(spec.connections);
+    while let Some(joined) = opening.join_next().await {
+        match joined {
+            Ok(Ok(s)) => senders.push(Some(s)),
+            _ => {
+                state.errors.set(state.errors.get() + 1);
+                senders.push(None);
+            }
+        }
+    }
+
+    let p0 = probe();
+    let start = Instant::now();
+    let deadline = start + spec.duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for sender in senders {
+        workers.spawn_local(worker(sender, spec.clone(), state.clone(), deadline));
+    }
+    while workers.join_next().await.is_some() {}
+    let elapsed = start.elapsed();
+    let p1 = probe();
+
+    let latency = state
+        .latency
+        .replace(Histogram::new(1).map_err(io::Error::other)?);
+    Ok(LoadResult {
+        requests: state.requests.get(),
+        errors: state.errors.get(),
+        elapsed,
+        latency,
+        bytes: state.bytes.get(),
+        probe: (p0, p1),
+    })
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> io::Result<Sender> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn worker(mut sender: Option<Sender>, spec: Rc<LoadSpec>, st: Rc<State>, deadline: Instant) {
+    while Instant::now() < deadline {
+        let s = match sender.as_mut() {
+            Some(s) => s,
+            None => {
+                match tokio::time::timeout(CONNECT_TIMEOUT, connect(spec.addr)).await {
+                    Ok(Ok(s)) => sender = Some(s),
+                    _ => {
+                        st.errors.set(st.errors.get() + 1);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                continue;
+            }
+        };
+        if s.ready().await.is_err() {
+            // the server closed an idle keep-alive connection: open another
+            sender = None;
+            continue;
+        }
+        let Some(req) = build(&spec, &st) else {
+            st.errors.set(st.errors.get() + 1);
+            return;
+        };
+        let t0 = Instant::now();
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, exchange(s, req)).await;
+        let micros = t0.elapsed().as_micros().max(1) as u64;
+        match outcome {
+            Ok(Ok((ok, n))) => {
+                st.bytes.set(st.bytes.get() + n);
+                if ok {
+                    st.requests.set(st.requests.get() + 1);
+                    let _ = st.latency.borrow_mut().record(micros);
+                } else {
+                    st.errors.set(st.errors.get() + 1);
+                }
+            }
+            _ => {
+                st.errors.set(st.errors.get() + 1);
+                sender = None;
+            }
+        }
+    }
+}
+
+fn build(spec: &LoadSpec, st: &State) -> Option<Request<Full<Bytes>>> {
+    let k = st.next.get();
+    st.next.set(k.wrapping_add(1));
+    let path = spec.paths.get(k % spec.paths.len().max(1))?.clone();
+    let mut b = Request::builder()
+        .method(spec.method.clone())
+        .uri(path)
+        .header(header::HOST, spec.host.clone());
+    if let Some(tokens) = &spec.tokens {
+        if !tokens.is_empty() {
+            b = b.header(header::AUTHORIZATION, tokens[k % tokens.len()].clone());
+        }
+    }
+    b.body(Full::new(spec.body.clone().unwrap_or_default()))
+        .ok()
+}
+
+/// Send one request and read the whole answer: `(2xx, body bytes)`.
+async fn exchange(s: &mut Sender, req: Request<Full<Bytes>>) -> Result<(bool, u64), hyper::Error> {
+    let resp = s.send_request(req).await?;
+    let ok = resp.status().is_success();
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        n += frame?.data_ref().map_or(0, |d| d.len() as u64);
+    }
+    Ok((ok, n))
+}
+
+/// Parse an origin-form path list (a helper for callers and tests).
+pub fn paths(list: &[String]) -> Result<Arc<Vec<Uri>>, http::uri::InvalidUri> {
+    list.iter()
+        .map(|p| p.parse::<Uri>())
+        .collect::<Result<Vec<_>, _>>()
+        .map(Arc::new)
+}

@@ -1,0 +1,166 @@
+//! The results: a markdown table per scenario (each figure beside its ratio to
+//! nginx and to the direct backend), a JSON dump, and an SVG chart.
+
+use std::fmt::Write;
+
+use crate::run::{Measured, ScenarioResult};
+use crate::scenario::Target;
+
+/// Facts about the run printed above the tables.
+pub struct RunInfo {
+    pub started: String,
+    pub command: String,
+    pub cpus: String,
+    pub load_before: Option<f64>,
+    pub load_after: Option<f64>,
+    pub rounds: usize,
+    pub duration_s: f64,
+    pub threads: usize,
+    pub pinned: bool,
+}
+
+fn ratio(a: f64, b: Option<f64>) -> String {
+    match b {
+        Some(b) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// The whole report as markdown.
+pub fn markdown(info: &RunInfo, results: &[ScenarioResult]) -> String {
+    let mut out = String::new();
+    let load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.2}"));
+    let _ = writeln!(out, "# Load test {}\n", info.started);
+    let _ = writeln!(out, "- command: `{}`", info.command);
+    let _ = writeln!(out, "- machine: {}", info.cpus);
+    let _ = writeln!(
+        out,
+        "- load average (1 min) before / after: {} / {}",
+        load(info.load_before),
+        load(info.load_after)
+    );
+    let _ = writeln!(
+        out,
+        "- {} interleaved round(s) of {:.1} s per target; gateway `server.threads: {}`; \
+         nginx `worker_processes 1`; haproxy `nbthread 1`; pinning {}",
+        info.rounds,
+        info.duration_s,
+        info.threads,
+        if info.pinned { "on" } else { "off" }
+    );
+    let _ = writeln!(
+        out,
+        "- req/s: median of the rounds; latency over all rounds; CPU: the target's \
+         user+system seconds per 10,000 requests (/proc); RSS: peak (VmHWM)\n"
+    );
+    for sc in results {
+        let _ = writeln!(out, "## {}: {}\n", sc.key, sc.title);
+        out.push_str(&table(sc));
+        for m in &sc.measured {
+            if let Some(n) = &m.note {
+                let _ = writeln!(out, "\n- {}: {n}", m.target.name());
+            }
+        }
+        for (t, why) in &sc.skipped {
+            let _ = writeln!(out, "\n- {} skipped: {why}", t.name());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// One scenario's table.
+pub fn table(sc: &ScenarioResult) -> String {
+    let nginx = sc.get(Target::Nginx);
+    let direct = sc.get(Target::Direct);
+    let f = |m: Option<&Measured>, g: fn(&Measured) -> f64| m.map(g);
+    let mut out = String::from(
+        "| target | req/s | x nginx | x direct | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 x nginx | \
+         errors | CPU s/10k req | x nginx | x direct | peak RSS MiB | x nginx | x direct |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for m in &sc.measured {
+        let rps = m.rps();
+        let p99 = m.latency_ms(0.99);
+        let cpu = m.cpu_per_10k();
+        if m.requests() == 0 {
+            let _ = writeln!(
+                out,
+                "| {} | 0 | - | - | - | - | - | - | - | {} | - | - | - | - | - | - |",
+                m.target.name(),
+                m.errors()
+            );
+            continue;
+        }
+        let rss = m.peak_rss as f64 / (1024.0 * 1024.0);
+        let rss_of = |m: &Measured| m.peak_rss as f64;
+        let star = if m.note.is_some() { " *" } else { "" };
+        let _ = writeln!(
+            out,
+            "| {}{star} | {rps:.0} | {} | {} | {:.2} | {:.2} | {p99:.2} | {:.2} | {} | {} | {cpu:.3} | {} | {} | {rss:.1} | {} | {} |",
+            m.target.name(),
+            ratio(rps, f(nginx, Measured::rps)),
+            ratio(rps, f(direct, Measured::rps)),
+            m.latency_ms(0.50),
+            m.latency_ms(0.90),
+            m.latency_ms(0.999),
+            ratio(p99, nginx.map(|n| n.latency_ms(0.99))),
+            m.errors(),
+            ratio(cpu, f(nginx, Measured::cpu_per_10k)),
+            ratio(cpu, f(direct, Measured::cpu_per_10k)),
+            ratio(m.peak_rss as f64, nginx.map(rss_of)),
+            ratio(m.peak_rss as f64, direct.map(rss_of)),
+        );
+    }
+    out
+}
+
+/// Machine-readable results (for comparing runs).
+pub fn json(info: &RunInfo, results: &[ScenarioResult]) -> serde_json::Value {
+    let scenarios: Vec<_> = results
+        .iter()
+        .map(|sc| {
+            let targets: Vec<_> = sc
+                .measured
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "target": m.target.name(),
+                        "note": m.note,
+                        "rps": m.rps(),
+                        "requests": m.requests(),
+                        "errors": m.errors(),
+                        "p50_ms": m.latency_ms(0.5),
+                        "p90_ms": m.latency_ms(0.9),
+                        "p99_ms": m.latency_ms(0.99),
+                        "p999_ms": m.latency_ms(0.999),
+                        "cpu_s_per_10k": m.cpu_per_10k(),
+                        "peak_rss_bytes": m.peak_rss,
+                        "rounds": m.rounds.iter().map(|r| serde_json::json!({
+                            "requests": r.requests, "errors": r.errors, "secs": r.secs, "cpu_s": r.cpu
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "scenario": sc.key,
+                "title": sc.title,
+                "connections": sc.connections,
+                "targets": targets,
+                "skipped": sc.skipped.iter().map(|(t, w)| serde_json::json!({"target": t.name(), "why": w})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "started": info.started,
+        "command": info.command,
+        "machine": info.cpus,
+        "load_before": info.load_before,
+        "load_after": info.load_after,
+        "rounds": info.rounds,
+        "duration_s": info.duration_s,
+        "gateway_threads": info.threads,
+        "pinned": info.pinned,
+        "scenarios": scenarios,
+    })
+}

@@ -1,0 +1,301 @@
+//! The run loop: per scenario, start the backends and every target, warm them
+//! up, then drive them in interleaved rounds and collect what each one cost.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::HeaderValue;
+
+use crate::loadgen::{self, LoadSpec};
+use crate::procs::{self, Proc};
+use crate::scenario::{Paths, Scenario, Target, Tokens};
+use crate::setup::{self, Setup};
+use crate::sys;
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scenarios: Vec<String>,
+    /// Only these targets (empty: every target of each scenario).
+    pub targets: Vec<Target>,
+    pub rounds: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub out_dir: PathBuf,
+    pub gateway: PathBuf,
+    pub backend: PathBuf,
+    pub pin: bool,
+    /// The gateway's `server.threads`.
+    pub threads: usize,
+    pub access_log: bool,
+    /// Distinct tokens in the JWT scenario.
+    pub distinct_tokens: usize,
+}
+
+/// One round of one target.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    pub requests: u64,
+    pub errors: u64,
+    pub secs: f64,
+    /// Target CPU seconds (user + system) spent in the window.
+    pub cpu: f64,
+}
+
+/// Everything measured for one target in one scenario.
+pub struct Measured {
+    pub target: Target,
+    /// Shown beside the target (e.g. what the pipeline stand-in lacks).
+    pub note: Option<String>,
+    pub rounds: Vec<Round>,
+    /// Merged latency of every round (none when no round ran).
+    pub latency: Option<Histogram<u64>>,
+    pub peak_rss: u64,
+}
+
+impl Measured {
+    /// Median of the rounds' requests/s.
+    pub fn rps(&self) -> f64 {
+        let mut v: Vec<f64> = self
+            .rounds
+            .iter()
+            .map(|r| r.requests as f64 / r.secs.max(1e-9))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.rounds.iter().map(|r| r.requests).sum()
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.rounds.iter().map(|r| r.errors).sum()
+    }
+
+    /// Target CPU seconds per 10,000 requests (over all rounds).
+    pub fn cpu_per_10k(&self) -> f64 {
+        let cpu: f64 = self.rounds.iter().map(|r| r.cpu).sum();
+        cpu / (self.requests().max(1) as f64) * 10_000.0
+    }
+
+    /// Latency quantile in milliseconds.
+    pub fn latency_ms(&self, q: f64) -> f64 {
+        self.latency
+            .as_ref()
+            .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
+    }
+}
+
+pub struct ScenarioResult {
+    pub key: &'static str,
+    pub title: &'static str,
+    pub connections: usize,
+    pub measured: Vec<Measured>,
+    /// Targets not measured, and why.
+    pub skipped: Vec<(Target, String)>,
+}
+
+impl ScenarioResult {
+    pub fn get(&self, t: Target) -> Option<&Measured> {
+        self.measured.iter().find(|m| m.target == t)
+    }
+}
+
+/// Run every selected scenario, printing progress to stderr.
+pub fn run_all(opts: &Options, scenarios: &[Scenario]) -> Vec<ScenarioResult> {
+    let cpus = sys::allowed_cpus();
+    let (target_cpu, load_cpu) = match (opts.pin, cpus.as_slice()) {
+        (true, [a, b, ..]) => (Some(*a), Some(*b)),
+        _ => (None, None),
+    };
+    match (target_cpu, load_cpu) {
+        (Some(t), Some(l)) => eprintln!(
+            "pinning: targets on CPU {t}; load generator, upstream backends and redis on CPU {l}"
+        ),
+        _ => eprintln!("pinning: off"),
+    }
+    let total = scenarios.len();
+    let mut out = Vec::new();
+    for (k, sc) in scenarios.iter().enumerate() {
+        let tag = format!("[{}/{total} {}]", k + 1, sc.key);
+        eprintln!("{tag} {}", sc.title);
+        out.push(run_scenario(opts, sc, &tag, target_cpu, load_cpu));
+    }
+    out
+}
+
+struct Live {
+    target: Target,
+    proc: Proc,
+    note: Option<String>,
+    pids: Vec<u32>,
+    rounds: Vec<Round>,
+    latency: Option<Histogram<u64>>,
+}
+
+fn run_scenario(
+    opts: &Options,
+    sc: &Scenario,
+    tag: &str,
+    target_cpu: Option<usize>,
+    load_cpu: Option<usize>,
+) -> ScenarioResult {
+    let mut result = ScenarioResult {
+        key: sc.key,
+        title: sc.title,
+        connections: sc.connections,
+        measured: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let dir = opts.out_dir.join("work").join(sc.key);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("{tag} cannot create {}: {e}", dir.display());
+        return result;
+    }
+    let tokens = make_tokens(opts, sc);
+    let mut s = match Setup::new(opts, &dir, load_cpu, target_cpu) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{tag} cannot start the upstream backends: {e}");
+            return result;
+        }
+    };
+    let mut live = Vec::new();
+    for &t in sc.targets {
+        if !opts.targets.is_empty() && !opts.targets.contains(&t) {
+            continue;
+        }
+        let probe_token = tokens.first().and_then(|v| v.to_str().ok()).unwrap_or("");
+        match setup::start(&mut s, t, sc, probe_token) {
+            Ok((proc, note)) => {
+                if let Some(n) = &note {
+                    eprintln!("{tag} note: {}: {n}", t.name());
+                }
+                let pids = proc.tree();
+                live.push(Live {
+                    target: t,
+                    proc,
+                    note,
+                    pids,
+                    rounds: Vec::new(),
+                    latency: None,
+                });
+            }
+            Err(why) => {
+                eprintln!("{tag} skipped {}: {why}", t.name());
+                result.skipped.push((t, why));
+            }
+        }
+    }
+    let tokens = Arc::new(tokens);
+    let spec_for = |l: &Live, duration| spec(sc, l.proc.addr, &tokens, duration, load_cpu);
+
+    if !opts.warmup.is_zero() {
+        for l in &live {
+            let _ = loadgen::run(&spec_for(l, opts.warmup), &|| 0.0);
+        }
+    }
+    for round in 0..opts.rounds {
+        // rotate the order each round so drift hits every target alike
+        let n = live.len();
+        for i in 0..n {
+            let l = &mut live[(i + round) % n];
+            let pids = l.pids.clone();
+            let probe = move || sys::cpu_seconds(&pids);
+            match loadgen::run(&spec_for(l, opts.duration), &probe) {
+                Ok(r) => {
+                    let cpu = r.probe.1 - r.probe.0;
+                    let p99 = r.latency.value_at_quantile(0.99) as f64 / 1000.0;
+                    eprintln!(
+                        "{tag} round {}/{} {:<17} {:>9.0} req/s  p99 {:>7.2} ms  cpu {:.3} s/10k  errors {}",
+                        round + 1,
+                        opts.rounds,
+                        l.target.name(),
+                        r.rps(),
+                        p99,
+                        cpu / (r.requests.max(1) as f64) * 10_000.0,
+                        r.errors
+                    );
+                    l.rounds.push(Round {
+                        requests: r.requests,
+                        errors: r.errors,
+                        secs: r.elapsed.as_secs_f64(),
+                        cpu,
+                    });
+                    match &mut l.latency {
+                        Some(h) => {
+                            let _ = h.add(&r.latency);
+                        }
+                        None => l.latency = Some(r.latency),
+                    }
+                }
+                Err(e) => eprintln!("{tag} load generator failed on {}: {e}", l.target.name()),
+            }
+        }
+    }
+    for l in live {
+        let peak_rss = sys::peak_rss(&l.proc.tree());
+        result.measured.push(Measured {
+            target: l.target,
+            note: l.note,
+            rounds: l.rounds,
+            latency: l.latency,
+            peak_rss,
+        });
+        drop(l.proc);
+    }
+    result
+}
+
+fn make_tokens(opts: &Options, sc: &Scenario) -> Vec<HeaderValue> {
+    let n = match sc.tokens {
+        Tokens::One => 1,
+        Tokens::Many => opts.distinct_tokens.max(1),
+    };
+    crate::tokens::mint_many(crate::configs::JWT_SECRET, crate::configs::JWT_ISSUER, n)
+        .into_iter()
+        .filter_map(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        .collect()
+}
+
+fn spec(
+    sc: &Scenario,
+    addr: std::net::SocketAddr,
+    tokens: &Arc<Vec<HeaderValue>>,
+    duration: Duration,
+    cpu: Option<usize>,
+) -> LoadSpec {
+    let list: Vec<String> = match sc.paths {
+        Paths::Small => vec!["/small".into()],
+        Paths::Large => vec!["/64k".into()],
+        Paths::ManyRoutes => crate::configs::many_route_paths(setup::MANY_ROUTES),
+    };
+    LoadSpec {
+        addr,
+        host: HeaderValue::from_static("bench.local"),
+        method: sc.method.clone(),
+        paths: loadgen::paths(&list).unwrap_or_default(),
+        body: (sc.body > 0).then(|| Bytes::from(vec![b'p'; sc.body])),
+        tokens: Some(tokens.clone()),
+        connections: sc.connections,
+        duration,
+        cpu,
+    }
+}
+
+/// Where `procs::which` would find each peer, for the report header.
+pub fn peers() -> Vec<(&'static str, Option<PathBuf>)> {
+    ["nginx", "haproxy", "redis-server"]
+        .into_iter()
+        .map(|n| (n, procs::which(n)))
+        .collect()
+}
+
+/// `dir` exists and is writable.
+pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}

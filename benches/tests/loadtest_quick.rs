@@ -1,0 +1,114 @@
+//! The load harness end to end in `--quick` mode: real backends, the real gateway
+//! binary (and nginx/haproxy when installed), every scenario, results written.
+//! Checks that every target answered and nothing failed; never checks speed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The gateway binary of this build profile, built if missing.
+fn gateway_bin() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_loadtest"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let bin = dir.join("gateway");
+    if !bin.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "gateway", "--bin", "gateway"]);
+        if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the gateway");
+        assert!(status.success(), "cargo build -p gateway failed");
+    }
+    bin
+}
+
+#[test]
+fn quick_mode_measures_every_target_without_errors() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let gateway = gateway_bin();
+    let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .arg("--quick")
+        .arg("--no-build")
+        .arg("--gateway")
+        .arg(&gateway)
+        .arg("--backend")
+        .arg(env!("CARGO_BIN_EXE_bench-backend"))
+        .arg("--out")
+        .arg(out.path())
+        .arg("--tokens")
+        .arg("200")
+        .status()
+        .expect("run loadtest");
+    assert!(status.success(), "loadtest --quick failed");
+
+    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let svg = std::fs::read_to_string(out.path().join("results.svg")).expect("results.svg");
+    assert!(
+        svg.starts_with("<svg") || svg.contains("<svg"),
+        "not an SVG"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
+    )
+    .expect("results.json parses");
+
+    let scenarios = json["scenarios"].as_array().expect("scenarios");
+    let keys: Vec<&str> = scenarios
+        .iter()
+        .filter_map(|s| s["scenario"].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "small-get",
+            "get-64k",
+            "post-1m",
+            "conns-1000",
+            "routes-1000",
+            "jwt-tokens"
+        ]
+    );
+    for sc in scenarios {
+        let name = sc["scenario"].as_str().unwrap_or("?");
+        let targets = sc["targets"].as_array().expect("targets");
+        let measured: Vec<&str> = targets
+            .iter()
+            .filter_map(|t| t["target"].as_str())
+            .collect();
+        assert!(
+            measured.contains(&"direct"),
+            "{name}: direct missing: {measured:?}"
+        );
+        let wants_gateway = name != "jwt-tokens";
+        assert!(
+            !wants_gateway || measured.contains(&"gateway"),
+            "{name}: gateway missing: {measured:?}\n{md}"
+        );
+        for t in targets {
+            let who = t["target"].as_str().unwrap_or("?");
+            assert!(
+                t["requests"].as_u64().unwrap_or(0) > 0,
+                "{name}/{who}: no request answered\n{md}"
+            );
+            assert_eq!(t["errors"].as_u64(), Some(0), "{name}/{who}: errors\n{md}");
+            assert!(
+                t["cpu_s_per_10k"].as_f64().unwrap_or(-1.0) >= 0.0,
+                "{name}/{who}: cpu"
+            );
+            assert!(
+                t["peak_rss_bytes"].as_u64().unwrap_or(0) > 0,
+                "{name}/{who}: rss"
+            );
+        }
+        // every table row is in the markdown too
+        for who in &measured {
+            assert!(
+                md.contains(&format!("| {who}")),
+                "{name}: {who} not in the table"
+            );
+        }
+    }
+}
