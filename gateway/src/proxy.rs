@@ -448,7 +448,9 @@ fn request_id(req: &RequestHeader) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = uuid::Uuid::new_v4();
+    // a v4 UUID from the thread-local RNG: `Uuid::new_v4` asks the kernel
+    // (getrandom) on every call, a syscall per request
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let s = id.hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
@@ -571,12 +573,13 @@ fn header_list<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<Co
 
 fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-        let ip = addr.ip().to_string();
-        let value = match header_list(&req.headers, &X_FORWARDED_FOR).as_deref() {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip,
+        let value = {
+            let prev = header_list(&req.headers, &X_FORWARDED_FOR);
+            forwarded_for(prev.as_deref(), addr.ip())
         };
-        req.insert_header(X_FORWARDED_FOR.clone(), value)?;
+        if let Some(value) = value {
+            req.insert_header(X_FORWARDED_FOR.clone(), value)?;
+        }
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     req.insert_header(
@@ -591,6 +594,29 @@ fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `X-Forwarded-For` with `ip` appended, formatted on the stack (one copy into
+/// the header value instead of two heap strings per request).
+fn forwarded_for(prev: Option<&str>, ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    let prev = prev.filter(|p| !p.is_empty());
+    let mut buf = [0u8; 256];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let written = match prev {
+        Some(p) => write!(cur, "{p}, {ip}"),
+        None => write!(cur, "{ip}"),
+    };
+    if written.is_ok() {
+        let n = usize::try_from(cur.position()).unwrap_or(0);
+        return HeaderValue::from_bytes(&buf[..n]).ok();
+    }
+    // a chain longer than the buffer
+    let value = match prev {
+        Some(p) => format!("{p}, {ip}"),
+        None => ip.to_string(),
+    };
+    HeaderValue::try_from(value).ok()
 }
 
 /// Passive health: count a failed attempt against the instance it went to.
@@ -693,4 +719,26 @@ fn record(
         subject: ctx.plugin_out.subject.as_deref(),
         error: error.as_deref(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_for;
+
+    #[test]
+    fn forwarded_for_appends_the_client_to_the_chain() {
+        let ip = "10.0.0.7".parse().unwrap();
+        assert_eq!(forwarded_for(None, ip).unwrap(), "10.0.0.7");
+        assert_eq!(forwarded_for(Some(""), ip).unwrap(), "10.0.0.7");
+        assert_eq!(
+            forwarded_for(Some("203.0.113.1"), ip).unwrap(),
+            "203.0.113.1, 10.0.0.7"
+        );
+        let v6 = "2001:db8::1".parse().unwrap();
+        assert_eq!(forwarded_for(None, v6).unwrap(), "2001:db8::1");
+        // longer than the stack buffer: still complete
+        let long = vec!["198.51.100.1"; 40].join(", ");
+        let got = forwarded_for(Some(&long), ip).unwrap();
+        assert_eq!(got.to_str().unwrap(), format!("{long}, 10.0.0.7"));
+    }
 }
