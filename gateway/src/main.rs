@@ -102,7 +102,10 @@ fn main() -> ExitCode {
                     LogFormatArg::Json => LogFormat::Json,
                 }),
             };
-            match gateway::server::run(opts) {
+            let result = gateway::server::run(opts);
+            // buffered access-log lines go out before the process does
+            gateway::logging::flush();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("gateway: {e}");
