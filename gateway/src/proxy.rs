@@ -164,18 +164,24 @@ impl ProxyHttp for Gateway {
             .await;
             return Ok(true);
         };
-        if let Some(rejection) = run_plugins(&route, session, &mut ctx.plugin_out).await {
-            let rej = rejection;
-            respond_json(
-                session,
-                ctx,
-                rej.status,
-                rej.code,
-                &rej.message,
-                &rej.headers,
-            )
-            .await;
-            return Ok(true);
+        match run_plugins(&route, session, &mut ctx.plugin_out).await {
+            plugins::Flow::Continue => {}
+            plugins::Flow::Reject(rej) => {
+                respond_json(
+                    session,
+                    ctx,
+                    rej.status,
+                    rej.code,
+                    &rej.message,
+                    &rej.headers,
+                )
+                .await;
+                return Ok(true);
+            }
+            plugins::Flow::Answer { status, headers } => {
+                respond_empty(session, ctx, status, &headers).await;
+                return Ok(true);
+            }
         }
         ctx.hash_key = hash_key(&route, session);
         if !route.retry.on_status.is_empty() && route.retry.allows(&session.req_header().method) {
@@ -350,6 +356,9 @@ impl ProxyHttp for Gateway {
                 resp.append_header(name.clone(), value.clone())?;
             }
         }
+        for (name, value) in &ctx.plugin_out.response_headers {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
         resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         Ok(())
     }
@@ -460,9 +469,9 @@ async fn run_plugins(
     route: &Route,
     session: &Session,
     out: &mut plugins::PluginOutput,
-) -> Option<plugins::Rejection> {
+) -> plugins::Flow {
     if route.plugins.is_empty() {
-        return None;
+        return plugins::Flow::Continue;
     }
     let req = session.req_header();
     let view = plugins::RequestView {
@@ -475,11 +484,12 @@ async fn run_plugins(
             .map(|a| a.ip()),
     };
     for plugin in &route.plugins {
-        if let plugins::Flow::Reject(r) = plugin.on_request(&view, out).await {
-            return Some(r);
+        let flow = plugin.on_request(&view, out).await;
+        if !matches!(flow, plugins::Flow::Continue) {
+            return flow;
         }
     }
-    None
+    plugins::Flow::Continue
 }
 
 fn hash_key(route: &Route, session: &Session) -> Option<u64> {
@@ -665,7 +675,8 @@ async fn respond_json(
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
-        for (name, value) in extra {
+        // plugin response headers (CORS) first, so a browser can read the error
+        for (name, value) in ctx.plugin_out.response_headers.iter().chain(extra) {
             resp.insert_header(name.clone(), value.clone())?;
         }
         Ok(())
@@ -681,6 +692,29 @@ async fn respond_json(
         && !head
     {
         let _ = session.write_response_body(Some(body), true).await;
+    }
+}
+
+/// Answer with an empty body (e.g. a CORS preflight).
+async fn respond_empty(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: StatusCode,
+    headers: &[(HeaderName, HeaderValue)],
+) {
+    ctx.local_status = Some(status.as_u16());
+    let Ok(mut resp) = ResponseHeader::build(status, Some(headers.len() + 2)) else {
+        return;
+    };
+    let mut add = || -> Result<()> {
+        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        for (name, value) in headers {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    };
+    if add().is_ok() {
+        let _ = session.write_response_header(Box::new(resp), true).await;
     }
 }
 

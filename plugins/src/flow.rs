@@ -19,6 +19,8 @@ pub struct RequestView<'a> {
 pub struct PluginOutput {
     /// Headers to set on the upstream request (e.g. the verified identity).
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Headers to set on the response to the client (e.g. CORS), errors included.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// The authenticated subject, for the access log.
     pub subject: Option<String>,
 }
@@ -57,6 +59,11 @@ pub enum Flow {
     Continue,
     /// Answer the client now with this refusal.
     Reject(Rejection),
+    /// Answer the client now with an empty response (e.g. a CORS preflight).
+    Answer {
+        status: StatusCode,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
 }
 
 /// One stage of a route's request chain.

@@ -5,12 +5,14 @@
 //! it can be unit-tested without sockets, and answers with a [`Flow`].
 
 pub mod auth;
+pub mod cors;
 mod duration;
 mod flow;
 pub mod rate_limit;
 pub mod revocation;
 
 pub use auth::{AuthConfig, AuthRuntime, RouteAuthConfig};
+pub use cors::{Cors, CorsConfig};
 pub use duration::Dur;
 pub use rate_limit::{RateLimit, RateLimitConfig};
 pub use flow::{ConfigIssue, Flow, Plugin, PluginOutput, Rejection, RequestView};

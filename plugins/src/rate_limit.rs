@@ -251,7 +251,7 @@ mod tests {
                 let retry: u64 = r.headers[0].1.to_str().unwrap().parse().unwrap();
                 assert!((1..=20).contains(&retry), "{retry}");
             }
-            Flow::Continue => panic!("fourth request passed"),
+            other => panic!("fourth request passed: {other:?}"),
         }
         // another client has its own budget
         assert!(matches!(run(&rl, [10, 0, 0, 2], &h).await, Flow::Continue));

@@ -92,6 +92,13 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
                     Err(issues) => errors.extend(issues.into_iter().map(ConfigError::from)),
                 }
             }
+            if let Some(cfg) = &rc.cors {
+                // first in the chain: a preflight is answered before any budget or token check
+                match plugins::Cors::new(cfg, &format!("{path}.cors")) {
+                    Ok(c) => r.plugins.insert(0, c),
+                    Err(issues) => errors.extend(issues.into_iter().map(ConfigError::from)),
+                }
+            }
             routes.push(Arc::new(r));
         }
     }

@@ -401,6 +401,9 @@ pub struct RouteConfig {
     /// Per-client (or per-route, or per-header) request budget; see plugins::rate_limit.
     #[serde(default)]
     pub rate_limit: Option<plugins::RateLimitConfig>,
+    /// Cross-origin policy: preflights answered at the edge, CORS headers on responses.
+    #[serde(default)]
+    pub cors: Option<plugins::CorsConfig>,
     /// `public` (default) or a JWT policy; see the auth section.
     #[serde(default)]
     pub auth: plugins::RouteAuthConfig,

@@ -1,6 +1,7 @@
-//! Route rate limits against the real binary: 429 with Retry-After and the JSON
-//! error past the budget, separate budgets per key, and a reload that keeps an
-//! unchanged limit keeps its state (no fresh budget for everyone).
+//! Route plugins against the real binary.
+//! Rate limits: 429 with Retry-After and the JSON error past the budget, separate
+//! budgets per key, and a reload that keeps an unchanged limit keeps its state.
+//! CORS: preflights answered at the edge, headers on responses and on errors.
 
 use std::time::Duration;
 
@@ -88,5 +89,83 @@ fn invalid_limits_are_config_errors() {
             .contains("routes[0].rate_limit.requests: must be at least 1"),
         "{}",
         out.stderr
+    );
+}
+
+const CORS_ROUTE: &str = "    cors: {allow_origins: [\"https://app.example.com\"], expose_headers: [X-Request-Id], allow_credentials: true}\n";
+
+#[tokio::test]
+async fn cors_preflight_and_response_headers() {
+    let backend = Backend::start("echo");
+    let yaml = format!(
+        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
+         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
+         services:\n  echo: {{instances: [\"{}\"]}}\n\
+         routes:\n  - id: app\n    match: {{path: /app/**}}\n    service: echo\n{CORS_ROUTE}\
+         \x20   rate_limit: {{requests: 1, per: 1m, key: route}}\n",
+        backend.addr()
+    );
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let c = client();
+    let url = gw.url("/app/items");
+
+    // preflight: answered by the gateway, never reaches the backend, not rate limited
+    for _ in 0..3 {
+        let r = c
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "PUT")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        assert_eq!(h["access-control-allow-credentials"], "true");
+        assert!(h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("PUT"));
+    }
+    assert_eq!(backend.requests(), 0, "a preflight reached the backend");
+
+    // a denied origin's preflight
+    let r = c
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // the real request carries the CORS headers...
+    let r = c
+        .get(&url)
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(r.headers()["access-control-expose-headers"], "X-Request-Id");
+    // ...and so does a refusal, so the browser can read it
+    let r = c
+        .get(&url)
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
     );
 }
