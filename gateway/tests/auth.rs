@@ -421,3 +421,34 @@ fn config_mistakes_are_reported_with_their_key_path() {
         out.stderr
     );
 }
+
+/// The config lines of the delimited auth block of config/reference.yaml.
+fn reference_block() -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/reference.yaml"
+    ))
+    .unwrap();
+    let start = text.find("# === auth:").expect("auth section begins");
+    let end = text[start..]
+        .find("# === auth ===")
+        .expect("auth section ends");
+    text[start..start + end]
+        .lines()
+        .filter(|l| l.starts_with("# ") && !l.starts_with("# ==="))
+        .map(|l| &l[2..])
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_reference_auth_section_compiles() {
+    let block = reference_block();
+    assert!(block.contains("revocation:") && block.contains("jwks_url:"));
+    let yaml = format!(
+        "listeners: [{{address: \"127.0.0.1:18080\"}}]\n\
+         services: {{order: {{instances: [\"127.0.0.1:1\"]}}}}\n{block}\n"
+    );
+    let out = check_config(BIN, &yaml);
+    assert!(out.success, "{yaml}\n{}{}", out.stdout, out.stderr);
+}

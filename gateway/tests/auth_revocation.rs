@@ -300,3 +300,25 @@ async fn lookup_mode_sees_a_revocation_on_the_next_request() {
         (401, "token_revoked".to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_the_same_auth_section_keeps_the_mirror_connected() {
+    let redis = RedisServer::start();
+    let backend = Backend::start("echo");
+    let yaml = config(&backend, &redis, "mirror");
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let c = client();
+    let t = token("u1", true, &[]);
+    assert!(wait_for(&c, &gw.url("/deny/x"), &t, (200, "")).await);
+    let w = RevocationWriter::new(&redis.url(), RevocationKeys::default()).unwrap();
+    w.revoke_token(&t, Duration::ZERO).await.unwrap();
+    assert!(wait_for(&c, &gw.url("/deny/x"), &t, (401, "token_revoked")).await);
+
+    // a new route, same auth section: no reconnect, the mirror's content carries over
+    let more = format!(
+        "{yaml}  - {{id: extra, match: {{prefix: /extra/}}, service: echo, auth: {{jwt: {{}}}}}}\n"
+    );
+    gw.rewrite_config(&more);
+    assert!(wait_for(&c, &gw.url("/extra/x"), &t, (401, "token_revoked")).await);
+    assert_eq!(gw.log_count("revocation mirror synced"), 1, "{}", gw.log());
+}
