@@ -322,3 +322,27 @@ async fn a_reload_with_the_same_auth_section_keeps_the_mirror_connected() {
     assert!(wait_for(&c, &gw.url("/extra/x"), &t, (401, "token_revoked")).await);
     assert_eq!(gw.log_count("revocation mirror synced"), 1, "{}", gw.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyspace_notifications_apply_a_plain_set_at_once() {
+    let redis = RedisServer::start();
+    assert_eq!(
+        redis.cmd(&["CONFIG", "SET", "notify-keyspace-events", "K$gx"]),
+        "+OK"
+    );
+    let backend = Backend::start("echo");
+    // a long resync period: only the keyspace event can apply the revocation in time
+    let yaml = config(&backend, &redis, "mirror").replace(
+        "resync_interval: 1s",
+        "resync_interval: 1h, keyspace_notifications: true",
+    );
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let c = client();
+    let url = gw.url("/deny/x");
+    let t = token("u1", true, &[("jti", json!("plain-set"))]);
+    assert!(wait_for(&c, &url, &t, (200, "")).await);
+    redis.cmd(&["SET", "blacklist:plain-set", "1", "EX", "60"]);
+    assert!(wait_for(&c, &url, &t, (401, "token_revoked")).await);
+    redis.cmd(&["DEL", "blacklist:plain-set"]);
+    assert!(wait_for(&c, &url, &t, (200, "")).await);
+}
