@@ -70,6 +70,8 @@ pub fn spawn_drain_watch(mut phases: broadcast::Receiver<ExecutionPhase>, timeou
                     "shutdown_timeout reached; cutting the requests still in flight"
                 ),
             }
+            // the access log is batched: write out what is pending before leaving
+            crate::logging::flush();
             std::process::exit(0);
         });
     if let Err(e) = spawned {

@@ -253,6 +253,8 @@ async fn sigterm_drains_the_request_in_flight() {
         .expect("gateway exits");
     assert!(status.success(), "{status}");
     assert!(gw.log().contains("SIGTERM: draining"));
+    // the drained request's access-log line was written out before the exit
+    assert!(gw.log().contains("/api/slow"), "{}", gw.log());
     assert!(std::net::TcpStream::connect(gw.addr()).is_err());
 }
 
