@@ -71,6 +71,11 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["the config is empty (see config/reference.yaml for every key)"],
         ),
         (
+            "duplicate keys",
+            "listeners: [{address: \"127.0.0.1:8080\"}]\nservices:\n  a: {instances: [\"127.0.0.1:1\"]}\n  a: {instances: [\"127.0.0.1:2\"]}\nroutes: [{service: a}]\n".into(),
+            vec!["services: duplicate mapping key: a at line 4, column 3"],
+        ),
+        (
             "bad method",
             with("routes: [{service: member, match: {methods: [FETCH]}}]\n"),
             vec![r#"routes[0].match.methods[0]: "FETCH" is not an HTTP method (one of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT)"#],

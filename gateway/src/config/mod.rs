@@ -97,8 +97,13 @@ pub fn parse(text: &str) -> Result<GatewayConfig, Vec<ConfigError>> {
 
 /// `routes[0].match.pth: unknown field `pth`, expected one of ... at line 6, column 36`.
 fn shape_error(path: &str, e: &serde_saphyr::Error) -> ConfigError {
-    let path = if path == "." { "" } else { path };
-    ConfigError::new(path, e.to_string())
+    // `?` stands for a key the error is about (a duplicate): the map is the path
+    let path = path.trim_end_matches('?').trim_end_matches('.');
+    // the parser's advice is for library users, not for someone editing the file
+    let message = e
+        .to_string()
+        .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    ConfigError::new(path, message)
 }
 
 /// A stable short version for a config text (first 12 hex digits of its SHA-256).
