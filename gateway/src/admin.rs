@@ -64,17 +64,45 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
         .filter(|s| !s.instances().instances.iter().any(|i| i.is_available(now)))
         .map(|s| &*s.name)
         .collect();
+    let mut closed = Vec::new();
+    for l in &cfg.file.listeners {
+        if !accepts(&l.address).await {
+            closed.push(l.address.as_str());
+        }
+    }
+    let ready = empty.is_empty() && closed.is_empty();
     let body = json!({
-        "ready": empty.is_empty(),
+        "ready": ready,
         "config_version": cfg.version,
         "services_without_instances": empty,
+        "listeners_not_accepting": closed,
     });
-    let status = if empty.is_empty() {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// Whether a proxy listener accepts connections yet (the admin API comes up first).
+async fn accepts(address: &str) -> bool {
+    let Ok(mut addr) = address.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    if addr.ip().is_unspecified() {
+        let local: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        addr.set_ip(local);
+    }
+    let connect = tokio::net::TcpStream::connect(addr);
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), connect).await,
+        Ok(Ok(_))
+    )
 }
 
 async fn config_view(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
