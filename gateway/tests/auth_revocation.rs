@@ -346,3 +346,43 @@ async fn keyspace_notifications_apply_a_plain_set_at_once() {
     redis.cmd(&["DEL", "blacklist:plain-set"]);
     assert!(wait_for(&c, &url, &t, (200, "")).await);
 }
+
+fn exists_calls(redis: &RedisServer) -> u64 {
+    let info = redis.cmd(&["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_exists:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_cache_reuses_answers_for_its_ttl() {
+    let redis = RedisServer::start();
+    let backend = Backend::start("echo");
+    let yaml = config(&backend, &redis, "lookup").replace(
+        "resync_interval: 1s",
+        "resync_interval: 1s, lookup_cache: 500ms",
+    );
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let c = client();
+    let url = gw.url("/deny/x");
+    let t = token("u1", true, &[]);
+    assert!(wait_for(&c, &url, &t, (200, "")).await);
+    let before = exists_calls(&redis);
+    assert!(before >= 1, "the warm-up request asked Redis");
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(get(&c, &url, &t).await.0, 200);
+    }
+    let asked = exists_calls(&redis) - before;
+    let bound = started.elapsed().as_millis() as u64 / 500 + 1;
+    assert!(
+        asked <= bound,
+        "{asked} lookups for 20 requests (bound {bound})"
+    );
+    // a revocation bites once the cached answer is older than lookup_cache
+    let w = RevocationWriter::new(&redis.url(), RevocationKeys::default()).unwrap();
+    w.revoke_token(&t, Duration::ZERO).await.unwrap();
+    assert!(wait_for(&c, &url, &t, (401, "token_revoked")).await);
+}

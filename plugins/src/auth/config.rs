@@ -130,6 +130,9 @@ pub struct RevocationConfig {
     /// Timeout of one Redis command (lookup mode, health pings).
     #[serde(default = "default_redis_timeout")]
     pub timeout: Dur,
+    /// Lookup mode: reuse a token's answer this long (`0s`, the default: ask every time).
+    #[serde(default)]
+    pub lookup_cache: Dur,
     /// What a protected route does when the revocation state is unknown (Redis down).
     #[serde(default)]
     pub on_redis_error: RedisErrorPolicy,

@@ -1,7 +1,9 @@
 //! Lookup mode: ask Redis on every request (one pipelined round trip: `EXISTS`
 //! the token's key, `GET` the subject's cut-off), bounded by a timeout.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Value};
@@ -11,11 +13,20 @@ use super::sync::parse_unix;
 use super::Verdict;
 use crate::auth::metrics::METRICS;
 
+/// Answers reused for `ttl` (bounded: cleared when full).
+struct AnswerCache {
+    ttl: Duration,
+    map: Mutex<HashMap<String, (Instant, Verdict)>>,
+}
+
+const CACHE_MAX: usize = 50_000;
+
 /// A Redis connection used per request.
 pub struct Lookup {
     conn: ConnectionManager,
     schema: KeySchema,
     timeout: Duration,
+    cache: Option<AnswerCache>,
 }
 
 impl Lookup {
@@ -25,6 +36,7 @@ impl Lookup {
         client: Client,
         schema: KeySchema,
         timeout: Duration,
+        cache_ttl: Duration,
     ) -> Result<Self, redis::RedisError> {
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -32,14 +44,43 @@ impl Lookup {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
+        let cache = (!cache_ttl.is_zero()).then(|| AnswerCache {
+            ttl: cache_ttl,
+            map: Mutex::new(HashMap::new()),
+        });
         Ok(Self {
             conn,
             schema,
             timeout,
+            cache,
         })
     }
 
+    /// Check one token, reusing a recent answer when `lookup_cache` allows.
     pub async fn check(&self, token_id: &str, sub: Option<&str>, iat: Option<f64>) -> Verdict {
+        let Some(cache) = &self.cache else {
+            return self.ask(token_id, sub, iat).await;
+        };
+        {
+            let map = cache.map.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, v)) = map.get(token_id) {
+                if at.elapsed() < cache.ttl {
+                    return *v;
+                }
+            }
+        }
+        let v = self.ask(token_id, sub, iat).await;
+        if v != Verdict::Unknown {
+            let mut map = cache.map.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() >= CACHE_MAX {
+                map.clear();
+            }
+            map.insert(token_id.to_string(), (Instant::now(), v));
+        }
+        v
+    }
+
+    async fn ask(&self, token_id: &str, sub: Option<&str>, iat: Option<f64>) -> Verdict {
         let mut pipe = redis::pipe();
         pipe.cmd("EXISTS").arg(self.schema.token.render(token_id));
         if let Some(sub) = sub {

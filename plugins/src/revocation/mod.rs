@@ -130,7 +130,12 @@ impl Revocation {
                 }
             }
             RevocationMode::Lookup => {
-                match lookup::Lookup::new(client, schema.clone(), cfg.timeout.get()) {
+                match lookup::Lookup::new(
+                    client,
+                    schema.clone(),
+                    cfg.timeout.get(),
+                    cfg.lookup_cache.get(),
+                ) {
                     Ok(l) => Backend::Lookup(l),
                     Err(e) => {
                         return Err(vec![ConfigIssue::new(
