@@ -51,7 +51,7 @@ enum Backend {
         mirror: Arc<Mirror>,
         _task: TaskGuard,
     },
-    Lookup(lookup::Lookup),
+    Lookup(Box<lookup::Lookup>),
 }
 
 /// Compiled revocation state shared by every protected route.
@@ -136,7 +136,7 @@ impl Revocation {
                     cfg.timeout.get(),
                     cfg.lookup_cache.get(),
                 ) {
-                    Ok(l) => Backend::Lookup(l),
+                    Ok(l) => Backend::Lookup(Box::new(l)),
                     Err(e) => {
                         return Err(vec![ConfigIssue::new(
                             format!("{path}.redis_url"),
