@@ -1,0 +1,336 @@
+//! Compile one `routes[i]` entry: matcher, target service, rewrites, header rules,
+//! retries and the route's plugins, each error with its key path.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Method};
+use regex::Regex;
+
+use super::super::file::{GatewayConfig, HeaderRulesConfig, MatchConfig, RouteConfig};
+use super::super::ConfigError;
+use crate::observe::RouteMetrics;
+use crate::routing::matcher::{Glob, HeaderCond, HostMatch, PathMatch};
+use crate::routing::{HeaderRules, PathRewrite, RetryPolicy, Route, RouteMatcher};
+use crate::runtime::RuntimeConfig;
+use crate::upstream::Service;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn compile_route(
+    index: usize,
+    id: String,
+    rc: &RouteConfig,
+    path: &str,
+    file: &GatewayConfig,
+    services: &BTreeMap<String, Arc<Service>>,
+    auth: Option<&plugins::AuthRuntime>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Route> {
+    let before = errors.len();
+    let matcher = compile_match(&rc.matcher, &format!("{path}.match"), errors);
+
+    let service_name = rc.service.strip_prefix("lb://").unwrap_or(&rc.service);
+    let service = services.get(service_name).cloned();
+    if service.is_none() && !file.services.contains_key(service_name) {
+        let known: Vec<&str> = file.services.keys().map(String::as_str).collect();
+        errors.push(ConfigError::new(
+            format!("{path}.service"),
+            format!(
+                "unknown service {service_name:?} (known: {})",
+                if known.is_empty() {
+                    "none defined".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    }
+
+    let rewrite = match (&rc.strip_prefix, &rc.rewrite) {
+        (Some(_), Some(_)) => {
+            errors.push(ConfigError::new(
+                path,
+                "use either `strip_prefix` or `rewrite`, not both",
+            ));
+            PathRewrite::Keep
+        }
+        (Some(p), None) if !p.starts_with('/') => {
+            errors.push(ConfigError::new(
+                format!("{path}.strip_prefix"),
+                "must start with '/'",
+            ));
+            PathRewrite::Keep
+        }
+        (Some(p), None) => PathRewrite::StripPrefix(p.trim_end_matches('/').to_string()),
+        (None, Some(rw)) => match Regex::new(&rw.regex) {
+            Ok(re) => PathRewrite::Regex(re, rw.replacement.clone()),
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    format!("{path}.rewrite.regex"),
+                    regex_problem(&rw.regex, &e),
+                ));
+                PathRewrite::Keep
+            }
+        },
+        (None, None) => PathRewrite::Keep,
+    };
+
+    let request_headers = compile_header_rules(
+        &rc.request_headers,
+        &format!("{path}.request_headers"),
+        errors,
+    );
+    let response_headers = compile_header_rules(
+        &rc.response_headers,
+        &format!("{path}.response_headers"),
+        errors,
+    );
+
+    let retry = match &rc.retries {
+        // by default a connect error (nothing was sent) is retried once elsewhere
+        None => RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        },
+        Some(r) => {
+            if r.attempts > 10 {
+                errors.push(ConfigError::new(
+                    format!("{path}.retries.attempts"),
+                    "at most 10 retries",
+                ));
+            }
+            for (k, s) in r.on_status.iter().enumerate() {
+                if !(100..=599).contains(s) {
+                    errors.push(ConfigError::new(
+                        format!("{path}.retries.on_status[{k}]"),
+                        format!("{s} is not an HTTP status"),
+                    ));
+                }
+            }
+            RetryPolicy {
+                attempts: r.attempts,
+                on_status: r.on_status.clone(),
+                non_idempotent: r.non_idempotent,
+            }
+        }
+    };
+
+    let plugins = match auth.map(|a| a.route_plugins(&rc.auth, &format!("{path}.auth"))) {
+        Some(Ok(p)) => p,
+        Some(Err(issues)) => {
+            errors.extend(issues.into_iter().map(ConfigError::from));
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+
+    if errors.len() != before {
+        return None;
+    }
+    let (matcher, service) = (matcher?, service?);
+    let timeouts = rc.timeouts.as_ref();
+    let connect_timeout = timeouts
+        .and_then(|t| t.connect)
+        .map_or(service.peer.connect_timeout, |d| d.get());
+    let read_timeout = timeouts
+        .and_then(|t| t.read)
+        .map_or(service.peer.read_timeout, |d| d.get());
+    Some(Route {
+        metrics: RouteMetrics::new(&id, &service.name),
+        id: Arc::from(id.as_str()),
+        index,
+        matcher,
+        service,
+        rewrite,
+        request_headers,
+        response_headers,
+        connect_timeout,
+        read_timeout,
+        retry,
+        plugins,
+        rate_limit: None,
+    })
+}
+
+/// The route's limiter: the previous config's when its settings are unchanged
+/// (so a reload does not hand every client a fresh budget), else a new one.
+pub(super) fn rate_limiter(
+    cfg: &plugins::RateLimitConfig,
+    route_id: &str,
+    path: &str,
+    previous: Option<&RuntimeConfig>,
+    rt: &tokio::runtime::Handle,
+) -> Result<Arc<plugins::RateLimit>, Vec<plugins::ConfigIssue>> {
+    let kept = previous
+        .and_then(|p| p.routes.routes().iter().find(|r| &*r.id == route_id))
+        .and_then(|r| r.rate_limit.clone())
+        .filter(|rl| rl.config() == cfg);
+    if let Some(rl) = kept {
+        return Ok(rl);
+    }
+    let rl = plugins::RateLimit::new(cfg, route_id, path)?;
+    rl.spawn_cleanup(rt, std::time::Duration::from_secs(60));
+    Ok(rl)
+}
+
+fn compile_match(
+    m: &MatchConfig,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RouteMatcher> {
+    let before = errors.len();
+    let path_match = match (&m.path, &m.prefix, &m.regex) {
+        (None, None, None) => PathMatch::Any,
+        (Some(p), None, None) if p.contains('*') => match Glob::parse(p) {
+            Ok(g) => PathMatch::Glob(g),
+            Err(e) => {
+                errors.push(ConfigError::new(format!("{path}.path"), e));
+                PathMatch::Any
+            }
+        },
+        (Some(p), None, None) => {
+            if !p.starts_with('/') {
+                errors.push(ConfigError::new(
+                    format!("{path}.path"),
+                    "must start with '/'",
+                ));
+            }
+            PathMatch::Exact(p.clone())
+        }
+        (None, Some(p), None) => {
+            if !p.starts_with('/') {
+                errors.push(ConfigError::new(
+                    format!("{path}.prefix"),
+                    "must start with '/'",
+                ));
+            }
+            PathMatch::Prefix(p.clone())
+        }
+        // check the pattern as written first, so an error points into the user's text
+        (None, None, Some(r)) => {
+            match Regex::new(r).and_then(|_| Regex::new(&format!("^(?:{r})$"))) {
+                Ok(re) => PathMatch::Regex(re),
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        format!("{path}.regex"),
+                        regex_problem(r, &e),
+                    ));
+                    PathMatch::Any
+                }
+            }
+        }
+        _ => {
+            errors.push(ConfigError::new(
+                path,
+                "use only one of `path`, `prefix` and `regex`",
+            ));
+            PathMatch::Any
+        }
+    };
+    let host = match &m.host {
+        None => HostMatch::Any,
+        Some(h) => HostMatch::parse(h).unwrap_or_else(|e| {
+            errors.push(ConfigError::new(format!("{path}.host"), e));
+            HostMatch::Any
+        }),
+    };
+    let mut methods = Vec::new();
+    for (k, name) in m.methods.iter().enumerate() {
+        const KNOWN: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+        ];
+        let upper = name.to_ascii_uppercase();
+        match Method::from_bytes(upper.as_bytes()) {
+            Ok(method) if KNOWN.contains(&upper.as_str()) => methods.push(method),
+            _ => errors.push(ConfigError::new(
+                format!("{path}.methods[{k}]"),
+                format!(
+                    "{name:?} is not an HTTP method (one of {})",
+                    KNOWN.join(", ")
+                ),
+            )),
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &m.headers {
+        let hpath = format!("{path}.headers.{name}");
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            errors.push(ConfigError::new(hpath, "not a valid header name"));
+            continue;
+        };
+        let value = if value == "*" {
+            None
+        } else {
+            match HeaderValue::from_str(value) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    errors.push(ConfigError::new(hpath, "not a valid header value"));
+                    continue;
+                }
+            }
+        };
+        headers.push(HeaderCond { name, value });
+    }
+    (errors.len() == before).then_some(RouteMatcher {
+        path: path_match,
+        host,
+        methods,
+        headers,
+    })
+}
+
+fn compile_header_rules(
+    cfg: &HeaderRulesConfig,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> HeaderRules {
+    let mut rules = HeaderRules::default();
+    let mut pair = |section: &str, name: &str, value: &str| -> Option<(HeaderName, HeaderValue)> {
+        let p = format!("{path}.{section}.{name}");
+        let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+            errors.push(ConfigError::new(p, "not a valid header name"));
+            return None;
+        };
+        match HeaderValue::from_str(value) {
+            Ok(v) => Some((n, v)),
+            Err(_) => {
+                errors.push(ConfigError::new(
+                    p,
+                    "not a valid header value (visible ASCII only)",
+                ));
+                None
+            }
+        }
+    };
+    rules.set = cfg
+        .set
+        .iter()
+        .filter_map(|(n, v)| pair("set", n, v))
+        .collect();
+    rules.add = cfg
+        .add
+        .iter()
+        .filter_map(|(n, v)| pair("add", n, v))
+        .collect();
+    for (k, name) in cfg.remove.iter().enumerate() {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => rules.remove.push(n),
+            Err(_) => errors.push(ConfigError::new(
+                format!("{path}.remove[{k}]"),
+                "not a valid header name",
+            )),
+        }
+    }
+    rules
+}
+
+/// `invalid regex "/a/(": unclosed group` (the regex crate's reason, on one line).
+fn regex_problem(pattern: &str, e: &regex::Error) -> String {
+    let text = e.to_string();
+    let reason = text
+        .lines()
+        .last()
+        .map(|l| l.trim_start_matches("error: "))
+        .unwrap_or(&text);
+    format!("invalid regex {pattern:?}: {reason}")
+}
