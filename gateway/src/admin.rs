@@ -70,9 +70,12 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
             closed.push(l.address.as_str());
         }
     }
-    let ready = empty.is_empty() && closed.is_empty();
+    // revocation state known and every JWKS loaded
+    let auth_ready = cfg.auth.is_ready();
+    let ready = empty.is_empty() && closed.is_empty() && auth_ready;
     let body = json!({
         "ready": ready,
+        "auth_ready": auth_ready,
         "config_version": cfg.version,
         "services_without_instances": empty,
         "listeners_not_accepting": closed,
