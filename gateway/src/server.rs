@@ -130,6 +130,10 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
 
     let conf = ServerConf {
         threads: server_cfg.threads,
+        // one worker has nothing to steal from: Pingora's no-steal runtime is a
+        // plain current-thread runtime, without the multi-thread scheduler's
+        // cross-thread bookkeeping on every wake
+        work_stealing: server_cfg.threads > 1,
         // Pingora's "grace period" is the time in-flight requests get after the
         // listeners close: our shutdown_timeout (the drain watch ends it early)
         grace_period_seconds: Some(server_cfg.shutdown_timeout.get().as_secs().max(1)),
