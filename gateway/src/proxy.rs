@@ -302,7 +302,7 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.as_ref() else {
             return Ok(());
         };
-        rewrite_path(route, req)?;
+        rewrite_path(route, req, ctx.plugin_out.strip_query_param.as_deref())?;
         apply_request_rules(route, req, &mut ctx.plugin_out)?;
         forwarded_headers(session, req)?;
         req.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
@@ -521,13 +521,29 @@ fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn rewrite_path(route: &Route, req: &mut RequestHeader) -> Result<()> {
-    let Some(path) = route.rewrite.apply(req.uri.path()) else {
+/// Apply the route's path rewrite and drop `strip_param` from the query (a token
+/// read from the URL); untouched URIs are not rebuilt.
+fn rewrite_path(route: &Route, req: &mut RequestHeader, strip_param: Option<&str>) -> Result<()> {
+    let new_path = route.rewrite.apply(req.uri.path());
+    let query = req.uri.query();
+    let strip = strip_param.filter(|p| query.is_some_and(|q| has_param(q, p)));
+    if new_path.is_none() && strip.is_none() {
         return Ok(());
+    }
+    let path = new_path.as_deref().unwrap_or(req.uri.path());
+    let query: Option<std::borrow::Cow<'_, str>> = match (query, strip) {
+        (Some(q), Some(p)) => {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|kv| kv.split('=').next() != Some(p))
+                .collect();
+            (!kept.is_empty()).then(|| kept.join("&").into())
+        }
+        (q, _) => q.map(Into::into),
     };
-    let pq = match req.uri.query() {
+    let pq = match query {
         Some(q) => format!("{path}?{q}"),
-        None => path,
+        None => path.to_string(),
     };
     let uri = http::Uri::builder()
         .path_and_query(pq)
@@ -541,6 +557,12 @@ fn rewrite_path(route: &Route, req: &mut RequestHeader) -> Result<()> {
         })?;
     req.set_uri(uri);
     Ok(())
+}
+
+fn has_param(query: &str, name: &str) -> bool {
+    query
+        .split('&')
+        .any(|kv| kv.split('=').next() == Some(name))
 }
 
 fn apply_request_rules(

@@ -287,8 +287,12 @@ async fn token_sources_cookie_and_query_opt_in() {
         (401, "token_missing"),
         "query needs the route's opt-in"
     );
-    let a = call(c.get(gw.url(&format!("/q/x?access_token={t}")))).await;
+    let a = call(c.get(gw.url(&format!("/q/x?a=1&access_token={t}&b=2")))).await;
     assert_eq!(a.status, 200);
+    // the token read from the URL never reaches the service; other parameters do
+    assert_eq!(a.echo.unwrap().query, "a=1&b=2");
+    let a = call(c.get(gw.url(&format!("/q/x?access_token={t}")))).await;
+    assert_eq!(a.echo.unwrap().query, "");
     let a = call(
         c.get(gw.url("/api/x"))
             .header("authorization", format!("Basic {t}")),

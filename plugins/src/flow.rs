@@ -21,6 +21,9 @@ pub struct PluginOutput {
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
     /// Headers to set on the response to the client (e.g. CORS), errors included.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// A query parameter to remove before forwarding (a token read from the URL
+    /// must not reach the service's logs).
+    pub strip_query_param: Option<String>,
     /// The authenticated subject, for the access log.
     pub subject: Option<String>,
 }

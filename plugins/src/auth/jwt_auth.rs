@@ -141,6 +141,9 @@ impl Plugin for JwtAuth {
                     out.upstream_headers.push(sig);
                 }
                 out.subject.clone_from(&v.sub);
+                if self.allow_query_token {
+                    out.strip_query_param = Some(self.shared.token.query.clone());
+                }
                 Flow::Continue
             }
             Err(e) => fail(e),
