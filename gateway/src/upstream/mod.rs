@@ -33,8 +33,8 @@ pub struct Endpoint {
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
     pub tls: bool,
-    pub sni: String,
     pub http2: bool,
+    pub sni: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
@@ -77,10 +77,10 @@ impl Service {
     ) -> Self {
         let peer = PeerOptions {
             tls: config.tls,
+            http2: config.http2,
             sni: config.sni.clone().unwrap_or_default(),
             connect_timeout: config.connect_timeout.get(),
             read_timeout: config.read_timeout.get(),
-            http2: config.http2,
             write_timeout: config.write_timeout.get(),
             idle_timeout: config.idle_timeout.get(),
         };
