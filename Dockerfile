@@ -6,17 +6,19 @@
 
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake pkg-config \
+ && apt-get install -y --no-install-recommends cmake pkg-config g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# BACKENDS_FEATURES=kafka builds the sample services with the Kafka event log
+# (librdkafka is compiled from source: needs cmake and a C/C++ compiler).
+ARG BACKENDS_FEATURES=""
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p gateway -p backends \
+    cargo build --release --locked -p gateway -p backends --bins \
+      ${BACKENDS_FEATURES:+--features backends/$BACKENDS_FEATURES} \
  && mkdir -p /out \
- && for bin in gateway member product order; do \
-      if [ -f "target/release/$bin" ]; then cp "target/release/$bin" /out/; fi; \
-    done
+ && cp target/release/gateway target/release/member target/release/product target/release/order /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \
