@@ -1,6 +1,8 @@
 //! The gateway library: config, routing, upstreams, the Pingora proxy pipeline,
 //! hot reload, metrics and the admin API. The `gateway` binary is a thin CLI on top.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod admin;
 pub mod config;
 pub mod logging;

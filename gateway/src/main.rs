@@ -1,5 +1,7 @@
 //! `gateway`: run the API gateway, check a config, or mint a development token.
 
+#![deny(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

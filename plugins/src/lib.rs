@@ -4,6 +4,8 @@
 //! A plugin sees a read-only view of the request (no session, no IO handles), so
 //! it can be unit-tested without sockets, and answers with a [`Flow`].
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod auth;
 pub mod cors;
 mod duration;

@@ -2,6 +2,8 @@
 //! and stock) and order (orders and the saga), plus what they share: env config, the
 //! gateway identity headers, the registry client, SQLite storage and the event log.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod config;
 pub mod db;
 pub mod error;
