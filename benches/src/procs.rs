@@ -143,9 +143,7 @@ pub fn spawn(
     let out = std::fs::File::create(log).map_err(err)?;
     let out2 = out.try_clone().map_err(err)?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(out2);
-    if let Some(cpu) = cpu {
-        crate::sys::pin_command(&mut cmd, cpu);
-    }
+    crate::sys::prepare_command(&mut cmd, cpu);
     let child = cmd.spawn().map_err(err)?;
     Ok(Proc {
         name: name.to_string(),
@@ -162,9 +160,7 @@ pub fn spawn_backend(bin: &Path, name: &str, cpu: Option<usize>) -> Result<Proc,
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    if let Some(cpu) = cpu {
-        crate::sys::pin_command(&mut cmd, cpu);
-    }
+    crate::sys::prepare_command(&mut cmd, cpu);
     let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
         what: format!("{name} ({})", bin.display()),
         source,

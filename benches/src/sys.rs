@@ -38,18 +38,25 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Make a child process start pinned to `cpu` (all its threads inherit it).
-pub fn pin_command(cmd: &mut std::process::Command, cpu: usize) {
+/// Prepare a child process: it gets SIGTERM when the harness dies (so nothing
+/// outlives an interrupted run) and, with `cpu`, starts pinned to that CPU (all
+/// its threads inherit it).
+pub fn prepare_command(cmd: &mut std::process::Command, cpu: Option<usize>) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs between fork and exec and only makes one
-    // async-signal-safe system call (sched_setaffinity) on stack data.
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (prctl, sched_setaffinity) on stack data.
     unsafe {
         cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_ZERO(&mut set);
-            libc::CPU_SET(cpu, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if let Some(cpu) = cpu {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_ZERO(&mut set);
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -131,6 +131,10 @@ fn run_cli(cli: Cli) -> Result<(), String> {
         .out
         .unwrap_or_else(|| PathBuf::from("results").join(&started));
     run::ensure_dir(&out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    // absolute: nginx resolves relative paths against its prefix
+    let out_dir = out_dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve {}: {e}", out_dir.display()))?;
     let opts = Options {
         scenarios: cli.scenarios,
         targets,
