@@ -2,6 +2,8 @@
 //! gateway with nginx, haproxy and the bare backend, and the pieces it is made of.
 //! The criterion micro benches live in `benches/`.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod backend;
 pub mod chart;
 pub mod configs;

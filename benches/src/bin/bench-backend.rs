@@ -3,6 +3,8 @@
 //! Usage: `bench-backend [ADDR]` (default `127.0.0.1:0`). Prints `listening ADDR`
 //! on stdout once bound, then serves on one thread until killed.
 
+#![deny(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::process::ExitCode;
 

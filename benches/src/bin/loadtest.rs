@@ -2,6 +2,8 @@
 //! drive them with the same load in interleaved rounds, and write the results
 //! (markdown, JSON, SVG) to `results/<timestamp>/`.
 
+#![deny(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
