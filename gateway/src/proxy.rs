@@ -9,23 +9,28 @@
 //! response_filter         -> response headers, X-Request-Id
 //! logging                 -> observe::record (metrics + access log)
 
+mod forward;
+mod request;
+mod respond;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::config::file::HashOn;
 use crate::observe::{self, METRICS};
 use crate::routing::Route;
 use crate::runtime::{RuntimeConfig, Shared};
-use crate::upstream::{balancer, now_ms, InflightGuard, PickInput};
+use crate::upstream::{now_ms, InflightGuard, PickInput};
+use forward::{apply_request_rules, forwarded_headers, rewrite_path};
+use request::{hash_key, request_id, run_plugins, select_route};
+use respond::{respond_empty, respond_json};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -417,240 +422,6 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// The route for this request, from the snapshot this request holds.
-fn select_route<'a>(config: &'a RuntimeConfig, req: &RequestHeader) -> Option<&'a Arc<Route>> {
-    let host = request_host(req);
-    config
-        .routes
-        .select(&req.method, &host, req.uri.path(), &req.headers)
-}
-
-/// Host without port, lowercase (allocates only when the client used uppercase).
-fn request_host(req: &RequestHeader) -> Cow<'_, str> {
-    let raw = req
-        .uri
-        .host()
-        .or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("");
-    let host = match raw.rfind(':') {
-        // keep IPv6 literals like [::1] intact
-        Some(i) if !raw[i..].contains(']') => &raw[..i],
-        _ => raw,
-    };
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
-}
-
-/// Propagate a sane client request id or make one.
-fn request_id(req: &RequestHeader) -> HeaderValue {
-    if let Some(v) = req.headers.get(&X_REQUEST_ID) {
-        let ok =
-            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
-        if ok {
-            return v.clone();
-        }
-    }
-    // a v4 UUID from the thread-local RNG: `Uuid::new_v4` asks the kernel
-    // (getrandom) on every call, a syscall per request
-    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = id.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
-}
-
-async fn run_plugins(
-    route: &Route,
-    session: &Session,
-    out: &mut plugins::PluginOutput,
-) -> plugins::Flow {
-    if route.plugins.is_empty() {
-        return plugins::Flow::Continue;
-    }
-    let req = session.req_header();
-    let view = plugins::RequestView {
-        method: &req.method,
-        uri: &req.uri,
-        headers: &req.headers,
-        client_ip: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip()),
-    };
-    for plugin in &route.plugins {
-        let flow = plugin.on_request(&view, out).await;
-        if !matches!(flow, plugins::Flow::Continue) {
-            return flow;
-        }
-    }
-    plugins::Flow::Continue
-}
-
-fn hash_key(route: &Route, session: &Session) -> Option<u64> {
-    let req = session.req_header();
-    match route.service.hash_on.as_ref()? {
-        HashOn::Header(name) => req
-            .headers
-            .get(name.as_str())
-            .map(|v| balancer::hash_bytes(v.as_bytes())),
-        HashOn::Cookie(name) => cookie(req, name).map(|v| balancer::hash_bytes(v.as_bytes())),
-        HashOn::ClientIp => session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| match a.ip() {
-                std::net::IpAddr::V4(ip) => balancer::hash_bytes(&ip.octets()),
-                std::net::IpAddr::V6(ip) => balancer::hash_bytes(&ip.octets()),
-            }),
-    }
-}
-
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// Apply the route's path rewrite and drop `strip_param` from the query (a token
-/// read from the URL); untouched URIs are not rebuilt.
-fn rewrite_path(route: &Route, req: &mut RequestHeader, strip_param: Option<&str>) -> Result<()> {
-    let new_path = route.rewrite.apply(req.uri.path());
-    let query = req.uri.query();
-    let strip = strip_param.filter(|p| query.is_some_and(|q| has_param(q, p)));
-    if new_path.is_none() && strip.is_none() {
-        return Ok(());
-    }
-    let path = new_path.as_deref().unwrap_or(req.uri.path());
-    let query: Option<std::borrow::Cow<'_, str>> = match (query, strip) {
-        (Some(q), Some(p)) => {
-            let kept: Vec<&str> = q
-                .split('&')
-                .filter(|kv| kv.split('=').next() != Some(p))
-                .collect();
-            (!kept.is_empty()).then(|| kept.join("&").into())
-        }
-        (q, _) => q.map(Into::into),
-    };
-    let pq = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
-    let uri = http::Uri::builder()
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| {
-            Error::because(
-                ErrorType::InternalError,
-                "path rewrite produced an invalid URI",
-                e,
-            )
-        })?;
-    req.set_uri(uri);
-    Ok(())
-}
-
-fn has_param(query: &str, name: &str) -> bool {
-    query
-        .split('&')
-        .any(|kv| kv.split('=').next() == Some(name))
-}
-
-fn apply_request_rules(
-    route: &Route,
-    req: &mut RequestHeader,
-    out: &mut plugins::PluginOutput,
-) -> Result<()> {
-    let rules = &route.request_headers;
-    for name in &rules.remove {
-        req.remove_header(name);
-    }
-    for (name, value) in &rules.set {
-        req.insert_header(name.clone(), value.clone())?;
-    }
-    for (name, value) in &rules.add {
-        req.append_header(name.clone(), value.clone())?;
-    }
-    // verified identity last, so no rule can overwrite it
-    for (name, value) in out.upstream_headers.drain(..) {
-        req.insert_header(name, value)?;
-    }
-    Ok(())
-}
-
-/// Every value of a header as one comma-separated list: a client or proxy may
-/// split `X-Forwarded-For` over several lines. Borrowed when there is one line.
-fn header_list<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
-    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
-    let first = values.next()?;
-    let Some(second) = values.next() else {
-        return Some(Cow::Borrowed(first));
-    };
-    let mut all = format!("{first}, {second}");
-    for v in values {
-        all.push_str(", ");
-        all.push_str(v);
-    }
-    Some(Cow::Owned(all))
-}
-
-fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
-    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-        let value = {
-            let prev = header_list(&req.headers, &X_FORWARDED_FOR);
-            forwarded_for(prev.as_deref(), addr.ip())
-        };
-        if let Some(value) = value {
-            req.insert_header(X_FORWARDED_FOR.clone(), value)?;
-        }
-    }
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    req.insert_header(
-        X_FORWARDED_PROTO.clone(),
-        if tls { "https" } else { "http" },
-    )?;
-    if !req.headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(host) = req.headers.get(http::header::HOST).cloned() {
-            req.insert_header(X_FORWARDED_HOST.clone(), host)?;
-        } else if let Some(host) = req.uri.authority().map(|a| a.to_string()) {
-            req.insert_header(X_FORWARDED_HOST.clone(), host)?;
-        }
-    }
-    Ok(())
-}
-
-/// `X-Forwarded-For` with `ip` appended, formatted on the stack (one copy into
-/// the header value instead of two heap strings per request).
-fn forwarded_for(prev: Option<&str>, ip: std::net::IpAddr) -> Option<HeaderValue> {
-    use std::io::Write;
-    let prev = prev.filter(|p| !p.is_empty());
-    let mut buf = [0u8; 256];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let written = match prev {
-        Some(p) => write!(cur, "{p}, {ip}"),
-        None => write!(cur, "{ip}"),
-    };
-    if written.is_ok() {
-        let n = usize::try_from(cur.position()).unwrap_or(0);
-        return HeaderValue::from_bytes(&buf[..n]).ok();
-    }
-    // a chain longer than the buffer
-    let value = match prev {
-        Some(p) => format!("{p}, {ip}"),
-        None => ip.to_string(),
-    };
-    HeaderValue::try_from(value).ok()
-}
-
 /// Passive health: count a failed attempt against the instance it went to.
 fn report_failure(ctx: &RequestCtx) {
     let (Some(route), Some(g)) = (ctx.route.as_ref(), ctx.inflight.as_ref()) else {
@@ -671,73 +442,6 @@ fn report_failure(ctx: &RequestCtx) {
 fn refuse(ctx: &mut RequestCtx, refusal: Refusal, status: u16) -> Box<Error> {
     ctx.refusal = Some(refusal);
     Error::explain(ErrorType::HTTPStatus(status), refusal.code())
-}
-
-/// Answer with the project's JSON error shape.
-async fn respond_json(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    extra: &[(HeaderName, HeaderValue)],
-) {
-    ctx.local_status = Some(status.as_u16());
-    let body = serde_json::json!({
-        "error": code,
-        "message": message,
-        "request_id": ctx.request_id.to_str().unwrap_or(""),
-    })
-    .to_string();
-    let body = Bytes::from(body);
-    let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
-        return;
-    };
-    let mut add = || -> Result<()> {
-        resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
-        // plugin response headers (CORS) first, so a browser can read the error
-        for (name, value) in ctx.plugin_out.response_headers.iter().chain(extra) {
-            resp.insert_header(name.clone(), value.clone())?;
-        }
-        Ok(())
-    };
-    if add().is_err() {
-        return;
-    }
-    let head = session.req_header().method == http::Method::HEAD;
-    if session
-        .write_response_header(Box::new(resp), head)
-        .await
-        .is_ok()
-        && !head
-    {
-        let _ = session.write_response_body(Some(body), true).await;
-    }
-}
-
-/// Answer with an empty body (e.g. a CORS preflight).
-async fn respond_empty(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    status: StatusCode,
-    headers: &[(HeaderName, HeaderValue)],
-) {
-    ctx.local_status = Some(status.as_u16());
-    let Ok(mut resp) = ResponseHeader::build(status, Some(headers.len() + 2)) else {
-        return;
-    };
-    let mut add = || -> Result<()> {
-        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
-        for (name, value) in headers {
-            resp.insert_header(name.clone(), value.clone())?;
-        }
-        Ok(())
-    };
-    if add().is_ok() {
-        let _ = session.write_response_header(Box::new(resp), true).await;
-    }
 }
 
 fn record(
@@ -775,26 +479,4 @@ fn record(
         subject: ctx.plugin_out.subject.as_deref(),
         error: error.as_deref(),
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::forwarded_for;
-
-    #[test]
-    fn forwarded_for_appends_the_client_to_the_chain() {
-        let ip = "10.0.0.7".parse().unwrap();
-        assert_eq!(forwarded_for(None, ip).unwrap(), "10.0.0.7");
-        assert_eq!(forwarded_for(Some(""), ip).unwrap(), "10.0.0.7");
-        assert_eq!(
-            forwarded_for(Some("203.0.113.1"), ip).unwrap(),
-            "203.0.113.1, 10.0.0.7"
-        );
-        let v6 = "2001:db8::1".parse().unwrap();
-        assert_eq!(forwarded_for(None, v6).unwrap(), "2001:db8::1");
-        // longer than the stack buffer: still complete
-        let long = vec!["198.51.100.1"; 40].join(", ");
-        let got = forwarded_for(Some(&long), ip).unwrap();
-        assert_eq!(got.to_str().unwrap(), format!("{long}, 10.0.0.7"));
-    }
 }
