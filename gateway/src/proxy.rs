@@ -240,7 +240,7 @@ impl ProxyHttp for Gateway {
 
     fn fail_to_connect(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
@@ -253,7 +253,6 @@ impl ProxyHttp for Gateway {
             .is_some_and(|r| ctx.attempts <= r.retry.attempts);
         e.set_retry(retry);
         if !retry {
-            let _ = session;
             ctx.refusal
                 .get_or_insert(if matches!(e.etype(), ErrorType::ConnectTimedout) {
                     Refusal::UpstreamTimeout
