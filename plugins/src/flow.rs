@@ -14,6 +14,18 @@ pub struct RequestView<'a> {
     pub client_ip: Option<IpAddr>,
 }
 
+/// The raw value of cookie `name` in a request's `Cookie` headers, if present.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 /// What plugins hand to the rest of the pipeline.
 #[derive(Debug, Default)]
 pub struct PluginOutput {

@@ -16,5 +16,5 @@ pub mod revocation;
 pub use auth::{AuthConfig, AuthRuntime, RouteAuthConfig};
 pub use cors::{Cors, CorsConfig};
 pub use duration::Dur;
-pub use flow::{ConfigIssue, Flow, Plugin, PluginOutput, Rejection, RequestView};
+pub use flow::{cookie, ConfigIssue, Flow, Plugin, PluginOutput, Rejection, RequestView};
 pub use rate_limit::{RateLimit, RateLimitConfig};

@@ -99,7 +99,9 @@ pub(super) fn hash_key(route: &Route, session: &Session) -> Option<u64> {
             .headers
             .get(name.as_str())
             .map(|v| balancer::hash_bytes(v.as_bytes())),
-        HashOn::Cookie(name) => cookie(req, name).map(|v| balancer::hash_bytes(v.as_bytes())),
+        HashOn::Cookie(name) => {
+            plugins::cookie(&req.headers, name).map(|v| balancer::hash_bytes(v.as_bytes()))
+        }
         HashOn::ClientIp => session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -108,15 +110,4 @@ pub(super) fn hash_key(route: &Route, session: &Session) -> Option<u64> {
                 std::net::IpAddr::V6(ip) => balancer::hash_bytes(&ip.octets()),
             }),
     }
-}
-
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }

@@ -33,14 +33,8 @@ impl TokenSource {
             }
         }
         if let Some(name) = &self.cookie {
-            let found = headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|kv| kv.trim().split_once('='))
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.trim_matches('"'))
+            let found = crate::cookie(headers, name)
+                .map(|v| v.trim_matches('"'))
                 .filter(|v| !v.is_empty());
             if found.is_some() {
                 return found;
