@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod edge;
 pub mod logging;
 pub mod observe;
 pub mod proxy;

@@ -14,6 +14,7 @@ mod request;
 mod respond;
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,12 @@ pub struct RequestCtx {
     config: Arc<RuntimeConfig>,
     route: Option<Arc<Route>>,
     request_id: HeaderValue,
+    /// The client: the peer, or from a trusted proxy the first untrusted forwarded hop.
+    client_ip: Option<IpAddr>,
+    /// Whether the peer is one of `server.trusted_proxies`.
+    trusted_peer: bool,
+    /// A client header the header policy refuses (answered in request_filter).
+    invalid_header: Option<String>,
     plugin_out: plugins::PluginOutput,
     /// Instances already tried by this request (a retry goes elsewhere).
     tried: Vec<Arc<str>>,
@@ -110,6 +117,9 @@ impl ProxyHttp for Gateway {
             config: self.shared.current(),
             route: None,
             request_id: HeaderValue::from_static(""),
+            client_ip: None,
+            trusted_peer: false,
+            invalid_header: None,
             plugin_out: plugins::PluginOutput::default(),
             tried: Vec::new(),
             inflight: None,
@@ -130,15 +140,36 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.started = Instant::now();
+        // what the client may not tell a service goes before anything reads the headers
+        let edge = &ctx.config.edge;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.trusted_peer = peer.is_some_and(|ip| edge.trusts(ip));
+        ctx.client_ip = edge.client_ip(peer, &session.req_header().headers);
+        if let Err(bad) = edge.sanitize(session.req_header_mut(), ctx.trusted_peer) {
+            ctx.invalid_header = Some(bad.name);
+        }
         ctx.request_id = request_id(session.req_header());
         ctx.route = select_route(&ctx.config, session.req_header()).cloned();
         Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        // identity headers are never taken from the client, on any route
-        for name in &ctx.config.strip_identity {
-            session.req_header_mut().remove_header(name);
+        if let Some(name) = ctx.invalid_header.take() {
+            ctx.route = None;
+            let msg = format!("header {name:?}: names with `_` are not accepted; use `-`");
+            respond_json(
+                session,
+                ctx,
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                &msg,
+                &[],
+            )
+            .await;
+            return Ok(true);
         }
         // `/public/../admin` must not match a public route and reach `/admin` upstream
         if crate::routing::matcher::has_dot_segment(session.req_header().uri.path()) {
@@ -169,7 +200,7 @@ impl ProxyHttp for Gateway {
             .await;
             return Ok(true);
         };
-        match run_plugins(&route, session, &mut ctx.plugin_out).await {
+        match run_plugins(&route, session, ctx.client_ip, &mut ctx.plugin_out).await {
             plugins::Flow::Continue => {}
             plugins::Flow::Reject(rej) => {
                 respond_json(
@@ -188,7 +219,7 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         }
-        ctx.hash_key = hash_key(&route, session);
+        ctx.hash_key = hash_key(&route, session, ctx.client_ip, &ctx.plugin_out);
         if !route.retry.on_status.is_empty() && route.retry.allows(&session.req_header().method) {
             session.as_mut().enable_retry_buffering();
         }
@@ -308,7 +339,7 @@ impl ProxyHttp for Gateway {
         };
         rewrite_path(route, req, ctx.plugin_out.strip_query_param.as_deref())?;
         apply_request_rules(route, req, &mut ctx.plugin_out)?;
-        forwarded_headers(session, req)?;
+        forwarded_headers(session, req, ctx.trusted_peer)?;
         req.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         Ok(())
     }
@@ -459,11 +490,7 @@ fn record(
         return;
     }
     let req = session.req_header();
-    let client = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+    let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let error = e.map(|e| e.to_string());
     observe::access_log(&observe::AccessRecord {
         method: req.method.as_str(),

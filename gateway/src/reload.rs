@@ -91,7 +91,13 @@ fn warn_restart_only_changes(old: &config::GatewayConfig, new: &config::GatewayC
             "admin.registry changed: the registry store is chosen at start; restart to apply"
         );
     }
-    if old.server != new.server {
+    // the header policy is compiled into each config and applies at once
+    let restart_only = |s: &config::file::ServerConfig| config::file::ServerConfig {
+        trusted_proxies: Vec::new(),
+        headers_with_underscores: Default::default(),
+        ..s.clone()
+    };
+    if restart_only(&old.server) != restart_only(&new.server) {
         tracing::warn!("server settings changed: they take effect after a restart");
     }
 }

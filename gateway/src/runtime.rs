@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use http::HeaderName;
 
 use crate::config::GatewayConfig;
+use crate::edge::EdgePolicy;
 use crate::routing::RouteTable;
 use crate::upstream::Service;
 
@@ -22,8 +22,9 @@ pub struct RuntimeConfig {
     pub routes: RouteTable,
     pub services: BTreeMap<String, Arc<Service>>,
     pub auth: Arc<plugins::AuthRuntime>,
-    /// Identity headers removed from every client request before anything else.
-    pub strip_identity: Vec<HeaderName>,
+    /// Client header hygiene, applied before routing: identity and override
+    /// headers removed, forwarded headers trusted from trusted proxies only.
+    pub edge: EdgePolicy,
     /// The parsed file (listener and server settings; never served raw: it may hold secrets).
     pub file: GatewayConfig,
 }

@@ -12,8 +12,9 @@ use std::time::SystemTime;
 use route::{compile_route, rate_limiter};
 use service::compile_service;
 
-use super::file::GatewayConfig;
+use super::file::{GatewayConfig, UnderscoreHeadersConfig};
 use super::ConfigError;
+use crate::edge::{self, EdgePolicy, UnderscoreHeaders};
 use crate::routing::RouteTable;
 use crate::runtime::RuntimeConfig;
 use crate::upstream::Service;
@@ -50,6 +51,8 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
             }
         };
 
+    let edge = edge_policy(&file, auth.as_deref(), &mut errors);
+
     let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
     for (name, cfg) in &file.services {
         let path = format!("services.{name}");
@@ -71,6 +74,7 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
                 format!("duplicate route id {id:?}: ids name routes in metrics and must be unique"),
             ));
         }
+        check_match_headers(rc, &path, &edge, &mut errors);
         if let Some(mut r) = compile_route(
             k,
             id,
@@ -117,12 +121,53 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
     Ok(RuntimeConfig {
         version,
         loaded_at: SystemTime::now(),
-        strip_identity: auth.strip_headers().to_vec(),
+        edge,
         auth,
         routes: RouteTable::new(routes),
         services,
         file,
     })
+}
+
+/// The client header policy: identity headers from the auth section, trusted proxies,
+/// underscores.
+fn edge_policy(
+    file: &GatewayConfig,
+    auth: Option<&plugins::AuthRuntime>,
+    errors: &mut Vec<ConfigError>,
+) -> EdgePolicy {
+    let (trusted, bad) = edge::parse_trusted(&file.server.trusted_proxies);
+    for (i, msg) in bad {
+        errors.push(ConfigError::new(
+            format!("server.trusted_proxies[{i}]"),
+            msg,
+        ));
+    }
+    let underscores = match file.server.headers_with_underscores {
+        UnderscoreHeadersConfig::Drop => UnderscoreHeaders::Drop,
+        UnderscoreHeadersConfig::Reject => UnderscoreHeaders::Reject,
+        UnderscoreHeadersConfig::Allow => UnderscoreHeaders::Allow,
+    };
+    let identity = auth.map_or(&[][..], |a| a.strip_headers());
+    EdgePolicy::new(identity, trusted, underscores)
+}
+
+/// A route condition on a header the gateway removes before routing can never hold:
+/// say so instead of compiling a route that never matches.
+fn check_match_headers(
+    rc: &super::file::RouteConfig,
+    path: &str,
+    edge: &EdgePolicy,
+    errors: &mut Vec<ConfigError>,
+) {
+    for name in rc.matcher.headers.keys() {
+        if let Some(why) = edge.never_reaches_routing(name) {
+            errors.push(ConfigError::new(
+                format!("{path}.match.headers.{name}"),
+                format!("this condition can never hold: {why}"),
+            ));
+        }
+    }
 }
 
 fn check_server(file: &GatewayConfig, errors: &mut Vec<ConfigError>) {

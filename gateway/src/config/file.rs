@@ -45,6 +45,22 @@ pub struct ServerConfig {
     pub upstream_keepalive_pool: usize,
     #[serde(default)]
     pub log: LogConfig,
+    /// Peers (CIDRs or addresses) whose `X-Forwarded-*`/`Forwarded` headers are
+    /// believed; from any other peer they are replaced by the gateway's own view.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Client headers whose name has `_`: `drop` (default), `reject` (400) or `allow`.
+    #[serde(default)]
+    pub headers_with_underscores: UnderscoreHeadersConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeadersConfig {
+    #[default]
+    Drop,
+    Reject,
+    Allow,
 }
 
 fn default_threads() -> usize {
@@ -68,6 +84,8 @@ impl Default for ServerConfig {
             shutdown_timeout: default_shutdown_timeout(),
             upstream_keepalive_pool: default_keepalive_pool(),
             log: LogConfig::default(),
+            trusted_proxies: Vec::new(),
+            headers_with_underscores: UnderscoreHeadersConfig::default(),
         }
     }
 }

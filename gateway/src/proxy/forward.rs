@@ -97,7 +97,14 @@ fn header_list<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<Co
     Some(Cow::Owned(all))
 }
 
-pub(super) fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
+/// `X-Forwarded-For/-Proto/-Host`. The client's own copies are already gone unless
+/// the peer is a trusted proxy (see `crate::edge`); a trusted proxy's are extended
+/// (`-For`) or kept (`-Proto`, `-Host`).
+pub(super) fn forwarded_headers(
+    session: &Session,
+    req: &mut RequestHeader,
+    trusted_peer: bool,
+) -> Result<()> {
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
         let value = {
             let prev = header_list(&req.headers, &X_FORWARDED_FOR);
@@ -107,11 +114,13 @@ pub(super) fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> R
             req.insert_header(X_FORWARDED_FOR.clone(), value)?;
         }
     }
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    req.insert_header(
-        X_FORWARDED_PROTO.clone(),
-        if tls { "https" } else { "http" },
-    )?;
+    if !(trusted_peer && req.headers.contains_key(&X_FORWARDED_PROTO)) {
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        req.insert_header(
+            X_FORWARDED_PROTO.clone(),
+            if tls { "https" } else { "http" },
+        )?;
+    }
     if !req.headers.contains_key(&X_FORWARDED_HOST) {
         if let Some(host) = req.headers.get(http::header::HOST).cloned() {
             req.insert_header(X_FORWARDED_HOST.clone(), host)?;

@@ -2,6 +2,7 @@
 //! host and request-id handling, the route's plugin chain, the balancer's hash key.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -68,6 +69,7 @@ pub(super) fn request_id(req: &RequestHeader) -> HeaderValue {
 pub(super) async fn run_plugins(
     route: &Route,
     session: &Session,
+    client_ip: Option<IpAddr>,
     out: &mut plugins::PluginOutput,
 ) -> plugins::Flow {
     if route.plugins.is_empty() {
@@ -78,10 +80,7 @@ pub(super) async fn run_plugins(
         method: &req.method,
         uri: &req.uri,
         headers: &req.headers,
-        client_ip: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip()),
+        client_ip,
     };
     for plugin in &route.plugins {
         let flow = plugin.on_request(&view, out).await;
@@ -92,22 +91,30 @@ pub(super) async fn run_plugins(
     plugins::Flow::Continue
 }
 
-pub(super) fn hash_key(route: &Route, session: &Session) -> Option<u64> {
+/// The balancer's key for this request. A header the gateway sets itself (the
+/// verified identity, e.g. `X-User-Id`) is read from what it will send, not from
+/// the client (whose copy was removed before routing).
+pub(super) fn hash_key(
+    route: &Route,
+    session: &Session,
+    client_ip: Option<IpAddr>,
+    out: &plugins::PluginOutput,
+) -> Option<u64> {
     let req = session.req_header();
     match route.service.hash_on.as_ref()? {
-        HashOn::Header(name) => req
-            .headers
-            .get(name.as_str())
+        HashOn::Header(name) => out
+            .upstream_headers
+            .iter()
+            .find(|(h, _)| h.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .or_else(|| req.headers.get(name.as_str()))
             .map(|v| balancer::hash_bytes(v.as_bytes())),
         HashOn::Cookie(name) => {
             plugins::cookie(&req.headers, name).map(|v| balancer::hash_bytes(v.as_bytes()))
         }
-        HashOn::ClientIp => session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| match a.ip() {
-                std::net::IpAddr::V4(ip) => balancer::hash_bytes(&ip.octets()),
-                std::net::IpAddr::V6(ip) => balancer::hash_bytes(&ip.octets()),
-            }),
+        HashOn::ClientIp => client_ip.map(|ip| match ip {
+            IpAddr::V4(ip) => balancer::hash_bytes(&ip.octets()),
+            IpAddr::V6(ip) => balancer::hash_bytes(&ip.octets()),
+        }),
     }
 }

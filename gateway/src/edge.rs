@@ -1,0 +1,438 @@
+//! Client header hygiene, the first thing `early_request_filter` does (before the
+//! route is selected): what a client may not tell a service, and who the client is.
+//!
+//! The policy, in order:
+//! 1. **Identity headers** (the ones the auth section injects, the signature, and
+//!    `identity.strip`) are removed from every request, on every route, in every
+//!    spelling a backend could fold into the same name: any case, and `_` or `.` in
+//!    place of `-` (CGI/WSGI/PHP servers read `Authenticated_User` as
+//!    `HTTP_AUTHENTICATED_USER`, the same variable as `Authenticated-User`).
+//! 2. **Override headers** that make some frameworks act on another method or URL
+//!    than the one routed (`X-HTTP-Method-Override`, `X-Original-URL`, ...) are
+//!    removed from every request: a route's `methods` and path are what the service
+//!    acts on.
+//! 3. **Forwarded headers** (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, ...) are
+//!    removed unless the peer is in `server.trusted_proxies`; the upstream stage then
+//!    sets the gateway's own view. From a trusted peer they are kept, and the client
+//!    address is taken from `X-Forwarded-For`: the right-most address that is not a
+//!    trusted proxy (nginx's `real_ip_recursive on`).
+//! 4. **Other names with `_`** follow `server.headers_with_underscores`: `drop`
+//!    (default, as nginx's `underscores_in_headers off`), `reject` (400
+//!    `invalid_header`) or `allow`.
+//!
+//! Matching never allocates on a request without such headers; a removal allocates
+//! a small list only when there is something to remove.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
+use pingora_http::RequestHeader;
+
+/// What to do with a client header whose name contains `_`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnderscoreHeaders {
+    /// Remove the header, keep serving the request (nginx's default).
+    #[default]
+    Drop,
+    /// Refuse the request with 400 `invalid_header`.
+    Reject,
+    /// Forward it (identity and forwarded-header twins are still removed).
+    Allow,
+}
+
+/// Headers that ask some frameworks to act on another method or URL than the
+/// request line's (Express `method-override`, Jersey, Symfony/Zend, IIS rewrite).
+const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+];
+
+/// The forwarded-for/host/proto family: trusted from trusted proxies only.
+const FORWARDED_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-real-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "x-original-forwarded-for",
+];
+
+/// The compiled header hygiene policy of one config.
+#[derive(Debug, Clone)]
+pub struct EdgePolicy {
+    /// Removed from every request: identity headers and override headers.
+    always: Vec<HeaderName>,
+    /// Removed unless the peer is a trusted proxy.
+    forwarded: Vec<HeaderName>,
+    /// `always` and `forwarded` folded (lowercase, `_`/`.` as `-`), to catch twins.
+    always_folded: Vec<String>,
+    forwarded_folded: Vec<String>,
+    trusted: Vec<IpNet>,
+    underscores: UnderscoreHeaders,
+}
+
+/// A request refused by the header policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidHeader {
+    /// The offending header name, for the message.
+    pub name: String,
+}
+
+impl EdgePolicy {
+    /// `identity`: every header the auth section sets or strips.
+    pub fn new(
+        identity: &[HeaderName],
+        trusted: Vec<IpNet>,
+        underscores: UnderscoreHeaders,
+    ) -> Self {
+        let mut always: Vec<HeaderName> = identity.to_vec();
+        always.extend(OVERRIDE_HEADERS.iter().map(|h| HeaderName::from_static(h)));
+        always.dedup();
+        let forwarded: Vec<HeaderName> = FORWARDED_HEADERS
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .collect();
+        let fold_all = |v: &[HeaderName]| v.iter().map(|h| fold(h.as_str())).collect();
+        Self {
+            always_folded: fold_all(&always),
+            forwarded_folded: fold_all(&forwarded),
+            always,
+            forwarded,
+            trusted,
+            underscores,
+        }
+    }
+
+    /// Why a client header called `name` never reaches route matching, if it does not.
+    pub fn never_reaches_routing(&self, name: &str) -> Option<&'static str> {
+        let folded = fold(name);
+        if self.always_folded.contains(&folded) {
+            return Some("identity and method/URL override headers are removed from every client request before routing");
+        }
+        if self.trusted.is_empty() && self.forwarded_folded.contains(&folded) {
+            return Some("forwarded headers are removed from clients that are not in `server.trusted_proxies`, and none is listed");
+        }
+        if name.contains('_') && self.underscores != UnderscoreHeaders::Allow {
+            return Some(
+                "headers with `_` are dropped or refused (`server.headers_with_underscores`)",
+            );
+        }
+        None
+    }
+
+    /// Whether `ip` is one of `server.trusted_proxies`.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address: the peer, or (from a trusted proxy) the right-most
+    /// `X-Forwarded-For` entry that is not itself a trusted proxy. Read it before
+    /// [`sanitize`](Self::sanitize).
+    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer.map(canonical)?;
+        if self.trusted.is_empty() || !self.trusts(peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        // the last header line holds the hops nearest to us
+        let lines = headers.get_all(HeaderName::from_static("x-forwarded-for"));
+        for line in lines.iter().rev() {
+            let Ok(line) = line.to_str() else {
+                return Some(client);
+            };
+            for entry in line.rsplit(',') {
+                let Some(ip) = parse_hop(entry) else {
+                    // garbage written by someone we do not trust: stop at the last good hop
+                    return Some(client);
+                };
+                client = ip;
+                if !self.trusts(ip) {
+                    return Some(client);
+                }
+            }
+        }
+        Some(client)
+    }
+
+    /// Apply the policy to a client request; `trusted_peer` from [`trusts`](Self::trusts).
+    pub fn sanitize(
+        &self,
+        req: &mut RequestHeader,
+        trusted_peer: bool,
+    ) -> Result<(), InvalidHeader> {
+        for name in &self.always {
+            req.remove_header(name);
+        }
+        if !trusted_peer {
+            for name in &self.forwarded {
+                req.remove_header(name);
+            }
+        }
+        // twins and other names with `_` (or `.`): rare, so one scan and no allocation
+        let odd = |n: &HeaderName| n.as_str().bytes().any(|b| b == b'_' || b == b'.');
+        if !req.headers.keys().any(odd) {
+            return Ok(());
+        }
+        let mut remove = Vec::new();
+        for name in req.headers.keys().filter(|n| odd(n)) {
+            let folded = fold(name.as_str());
+            let twin = self.always_folded.contains(&folded)
+                || (!trusted_peer && self.forwarded_folded.contains(&folded));
+            let underscore = name.as_str().contains('_');
+            if twin {
+                remove.push(name.clone());
+            } else if underscore {
+                match self.underscores {
+                    UnderscoreHeaders::Drop => remove.push(name.clone()),
+                    UnderscoreHeaders::Reject => {
+                        return Err(InvalidHeader {
+                            name: name.as_str().to_string(),
+                        })
+                    }
+                    UnderscoreHeaders::Allow => {}
+                }
+            }
+        }
+        for name in &remove {
+            req.remove_header(name);
+        }
+        Ok(())
+    }
+}
+
+/// The name a CGI-style server would see: lowercase, `_` and `.` read as `-`.
+fn fold(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' | b'.' => '-',
+            b => char::from(b.to_ascii_lowercase()),
+        })
+        .collect()
+}
+
+/// IPv4-mapped IPv6 peers (`::ffff:10.0.0.1` on a dual-stack socket) compare as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// One `X-Forwarded-For` hop: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:80`.
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim();
+    if let Ok(ip) = e.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    e.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|s| canonical(s.ip()))
+}
+
+/// Parse `server.trusted_proxies` entries: CIDRs or single addresses.
+pub fn parse_trusted(entries: &[String]) -> (Vec<IpNet>, Vec<(usize, String)>) {
+    let mut nets = Vec::new();
+    let mut errors = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        match e.parse::<IpNet>() {
+            Ok(n) => nets.push(n.trunc()),
+            Err(_) => match e.parse::<IpAddr>() {
+                Ok(ip) => nets.push(IpNet::from(canonical(ip))),
+                Err(_) => errors.push((
+                    i,
+                    format!(
+                        "{e:?} is not a CIDR or an IP address (e.g. \"10.0.0.0/8\", \"192.0.2.7\")"
+                    ),
+                )),
+            },
+        }
+    }
+    (nets, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(trusted: &[&str], u: UnderscoreHeaders) -> EdgePolicy {
+        let (nets, errs) =
+            parse_trusted(&trusted.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(errs.is_empty());
+        EdgePolicy::new(
+            &[
+                HeaderName::from_static("authenticated-user"),
+                HeaderName::from_static("x-user-id"),
+            ],
+            nets,
+            u,
+        )
+    }
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn names(r: &RequestHeader) -> Vec<String> {
+        let mut v: Vec<String> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn identity_twins_go_in_every_spelling_and_policy() {
+        for u in [
+            UnderscoreHeaders::Drop,
+            UnderscoreHeaders::Allow,
+            UnderscoreHeaders::Reject,
+        ] {
+            let p = policy(&[], u);
+            let mut r = req(&[
+                ("Authenticated_User", "admin@example.com"),
+                ("AUTHENTICATED-USER", "admin@example.com"),
+                ("authenticated.user", "admin@example.com"),
+                ("X_USER_ID", "1"),
+                ("x-user.id", "1"),
+                ("accept", "*/*"),
+            ]);
+            let out = p.sanitize(&mut r, false);
+            assert!(
+                out.is_ok(),
+                "{u:?}: a twin is removed, never a reason to refuse"
+            );
+            assert_eq!(names(&r), vec!["accept"], "{u:?}");
+        }
+    }
+
+    #[test]
+    fn other_underscore_headers_follow_the_setting() {
+        let h = [("x_custom", "1"), ("accept", "*/*")];
+        let mut r = req(&h);
+        policy(&[], UnderscoreHeaders::Drop)
+            .sanitize(&mut r, false)
+            .unwrap();
+        assert_eq!(names(&r), vec!["accept"]);
+        let mut r = req(&h);
+        policy(&[], UnderscoreHeaders::Allow)
+            .sanitize(&mut r, false)
+            .unwrap();
+        assert_eq!(names(&r), vec!["accept", "x_custom"]);
+        let mut r = req(&h);
+        let e = policy(&[], UnderscoreHeaders::Reject)
+            .sanitize(&mut r, false)
+            .unwrap_err();
+        assert_eq!(e.name, "x_custom");
+    }
+
+    #[test]
+    fn forwarded_headers_only_from_trusted_peers() {
+        let h = [
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-host", "evil.example"),
+            ("X_Forwarded_Proto", "https"),
+            ("forwarded", "for=1.2.3.4;proto=https"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-http-method-override", "DELETE"),
+            ("x-original-url", "/admin"),
+        ];
+        let p = policy(&["10.0.0.0/8"], UnderscoreHeaders::Allow);
+        let mut r = req(&h);
+        p.sanitize(&mut r, false).unwrap();
+        assert!(names(&r).is_empty(), "{:?}", names(&r));
+        let mut r = req(&h);
+        p.sanitize(&mut r, true).unwrap();
+        assert_eq!(
+            names(&r),
+            vec![
+                "forwarded",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-real-ip",
+                "x_forwarded_proto"
+            ],
+            "override headers go even from trusted proxies"
+        );
+    }
+
+    #[test]
+    fn client_ip_walks_the_chain_from_the_right() {
+        let p = policy(&["10.0.0.0/8", "192.0.2.7"], UnderscoreHeaders::Drop);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let hm = |lines: &[&str]| {
+            let mut m = HeaderMap::new();
+            for l in lines {
+                m.append("x-forwarded-for", l.parse().unwrap());
+            }
+            m
+        };
+        // untrusted peer: the chain is ignored
+        assert_eq!(
+            p.client_ip(Some(ip("203.0.113.9")), &hm(&["1.1.1.1"])),
+            Some(ip("203.0.113.9"))
+        );
+        // trusted peer: right-most untrusted hop
+        assert_eq!(
+            p.client_ip(
+                Some(ip("10.1.1.1")),
+                &hm(&["1.1.1.1, 198.51.100.4, 10.2.2.2"])
+            ),
+            Some(ip("198.51.100.4"))
+        );
+        // several header lines, ports and brackets
+        assert_eq!(
+            p.client_ip(
+                Some(ip("10.1.1.1")),
+                &hm(&["1.1.1.1", "[2001:db8::5]:443, 192.0.2.7:80"])
+            ),
+            Some(ip("2001:db8::5"))
+        );
+        // garbage stops the walk at the last trusted hop
+        assert_eq!(
+            p.client_ip(Some(ip("10.1.1.1")), &hm(&["1.1.1.1, garbage, 10.2.2.2"])),
+            Some(ip("10.2.2.2"))
+        );
+        // all trusted, or no header: the left-most / the peer
+        assert_eq!(
+            p.client_ip(Some(ip("10.1.1.1")), &hm(&["10.3.3.3"])),
+            Some(ip("10.3.3.3"))
+        );
+        assert_eq!(
+            p.client_ip(Some(ip("10.1.1.1")), &HeaderMap::new()),
+            Some(ip("10.1.1.1"))
+        );
+        // IPv4-mapped peers compare as IPv4
+        assert!(p.trusts(ip("::ffff:10.9.9.9")));
+    }
+
+    #[test]
+    fn trusted_entries_parse_or_say_why() {
+        let (nets, errs) = parse_trusted(&[
+            "10.0.0.0/8".into(),
+            "192.0.2.7".into(),
+            "2001:db8::/32".into(),
+            "10.0.0.1/8".into(),
+            "nope".into(),
+            "10.0.0.0/33".into(),
+        ]);
+        assert_eq!(nets.len(), 4);
+        assert_eq!(nets[3].to_string(), "10.0.0.0/8");
+        assert_eq!(errs.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![4, 5]);
+    }
+}
