@@ -6,7 +6,7 @@
 //! upstream_peer           -> upstream::pick (balancer over healthy instances)
 //! upstream_request_filter -> rewrite path, route + identity headers, X-Forwarded-*
 //! upstream_response_filter-> passive health, retry on configured statuses
-//! response_filter         -> response headers, X-Request-Id
+//! response_filter         -> revoke on success (logout), response headers, X-Request-Id
 //! logging                 -> observe::record (metrics + access log)
 
 mod forward;
@@ -379,6 +379,13 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // `revoke: on_success` (a logout): revoked here before the answer leaves, so the
+        // client's next request is refused; written to Redis for the other gateways
+        if resp.status.is_success() {
+            if let Some(revocation) = ctx.plugin_out.revoke_on_success.take() {
+                revocation.apply().await;
+            }
+        }
         if let Some(route) = ctx.route.as_ref() {
             let rules = &route.response_headers;
             for name in &rules.remove {

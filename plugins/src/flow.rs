@@ -38,6 +38,8 @@ pub struct PluginOutput {
     pub strip_query_param: Option<String>,
     /// The authenticated subject, for the access log.
     pub subject: Option<String>,
+    /// A route's `revoke: on_success`: applied by the response stage on a 2xx answer.
+    pub revoke_on_success: Option<crate::revocation::PendingRevocation>,
 }
 
 /// A refusal: the status, a stable machine code, and a message safe to show a client.

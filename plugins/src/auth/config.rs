@@ -231,6 +231,18 @@ pub struct JwtRouteConfig {
     /// Accept the token from the query string (`auth.token.query`).
     #[serde(default)]
     pub allow_query_token: bool,
+    /// `on_success`: when the service answers 2xx, the gateway revokes the token the
+    /// request presented (a logout route), locally before the answer leaves and in Redis.
+    #[serde(default)]
+    pub revoke: Option<RevokeWhen>,
+}
+
+/// When a route revokes the token it was called with.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeWhen {
+    /// After a 2xx answer from the service.
+    OnSuccess,
 }
 
 /// A scalar or a list of scalars.
@@ -317,6 +329,10 @@ mod tests {
         };
         assert_eq!(j.require["roles"].values().len(), 2);
         assert!(serde_json::from_str::<RouteAuthConfig>(r#"{"jwt":{"bogus":1}}"#).is_err());
+        let p: RouteAuthConfig =
+            serde_json::from_str(r#"{"jwt":{"revoke":"on_success"}}"#).unwrap();
+        assert!(matches!(p, RouteAuthConfig::Jwt(j) if j.revoke == Some(RevokeWhen::OnSuccess)));
+        assert!(serde_json::from_str::<RouteAuthConfig>(r#"{"jwt":{"revoke":"always"}}"#).is_err());
     }
 
     #[test]

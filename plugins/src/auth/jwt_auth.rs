@@ -70,6 +70,8 @@ pub struct JwtAuth {
     pub rules: Vec<ClaimRule>,
     pub on_redis_error: RedisErrorPolicy,
     pub allow_query_token: bool,
+    /// `revoke: on_success`: hand the response stage the token to revoke on a 2xx.
+    pub revoke_on_success: bool,
 }
 
 fn fail(e: AuthError) -> Flow {
@@ -85,12 +87,12 @@ pub(crate) fn now_secs() -> f64 {
 }
 
 impl JwtAuth {
-    /// Everything but the plugin plumbing; `Ok` carries the verified token.
-    pub async fn check(
+    /// Everything but the plugin plumbing; `Ok` carries the raw and the verified token.
+    pub async fn check<'r>(
         &self,
-        req: &RequestView<'_>,
+        req: &RequestView<'r>,
         now: f64,
-    ) -> Result<Arc<VerifiedToken>, AuthError> {
+    ) -> Result<(&'r str, Arc<VerifiedToken>), AuthError> {
         let shared = &self.shared;
         let token = shared
             .token
@@ -121,7 +123,7 @@ impl JwtAuth {
         if !self.rules.iter().all(|r| r.holds(&v.claims)) {
             return Err(AuthError::InsufficientClaims);
         }
-        Ok(v)
+        Ok((token, v))
     }
 }
 
@@ -134,8 +136,14 @@ impl Plugin for JwtAuth {
     async fn on_request(&self, req: &RequestView<'_>, out: &mut PluginOutput) -> Flow {
         let now = now_secs();
         match self.check(req, now).await {
-            Ok(v) => {
+            Ok((token, v)) => {
                 METRICS.success.inc();
+                if self.revoke_on_success {
+                    out.revoke_on_success =
+                        self.shared.revocation.as_ref().map(|r| {
+                            r.pending(token, v.jti.as_deref(), v.exp.map(|e| e + v.leeway))
+                        });
+                }
                 out.upstream_headers.extend(v.identity.iter().cloned());
                 if let Some(sig) = self.shared.identity.sign(&v.identity, now as u64) {
                     out.upstream_headers.push(sig);

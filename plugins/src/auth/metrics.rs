@@ -23,6 +23,9 @@ pub struct AuthMetrics {
     pub mirror_synced: IntGauge,
     /// `gateway_revocation_events_total`: revocation messages applied to the mirror.
     pub events: IntCounter,
+    /// `gateway_revocation_writes_total{result}`: revocations the gateway wrote to
+    /// Redis itself (`revoke: on_success`), `ok` or `error`.
+    pub revocation_writes: IntCounterVec,
     /// `gateway_jwks_fetches_total{issuer,result}`.
     pub jwks_fetches: IntCounterVec,
     /// `gateway_auth_cache_total{result}`: verified-token cache hits and misses.
@@ -80,6 +83,11 @@ fn build() -> prometheus::Result<AuthMetrics> {
         events: counter(
             "gateway_revocation_events_total",
             "Revocation notifications applied to the local mirror",
+        )?,
+        revocation_writes: counter_vec(
+            "gateway_revocation_writes_total",
+            "Revocations written to Redis by the gateway itself (revoke: on_success), by result",
+            &["result"],
         )?,
         jwks_fetches: counter_vec(
             "gateway_jwks_fetches_total",

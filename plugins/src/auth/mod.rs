@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-pub use config::{AuthConfig, JwtRouteConfig, RedisErrorPolicy, RouteAuthConfig};
+pub use config::{AuthConfig, JwtRouteConfig, RedisErrorPolicy, RevokeWhen, RouteAuthConfig};
 pub use error::AuthError;
 
 use crate::revocation::Revocation;
@@ -189,6 +189,12 @@ impl AuthRuntime {
                 "has no effect without auth.revocation; remove it or configure revocation",
             ));
         }
+        if j.revoke.is_some() && shared.revocation.is_none() {
+            issues.push(ConfigIssue::new(
+                format!("{path}.jwt.revoke"),
+                "the gateway writes this revocation to Redis: configure auth.revocation, or remove revoke",
+            ));
+        }
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -208,6 +214,7 @@ impl AuthRuntime {
                 .collect(),
             on_redis_error,
             allow_query_token: j.allow_query_token,
+            revoke_on_success: j.revoke == Some(RevokeWhen::OnSuccess),
         };
         Ok(vec![Arc::new(plugin)])
     }
@@ -279,5 +286,13 @@ mod tests {
             "jwt needs an issuer"
         );
         assert!(none.strip_headers().is_empty());
+        let revoke: RouteAuthConfig =
+            serde_json::from_str(r#"{"jwt":{"revoke":"on_success"}}"#).unwrap();
+        assert_eq!(a.route_plugins(&revoke, "r").unwrap().len(), 1);
+        let mut no_redis = cfg("one");
+        no_redis.revocation = None;
+        let b = AuthRuntime::compile(Some(&no_redis), None, &rt).unwrap();
+        let e = b.route_plugins(&revoke, "routes[2].auth").err().unwrap();
+        assert_eq!(e[0].path, "routes[2].auth.jwt.revoke");
     }
 }

@@ -9,8 +9,9 @@ use sha2::{Digest, Sha256};
 /// [`super::RevocationWriter`] (writer). The defaults match the gateway's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationKeys {
-    /// `blacklist:{jti}`: `{jti}` (SHA-256 hex of the token without `jti`),
-    /// `{token_sha256}` or `{token}` (the raw token).
+    /// `blacklist:{jti}`: `{jti}` (the `jti` claim; without one, `{signed_sha256}`),
+    /// `{signed_sha256}` (SHA-256 hex of the signed part `header.payload`),
+    /// `{token_sha256}` (SHA-256 hex of the whole token) or `{token}` (the raw token).
     pub blacklist_key: String,
     /// `revoked-before:{sub}`: holds a unix time (seconds, may be fractional).
     pub revoked_before_key: String,
@@ -29,11 +30,20 @@ impl Default for RevocationKeys {
 }
 
 /// What identifies a token in its blacklist key.
+///
+/// `Jti` and `SignedSha256` name the token by what its issuer signed, which no
+/// holder can vary: every spelling of the same token that verifies (an ECDSA
+/// signature with `s` or `n - s`, ...) maps to the same key. `TokenSha256` and
+/// `Token` name one spelling of it; they exist to match a service that already
+/// writes such keys, and the gateway then checks every spelling that verifies
+/// ([`super::spelling`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenVar {
-    /// The `jti` claim, or the token's SHA-256 (hex) when it has none.
+    /// The `jti` claim, or [`signed_sha256`] when it has none.
     Jti,
-    /// The token's SHA-256 (lowercase hex) always.
+    /// [`signed_sha256`] always.
+    SignedSha256,
+    /// SHA-256 (lowercase hex) of the whole token, signature included.
     TokenSha256,
     /// The raw token.
     Token,
@@ -110,6 +120,7 @@ impl KeySchema {
         let b = &keys.blacklist_key;
         let (token, token_var) = [
             ("{jti}", TokenVar::Jti),
+            ("{signed_sha256}", TokenVar::SignedSha256),
             ("{token_sha256}", TokenVar::TokenSha256),
             ("{token}", TokenVar::Token),
         ]
@@ -122,7 +133,7 @@ impl KeySchema {
         .ok_or((
             "blacklist_key",
             format!(
-                "{b:?} must contain exactly one of {{jti}}, {{token_sha256}} or {{token}} once (e.g. \"blacklist:{{jti}}\")"
+                "{b:?} must contain exactly one of {{jti}}, {{signed_sha256}}, {{token_sha256}} or {{token}} once (e.g. \"blacklist:{{jti}}\")"
             ),
         ))?;
         let subject = Template::parse(&keys.revoked_before_key, "{sub}").ok_or((
@@ -143,17 +154,62 @@ impl KeySchema {
         })
     }
 
-    /// The id a token is blacklisted under.
+    /// The id a token is blacklisted under, as a writer names it (the spelling given).
+    ///
+    /// The one function both sides use: the gateway's check and revoke-on-success,
+    /// and [`super::RevocationWriter`] in the services.
     pub fn token_id<'a>(&self, jti: Option<&'a str>, raw_token: &'a str) -> Cow<'a, str> {
         match (self.token_var, jti) {
             (TokenVar::Jti, Some(j)) => Cow::Borrowed(j),
+            (TokenVar::Jti | TokenVar::SignedSha256, _) => Cow::Owned(signed_sha256(raw_token)),
+            (TokenVar::TokenSha256, _) => Cow::Owned(token_sha256(raw_token)),
             (TokenVar::Token, _) => Cow::Borrowed(raw_token),
-            _ => Cow::Owned(token_sha256(raw_token)),
         }
+    }
+
+    /// Every id under which this token may have been revoked: [`token_id`](Self::token_id),
+    /// plus, for the spelling-bound templates (`{token_sha256}`, `{token}`), the id of
+    /// each other spelling of the token that verifies as well.
+    pub fn token_ids<'a>(&self, jti: Option<&'a str>, raw_token: &'a str) -> TokenIds<'a> {
+        let first = self.token_id(jti, raw_token);
+        let twin = match self.token_var {
+            TokenVar::Jti | TokenVar::SignedSha256 => None,
+            TokenVar::TokenSha256 => {
+                super::spelling::ecdsa_twin(raw_token).map(|t| token_sha256(&t))
+            }
+            TokenVar::Token => super::spelling::ecdsa_twin(raw_token),
+        };
+        TokenIds { first, twin }
     }
 }
 
-/// SHA-256 of the raw token, lowercase hex (the blacklist id of a token without `jti`).
+/// The ids of one token (see [`KeySchema::token_ids`]): one, or two for an ECDSA
+/// token under a spelling-bound template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIds<'a> {
+    pub first: Cow<'a, str>,
+    pub twin: Option<String>,
+}
+
+impl TokenIds<'_> {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.first.as_ref()).chain(self.twin.as_deref())
+    }
+}
+
+/// SHA-256 (lowercase hex) of the signed part of a JWS, `header.payload` (everything
+/// before the last `.`; the whole string when there is none).
+///
+/// The issuer's signature covers exactly these bytes, so a holder cannot change
+/// them without the signing key; re-encoding the signature segment (ECDSA `n - s`,
+/// another base64 spelling) leaves this id unchanged. The blacklist id of a token
+/// without `jti`.
+pub fn signed_sha256(raw_token: &str) -> String {
+    let signed = raw_token.rsplit_once('.').map_or(raw_token, |(m, _)| m);
+    hex::encode(Sha256::digest(signed.as_bytes()))
+}
+
+/// SHA-256 of the whole raw token, lowercase hex (the `{token_sha256}` template).
 pub fn token_sha256(raw_token: &str) -> String {
     hex::encode(Sha256::digest(raw_token.as_bytes()))
 }
@@ -172,6 +228,10 @@ mod tests {
         assert_eq!(s.token.pattern(), "blacklist:*");
         assert_eq!(s.token_id(Some("j"), "t.t.t"), "j");
         assert_eq!(s.token_id(None, "abc"), token_sha256("abc"));
+        // without jti: the signed part only, whatever follows the last dot
+        assert_eq!(s.token_id(None, "h.p.sig1"), s.token_id(None, "h.p.sig2"));
+        assert_eq!(s.token_id(None, "h.p.sig1"), token_sha256("h.p"));
+        assert_ne!(s.token_id(None, "h.q.sig1"), s.token_id(None, "h.p.sig1"));
         assert_eq!(
             token_sha256("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Value};
 
-use super::keys::KeySchema;
+use super::keys::{KeySchema, TokenIds};
 use super::sync::parse_unix;
 use super::Verdict;
 use crate::auth::metrics::METRICS;
@@ -57,9 +57,10 @@ impl Lookup {
     }
 
     /// Check one token, reusing a recent answer when `lookup_cache` allows.
-    pub async fn check(&self, token_id: &str, sub: Option<&str>, iat: Option<f64>) -> Verdict {
+    pub async fn check(&self, ids: &TokenIds<'_>, sub: Option<&str>, iat: Option<f64>) -> Verdict {
+        let token_id = ids.first.as_ref();
         let Some(cache) = &self.cache else {
-            return self.ask(token_id, sub, iat).await;
+            return self.ask(ids, sub, iat).await;
         };
         {
             let map = cache.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -69,20 +70,31 @@ impl Lookup {
                 }
             }
         }
-        let v = self.ask(token_id, sub, iat).await;
+        let v = self.ask(ids, sub, iat).await;
         if v != Verdict::Unknown {
-            let mut map = cache.map.lock().unwrap_or_else(|e| e.into_inner());
-            if map.len() >= CACHE_MAX {
-                map.clear();
-            }
-            map.insert(token_id.to_string(), (Instant::now(), v));
+            self.remember(token_id, v);
         }
         v
     }
 
-    async fn ask(&self, token_id: &str, sub: Option<&str>, iat: Option<f64>) -> Verdict {
+    /// Record an answer in the cache (a revocation made here must not be hidden
+    /// by a `Clear` cached a moment before).
+    pub fn remember(&self, token_id: &str, v: Verdict) {
+        let Some(cache) = &self.cache else { return };
+        let mut map = cache.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert(token_id.to_string(), (Instant::now(), v));
+    }
+
+    async fn ask(&self, ids: &TokenIds<'_>, sub: Option<&str>, iat: Option<f64>) -> Verdict {
         let mut pipe = redis::pipe();
-        pipe.cmd("EXISTS").arg(self.schema.token.render(token_id));
+        // EXISTS of several keys counts those present: any spelling revoked refuses
+        let exists = pipe.cmd("EXISTS");
+        for id in ids.iter() {
+            exists.arg(self.schema.token.render(id));
+        }
         if let Some(sub) = sub {
             pipe.cmd("GET").arg(self.schema.subject.render(sub));
         }

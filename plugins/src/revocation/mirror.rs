@@ -9,6 +9,9 @@ use std::sync::RwLock;
 use super::Verdict;
 use crate::auth::metrics::METRICS;
 
+/// The generation of pinned entries: newer than any resync.
+const PINNED: u64 = u64::MAX;
+
 #[derive(Debug, Clone, Copy)]
 struct TokenEntry {
     /// Unix ms after which the key is gone from Redis; `None` = no TTL.
@@ -126,6 +129,21 @@ impl Mirror {
             }
             METRICS.events.inc();
         }
+        publish_sizes(&st);
+    }
+
+    /// Add a token revoked by this gateway itself (`revoke: on_success`). Pinned: a
+    /// resync keeps it even if Redis never got the write; it goes when it expires
+    /// or when Redis says the key is gone (an explicit un-revoke).
+    pub fn pin(&self, token_id: &str, expires_ms: Option<u64>) {
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        st.tokens.insert(
+            token_id.into(),
+            TokenEntry {
+                expires_ms,
+                gen: PINNED,
+            },
+        );
         publish_sizes(&st);
     }
 
@@ -261,5 +279,23 @@ mod tests {
             "gone from Redis"
         );
         assert_eq!(m.len(), (3, 0));
+    }
+
+    #[test]
+    fn pinned_entries_survive_resyncs_until_they_expire_or_are_deleted() {
+        let m = Mirror::default();
+        m.set_synced(true);
+        m.pin("mine", Some(5_000));
+        let start = m.begin_resync();
+        m.finish_resync(start, vec![], 1_000); // Redis never got the write
+        assert_eq!(m.check("mine", None, None, 1_000), Verdict::Revoked);
+        let start = m.begin_resync();
+        m.finish_resync(start, vec![], 5_000);
+        assert_eq!(m.len(), (0, 0), "expired");
+        m.pin("undone", None);
+        m.apply(vec![Record::TokenGone {
+            id: "undone".into(),
+        }]);
+        assert_eq!(m.check("undone", None, None, 0), Verdict::Clear);
     }
 }

@@ -2,20 +2,26 @@
 //! exists or its subject's revoked-before time is later than its `iat`.
 //!
 //! Reading: [`Revocation`] (mirror mode: local copy, no Redis on the request
-//! path; lookup mode: one round trip per request). Writing: [`RevocationWriter`].
+//! path; lookup mode: one round trip per request). Writing: [`RevocationWriter`]
+//! in the services, or the gateway itself after a route's `revoke: on_success`
+//! ([`PendingRevocation`]).
 
 mod keys;
 mod lookup;
 mod mirror;
+mod on_success;
+mod spelling;
 mod sync;
 mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use keys::{token_sha256, KeySchema, RevocationKeys, TokenVar};
+pub use keys::{signed_sha256, token_sha256, KeySchema, RevocationKeys, TokenIds, TokenVar};
 pub use mirror::{Mirror, Record};
-pub use writer::{RevocationError, RevocationWriter};
+pub use on_success::PendingRevocation;
+pub use spelling::ecdsa_twin;
+pub use writer::{RevocationError, RevocationWriter, LEEWAY_MARGIN};
 
 use crate::auth::config::{RedisErrorPolicy, RevocationConfig, RevocationMode};
 use crate::ConfigIssue;
@@ -59,6 +65,8 @@ pub struct Revocation {
     config: RevocationConfig,
     schema: KeySchema,
     backend: Backend,
+    /// Writes of `revoke: on_success` (connects on first use, reconnects by itself).
+    writes: redis::aio::ConnectionManager,
 }
 
 impl Revocation {
@@ -113,6 +121,15 @@ impl Revocation {
             return Err(issues);
         };
         let _enter = rt.enter();
+        let writes = match on_success::connection(client.clone(), cfg.timeout.get()) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(vec![ConfigIssue::new(
+                    format!("{path}.redis_url"),
+                    format!("cannot set up the Redis connection: {}", e.category()),
+                )])
+            }
+        };
         let backend = match cfg.mode {
             RevocationMode::Mirror => {
                 let mirror = Arc::new(Mirror::default());
@@ -150,6 +167,7 @@ impl Revocation {
             config: cfg.clone(),
             schema,
             backend,
+            writes,
         }))
     }
 
@@ -178,10 +196,18 @@ impl Revocation {
         sub: Option<&str>,
         iat: Option<f64>,
     ) -> Verdict {
-        let id = self.schema.token_id(jti, raw_token);
+        let ids = self.schema.token_ids(jti, raw_token);
         match &self.backend {
-            Backend::Mirror { mirror, .. } => mirror.check(&id, sub, iat, sync::now_ms()),
-            Backend::Lookup(l) => l.check(&id, sub, iat).await,
+            Backend::Mirror { mirror, .. } => {
+                let now = sync::now_ms();
+                match ids.twin.as_deref() {
+                    Some(t) if mirror.check(t, None, None, now) == Verdict::Revoked => {
+                        Verdict::Revoked
+                    }
+                    _ => mirror.check(&ids.first, sub, iat, now),
+                }
+            }
+            Backend::Lookup(l) => l.check(&ids, sub, iat).await,
         }
     }
 }

@@ -12,6 +12,11 @@ use tokio::sync::OnceCell;
 
 use super::keys::{KeySchema, RevocationKeys};
 
+/// Added to a token's remaining life when its revocation TTL is derived from
+/// `exp`: the gateway still accepts a token up to its issuer's `leeway` (30 s by
+/// default) after `exp`, and the key must not vanish before then.
+pub const LEEWAY_MARGIN: Duration = Duration::from_secs(60);
+
 /// Why a revocation could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {
@@ -70,9 +75,10 @@ impl RevocationWriter {
 
     /// Revoke one token: `SET <blacklist key> 1 EX <ttl>` + `PUBLISH <channel> <key>`.
     ///
-    /// Pass the raw JWT (its `jti`, or its SHA-256 when it has none, is used as the
-    /// template says) or a bare `jti`. A zero `ttl` means "the token's remaining
-    /// life" (read from its `exp`; one hour when unknown). Returns the key written.
+    /// Pass the raw JWT (its `jti`, or without one the SHA-256 of its signed part,
+    /// is used as the template says) or a bare `jti`. A zero `ttl` means "until the
+    /// gateway refuses the token anyway": its remaining life plus [`LEEWAY_MARGIN`]
+    /// (one hour when `exp` is unknown). Returns the key written.
     pub async fn revoke_token(
         &self,
         raw_token_or_jti: &str,
@@ -82,23 +88,13 @@ impl RevocationWriter {
         let ttl = if ttl.is_zero() {
             parse_jwt(raw_token_or_jti)
                 .and_then(|c| c.exp)
-                .map(|exp| (exp - now_secs()).max(1))
+                .map(|exp| exp.saturating_sub(now_secs()) + LEEWAY_MARGIN.as_secs())
                 .unwrap_or(3600)
         } else {
             ttl.as_secs().max(1)
         };
         let mut conn = self.conn().await?;
-        redis::pipe()
-            .cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("EX")
-            .arg(ttl)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(&self.schema.channel)
-            .arg(&key)
-            .ignore()
+        token_pipe(&self.schema, &key, Some(Duration::from_secs(ttl)))
             .query_async::<()>(&mut conn)
             .await?;
         Ok(key)
@@ -148,6 +144,22 @@ impl RevocationWriter {
     }
 }
 
+/// `SET <key> 1 [PX <ttl>]` + `PUBLISH <channel> <key>`: one token revocation, as
+/// every writer (services and the gateway's `revoke: on_success`) makes it.
+pub(super) fn token_pipe(schema: &KeySchema, key: &str, ttl: Option<Duration>) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg(key).arg(1);
+    if let Some(ttl) = ttl {
+        pipe.arg("PX").arg(ttl.as_millis().max(1) as u64);
+    }
+    pipe.ignore()
+        .cmd("PUBLISH")
+        .arg(&schema.channel)
+        .arg(key)
+        .ignore();
+    pipe
+}
+
 struct Unverified {
     jti: Option<String>,
     exp: Option<u64>,
@@ -178,7 +190,7 @@ fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::revocation::keys::token_sha256;
+    use crate::revocation::keys::signed_sha256;
 
     #[test]
     fn keys_for_tokens_and_jtis() {
@@ -192,7 +204,7 @@ mod tests {
         let no_jti = format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(br#"{"sub":"1"}"#));
         assert_eq!(
             w.token_key(&no_jti),
-            format!("blacklist:{}", token_sha256(&no_jti))
+            format!("blacklist:{}", signed_sha256(&no_jti))
         );
         assert!(RevocationWriter::new("nope://", RevocationKeys::default()).is_err());
     }
