@@ -13,7 +13,7 @@
 //! | no `/` or `\` inside a segment | `%2f`, `%5c`, raw `\` | `encoded_slash`, `backslash` |
 //! | no `;` path parameters | `..;`, `/a;jsessionid=1`, `%3b` | `path_parameter` |
 //! | no control characters | raw or `%00`-`%1f`, `%7f` | `control_character` |
-//! | no second decoding possible | `%25` before a hex digit or `%` (`%252e`) | `double_encoding` |
+//! | no second decoding possible | `%25` before a (decoded) hex digit (`%252e`, `%25%32%65`) | `double_encoding` |
 //! | the decoded segment is UTF-8 | `%c0%ae` (overlong `.`), `%ff` | `not_utf8` |
 //! | no `.`/`..` segment, decoded | `..`, `%2e%2e`, `.%2E` | `dot_segment` |
 //! | no empty segment but the last | `//`, `/a//b` (a trailing `/` is fine) | `empty_segment` |
@@ -183,8 +183,9 @@ fn decode_segment(seg: &[u8], out: &mut Vec<u8>) -> Result<(), PathRefusal> {
             let v = (h << 4) | l;
             match v {
                 b'/' => return Err(PathRefusal::EncodedSlash),
-                // a `%25` a second decoder would turn into an escape (`%252e` -> `%2e` -> `.`)
-                b'%' if seg.get(i).is_some_and(|&n| n == b'%' || hex(n).is_some()) => {
+                // a `%25` a second decoder would turn into an escape: `%252e` and
+                // `%25%32%65` both decode to `%2e`, then to `.`
+                b'%' if next_decoded(&seg[i..]).is_some_and(|n| hex(n).is_some()) => {
                     return Err(PathRefusal::DoubleEncoding)
                 }
                 _ => {}
@@ -210,6 +211,15 @@ fn decode_segment(seg: &[u8], out: &mut Vec<u8>) -> Result<(), PathRefusal> {
         }
     }
     Ok(())
+}
+
+/// The byte `rest` starts with once decoded (a malformed escape is reported later).
+fn next_decoded(rest: &[u8]) -> Option<u8> {
+    match rest {
+        [b'%', h, l, ..] => Some((hex(*h)? << 4) | hex(*l)?),
+        [b, ..] => Some(*b),
+        [] => None,
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -338,6 +348,8 @@ mod tests {
             ("/a..b/b.", "/a..b/b."),
             ("/100%25", "/100%"),
             ("/100%25x", "/100%x"),
+            ("/100%25%C3%A9", "/100%é"),
+            ("/%25%23", "/%#"),
             ("/q%3Fx", "/q?x"),
         ] {
             assert_eq!(check(path).as_deref(), Ok(want), "{path}");
