@@ -1,7 +1,7 @@
 //! The request pipeline: `impl ProxyHttp for Gateway`, one hook per stage, in
 //! request order. Each hook is a few lines that call one stage.
 //!
-//! early_request_filter    -> route::select (config snapshot, request id, route)
+//! early_request_filter    -> path policy + route::select (config snapshot, request id, route)
 //! request_filter          -> strip spoofed identity headers, run the route's plugins
 //! upstream_peer           -> upstream::pick (balancer over healthy instances)
 //! upstream_request_filter -> rewrite path, route + identity headers, X-Forwarded-*
@@ -26,11 +26,12 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::observe::{self, METRICS};
+use crate::routing::path_policy::PathRefusal;
 use crate::routing::Route;
 use crate::runtime::{RuntimeConfig, Shared};
 use crate::upstream::{now_ms, InflightGuard, PickInput};
 use forward::{apply_request_rules, forwarded_headers, rewrite_path};
-use request::{hash_key, request_id, run_plugins, select_route};
+use request::{hash_key, request_id, route_request, run_plugins};
 use respond::{respond_empty, respond_json};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -76,6 +77,10 @@ pub struct RequestCtx {
     trusted_peer: bool,
     /// A client header the header policy refuses (answered in request_filter).
     invalid_header: Option<String>,
+    /// Why the path policy refused the path (answered in request_filter).
+    invalid_path: Option<PathRefusal>,
+    /// The path to forward when the route rewrites it (checked by the path policy).
+    upstream_path: Option<String>,
     plugin_out: plugins::PluginOutput,
     /// Instances already tried by this request (a retry goes elsewhere).
     tried: Vec<Arc<str>>,
@@ -120,6 +125,8 @@ impl ProxyHttp for Gateway {
             client_ip: None,
             trusted_peer: false,
             invalid_header: None,
+            invalid_path: None,
+            upstream_path: None,
             plugin_out: plugins::PluginOutput::default(),
             tried: Vec::new(),
             inflight: None,
@@ -152,7 +159,13 @@ impl ProxyHttp for Gateway {
             ctx.invalid_header = Some(bad.name);
         }
         ctx.request_id = request_id(session.req_header());
-        ctx.route = select_route(&ctx.config, session.req_header()).cloned();
+        match route_request(&ctx.config, session.req_header()) {
+            Ok(routed) => {
+                ctx.route = routed.route;
+                ctx.upstream_path = routed.upstream_path;
+            }
+            Err(refusal) => ctx.invalid_path = Some(refusal),
+        }
         Ok(())
     }
 
@@ -171,16 +184,16 @@ impl ProxyHttp for Gateway {
             .await;
             return Ok(true);
         }
-        // `/public/../admin` must not match a public route and reach `/admin` upstream
-        if crate::routing::matcher::has_dot_segment(session.req_header().uri.path()) {
-            ctx.route = None;
-            let msg = "the path has a `.` or `..` segment; send the resolved path";
+        // a path a backend could resolve to another route than the one matched
+        if let Some(refusal) = ctx.invalid_path {
+            refusal.count();
+            tracing::debug!(reason = refusal.reason(), path = %session.req_header().uri, "path refused");
             respond_json(
                 session,
                 ctx,
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
-                msg,
+                refusal.message(),
                 &[],
             )
             .await;
@@ -337,7 +350,11 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.as_ref() else {
             return Ok(());
         };
-        rewrite_path(route, req, ctx.plugin_out.strip_query_param.as_deref())?;
+        rewrite_path(
+            ctx.upstream_path.as_deref(),
+            req,
+            ctx.plugin_out.strip_query_param.as_deref(),
+        )?;
         apply_request_rules(route, req, &mut ctx.plugin_out)?;
         forwarded_headers(session, req, ctx.trusted_peer)?;
         req.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;

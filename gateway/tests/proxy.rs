@@ -71,7 +71,7 @@ async fn route_precedence_follows_the_documented_order() {
         ("/items/42/x", "catch-all"),
         ("/items/abc", "catch-all"),
         ("/shop/1/cart", "glob-star"),
-        ("/shop//cart", "catch-all"),
+        // (`/shop//cart` is refused before routing: see edge_paths.rs)
         ("/shop/1/cart/2", "catch-all"),
         ("/", "catch-all"),
     ] {

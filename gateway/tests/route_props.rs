@@ -5,7 +5,8 @@
 //! Documented precedence: path kind (exact, then prefix/glob, then regex, then
 //! catch-all); within a kind the longer literal part (text before the first `*`);
 //! then exact host, wildcard host, no host; then more method/header conditions;
-//! then file order.
+//! then file order. A prefix matches at segment boundaries (`/a` matches `/a` and
+//! `/a/b`, never `/ab`).
 
 use std::cmp::Reverse;
 
@@ -164,7 +165,9 @@ fn naive_matches(r: &RouteSpec, q: &Req) -> bool {
     let path_ok = match &r.path {
         PathSpec::Any => true,
         PathSpec::Exact(p) => q.path == *p,
-        PathSpec::Prefix(p) => q.path.starts_with(p.as_str()),
+        // at segment boundaries: `/a` matches `/a` and `/a/..`, not `/ab`
+        PathSpec::Prefix(p) if p.ends_with('/') => q.path.starts_with(p.as_str()),
+        PathSpec::Prefix(p) => q.path == *p || q.path.starts_with(&format!("{p}/")),
         PathSpec::Glob(g) => glob_regex(g).is_match(&q.path),
         PathSpec::Regex(re) => Regex::new(&format!("^(?:{re})$"))
             .unwrap()

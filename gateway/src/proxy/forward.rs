@@ -11,20 +11,20 @@ use pingora_proxy::Session;
 use super::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::routing::Route;
 
-/// Apply the route's path rewrite and drop `strip_param` from the query (a token
-/// read from the URL); untouched URIs are not rebuilt.
+/// Forward `new_path` (the route's rewrite, already checked by the path policy when
+/// the route was selected) and drop `strip_param` from the query (a token read from
+/// the URL); untouched URIs are not rebuilt.
 pub(super) fn rewrite_path(
-    route: &Route,
+    new_path: Option<&str>,
     req: &mut RequestHeader,
     strip_param: Option<&str>,
 ) -> Result<()> {
-    let new_path = route.rewrite.apply(req.uri.path());
     let query = req.uri.query();
     let strip = strip_param.filter(|p| query.is_some_and(|q| has_param(q, p)));
     if new_path.is_none() && strip.is_none() {
         return Ok(());
     }
-    let path = new_path.as_deref().unwrap_or(req.uri.path());
+    let path = new_path.unwrap_or(req.uri.path());
     let query: Option<std::borrow::Cow<'_, str>> = match (query, strip) {
         (Some(q), Some(p)) => {
             let kept: Vec<&str> = q

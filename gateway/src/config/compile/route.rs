@@ -11,6 +11,7 @@ use super::super::file::{GatewayConfig, HeaderRulesConfig, MatchConfig, RouteCon
 use super::super::ConfigError;
 use crate::observe::RouteMetrics;
 use crate::routing::matcher::{Glob, HeaderCond, HostMatch, PathMatch};
+use crate::routing::{path_policy, rewrite};
 use crate::routing::{HeaderRules, PathRewrite, RetryPolicy, Route, RouteMatcher};
 use crate::runtime::RuntimeConfig;
 use crate::upstream::Service;
@@ -61,9 +62,19 @@ pub(super) fn compile_route(
             ));
             PathRewrite::Keep
         }
-        (Some(p), None) => PathRewrite::StripPrefix(p.trim_end_matches('/').to_string()),
+        (Some(p), None) => {
+            if let Err(e) = path_policy::check_config_path(p) {
+                errors.push(ConfigError::new(format!("{path}.strip_prefix"), e));
+            }
+            PathRewrite::StripPrefix(p.trim_end_matches('/').to_string())
+        }
         (None, Some(rw)) => match Regex::new(&rw.regex) {
-            Ok(re) => PathRewrite::Regex(re, rw.replacement.clone()),
+            Ok(re) => {
+                if let Err(e) = rewrite::check_replacement(&rw.replacement) {
+                    errors.push(ConfigError::new(format!("{path}.rewrite.replacement"), e));
+                }
+                PathRewrite::Regex(re, rw.replacement.clone())
+            }
             Err(e) => {
                 errors.push(ConfigError::new(
                     format!("{path}.rewrite.regex"),
@@ -182,7 +193,12 @@ fn compile_match(
     let path_match = match (&m.path, &m.prefix, &m.regex) {
         (None, None, None) => PathMatch::Any,
         (Some(p), None, None) if p.contains('*') => match Glob::parse(p) {
-            Ok(g) => PathMatch::Glob(g),
+            Ok(g) => {
+                if let Err(e) = path_policy::check_config_path(p) {
+                    errors.push(ConfigError::new(format!("{path}.path"), e));
+                }
+                PathMatch::Glob(g)
+            }
             Err(e) => {
                 errors.push(ConfigError::new(format!("{path}.path"), e));
                 PathMatch::Any
@@ -194,6 +210,8 @@ fn compile_match(
                     format!("{path}.path"),
                     "must start with '/'",
                 ));
+            } else if let Err(e) = path_policy::check_config_path(p) {
+                errors.push(ConfigError::new(format!("{path}.path"), e));
             }
             PathMatch::Exact(p.clone())
         }
@@ -203,6 +221,8 @@ fn compile_match(
                     format!("{path}.prefix"),
                     "must start with '/'",
                 ));
+            } else if let Err(e) = path_policy::check_config_path(p) {
+                errors.push(ConfigError::new(format!("{path}.prefix"), e));
             }
             PathMatch::Prefix(p.clone())
         }
