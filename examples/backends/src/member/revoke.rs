@@ -5,20 +5,23 @@
 
 use std::time::Duration;
 
-use plugins::revocation::{RevocationError, RevocationKeys, RevocationWriter};
+use plugins::revocation::{RevocationError, RevocationKeys, RevocationWriter, LEEWAY_MARGIN};
 
 /// Build the writer for the default key templates (the gateway's defaults).
 pub fn writer(redis_url: &str) -> Result<RevocationWriter, RevocationError> {
     RevocationWriter::new(redis_url, RevocationKeys::default())
 }
 
-/// Revoke one access token (the raw JWT) until it would have expired anyway.
+/// Revoke one access token (the raw JWT) until the gateway would refuse it anyway:
+/// its remaining life plus the gateway's leeway. The key is the writer's
+/// (`KeySchema::token_id`, the one the gateway checks): the `jti`, or the SHA-256 of
+/// the signed part for a token without one, never a spelling of the signature.
 pub async fn revoke_token(
     w: &RevocationWriter,
     token: &str,
     remaining: Duration,
 ) -> Result<String, RevocationError> {
-    w.revoke_token(token, remaining.max(Duration::from_secs(1)))
+    w.revoke_token(token, remaining.max(Duration::from_secs(1)) + LEEWAY_MARGIN)
         .await
 }
 

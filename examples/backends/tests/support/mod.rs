@@ -346,6 +346,10 @@ routes:
   - id: member-jwks
     match: {{path: /member/.well-known/jwks.json, methods: [GET]}}
     service: member
+  - id: member-logout
+    match: {{path: /member/logout, methods: [POST]}}
+    service: member
+    auth: {{jwt: {{revoke: on_success}}}}
   - id: member
     match: {{path: /member/**}}
     service: member
