@@ -1,12 +1,15 @@
 //! Admin listener: `/metrics`, `/health`, `/ready`, `/config` (a view of the
 //! running config without secrets). Runs on the control-plane runtime, never on
 //! the proxy's workers. The registry (`/registry/...`) and `/discovery` routes
-//! live in `upstream::discovery::registry_api` and are merged in here.
+//! live in `upstream::discovery::registry_api` and are merged in here. Who may
+//! call what: [`access`].
+
+pub mod access;
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -108,7 +111,10 @@ async fn accepts(address: &str) -> bool {
     )
 }
 
-async fn config_view(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+async fn config_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = access::check(&shared, &headers, access::Access::Read) {
+        return refusal;
+    }
     let cfg = shared.current();
     let now = now_ms();
     let loaded = cfg
@@ -165,4 +171,5 @@ async fn config_view(State(shared): State<Arc<Shared>>) -> Json<serde_json::Valu
         "services": services,
         "routes": routes,
     }))
+    .into_response()
 }

@@ -9,6 +9,7 @@
 //! response_filter         -> revoke on success (logout), response headers, X-Request-Id
 //! logging                 -> observe::record (metrics + access log)
 
+mod body_limit;
 mod forward;
 mod request;
 mod respond;
@@ -51,6 +52,7 @@ enum Refusal {
     NoInstance,
     UpstreamUnreachable,
     UpstreamTimeout,
+    BodyTooLarge,
     Internal,
 }
 
@@ -61,6 +63,7 @@ impl Refusal {
             Refusal::NoInstance => "no_healthy_instance",
             Refusal::UpstreamUnreachable => "upstream_unreachable",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::BodyTooLarge => "body_too_large",
             Refusal::Internal => "internal_error",
         }
     }
@@ -89,6 +92,9 @@ pub struct RequestCtx {
     attempts: u32,
     /// Set when a response status asked for a retry.
     status_retry: bool,
+    /// The route's request body limit in bytes (0: none) and the bytes seen so far.
+    body_limit: u64,
+    body_seen: u64,
     refusal: Option<Refusal>,
     /// Status the gateway answered itself (rejections).
     local_status: Option<u16>,
@@ -133,6 +139,8 @@ impl ProxyHttp for Gateway {
             hash_key: None,
             attempts: 0,
             status_retry: false,
+            body_limit: 0,
+            body_seen: 0,
             refusal: None,
             local_status: None,
             started: Instant::now(),
@@ -213,6 +221,22 @@ impl ProxyHttp for Gateway {
             .await;
             return Ok(true);
         };
+        ctx.body_limit = body_limit::limit_for(&ctx.config, &route);
+        if body_limit::declared_over(session.req_header(), ctx.body_limit) {
+            // refused before anything is read or forwarded; the unread body ends the connection
+            session.as_mut().set_keepalive(None);
+            let msg = format!("the request body is over {} bytes", ctx.body_limit);
+            respond_json(
+                session,
+                ctx,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Refusal::BodyTooLarge.code(),
+                &msg,
+                &[],
+            )
+            .await;
+            return Ok(true);
+        }
         match run_plugins(&route, session, ctx.client_ip, &mut ctx.plugin_out).await {
             plugins::Flow::Continue => {}
             plugins::Flow::Reject(rej) => {
@@ -237,6 +261,22 @@ impl ProxyHttp for Gateway {
             session.as_mut().enable_retry_buffering();
         }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let chunk = body.as_ref().map_or(0, |b| b.len());
+        if body_limit::streamed_over(&mut ctx.body_seen, chunk, ctx.body_limit) {
+            // nothing past the limit is forwarded: the chunk is dropped and the attempt ends
+            *body = None;
+            return Err(refuse(ctx, Refusal::BodyTooLarge, 413));
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -316,6 +356,10 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
+        if ctx.refusal == Some(Refusal::BodyTooLarge) {
+            e.set_retry(false);
+            return e;
+        }
         if std::mem::take(&mut ctx.status_retry) {
             // upstream_response_filter already decided this attempt is retried
             e.set_retry(true);
@@ -451,6 +495,9 @@ impl ProxyHttp for Gateway {
                 Refusal::UpstreamTimeout => "the service did not answer in time".into(),
                 Refusal::UpstreamUnreachable => "the service could not be reached".into(),
                 Refusal::NoRoute => "no route matches this request".into(),
+                Refusal::BodyTooLarge => {
+                    format!("the request body is over {} bytes", ctx.body_limit).into()
+                }
                 Refusal::Internal => "the gateway failed to handle this request".into(),
             };
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);

@@ -84,9 +84,16 @@ fn warn_restart_only_changes(old: &config::GatewayConfig, new: &config::GatewayC
     if old.admin.as_ref().map(|a| &a.address) != new.admin.as_ref().map(|a| &a.address) {
         tracing::warn!("admin.address changed: takes effect after a restart");
     }
-    if old.admin.as_ref().and_then(|a| a.registry.as_ref())
-        != new.admin.as_ref().and_then(|a| a.registry.as_ref())
-    {
+    // the registry's limits apply per registration from the running config
+    let store = |c: &config::GatewayConfig| {
+        c.admin.as_ref().and_then(|a| a.registry.clone()).map(|r| {
+            config::discovery::RegistryConfig {
+                limits: Default::default(),
+                ..r
+            }
+        })
+    };
+    if store(old) != store(new) {
         tracing::warn!(
             "admin.registry changed: the registry store is chosen at start; restart to apply"
         );
@@ -95,6 +102,10 @@ fn warn_restart_only_changes(old: &config::GatewayConfig, new: &config::GatewayC
     let restart_only = |s: &config::file::ServerConfig| config::file::ServerConfig {
         trusted_proxies: Vec::new(),
         headers_with_underscores: Default::default(),
+        // read per connection or per request from the running config
+        client_header_timeout: Default::default(),
+        keepalive_timeout: Default::default(),
+        max_body_size: Default::default(),
         ..s.clone()
     };
     if restart_only(&old.server) != restart_only(&new.server) {

@@ -1,6 +1,8 @@
 //! Start-up: load and compile the config, start the control plane (reload,
 //! admin, health checks), then run the Pingora server until a signal drains it.
 
+mod client_limits;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::listening::Service;
 
 use crate::config::{self, file::LogFormat, CompileInput, ConfigError};
 use crate::proxy::Gateway;
@@ -145,18 +148,30 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let mut http = pingora_proxy::http_proxy(
         &server.configuration,
         Gateway {
             shared: shared.clone(),
         },
-        "gateway",
     );
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    // an idle h2 connection is closed like an idle HTTP/1 keep-alive one
+    options.h2_idle_timeout = Some(server_cfg.keepalive_timeout.get()).filter(|d| !d.is_zero());
+    http.server_options = Some(options);
+    let mut budgets = Vec::new();
+    for l in &listeners {
+        let address = l.address.parse().map_err(|_| StartError::Listener {
+            address: l.address.clone(),
+            reason: "not an ip:port address".into(),
+        })?;
+        budgets.push(client_limits::ListenerLimit::new(
+            address,
+            l.max_connections,
+        ));
     }
+    let app = client_limits::ClientLimits::new(http, shared.clone(), budgets);
+    let mut proxy = Service::new("gateway".to_string(), app);
     for l in &listeners {
         match &l.tls {
             None => proxy.add_tcp(&l.address),

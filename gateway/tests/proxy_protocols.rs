@@ -150,7 +150,9 @@ const RSS_LIMIT: u64 = 96 * 1024 * 1024;
 #[tokio::test]
 async fn large_bodies_stream_both_ways_in_bounded_memory() {
     let backend = Backend::start("big");
-    let gw = GatewayProcess::start(BIN, &plain(&backend));
+    // no body limit: the 256 MiB upload is the point (the default is 1 MiB)
+    let yaml = format!("server: {{max_body_size: 0}}\n{}", plain(&backend));
+    let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     let pid = gw.pid();
     let at_start = testkit::rss_bytes(pid).expect("read /proc");

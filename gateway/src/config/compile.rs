@@ -180,6 +180,12 @@ fn check_server(file: &GatewayConfig, errors: &mut Vec<ConfigError>) {
             ),
         ));
     }
+    if file.server.client_header_timeout.get() < std::time::Duration::from_millis(100) {
+        errors.push(ConfigError::new(
+            "server.client_header_timeout",
+            "must be at least 100ms (e.g. \"10s\"): a client needs time to send its header",
+        ));
+    }
     if file.listeners.is_empty() {
         errors.push(ConfigError::new(
             "listeners",
@@ -203,6 +209,12 @@ fn check_server(file: &GatewayConfig, errors: &mut Vec<ConfigError>) {
                 format!("{} is listed twice", l.address),
             ));
         }
+        if l.max_connections == 0 {
+            errors.push(ConfigError::new(
+                format!("{path}.max_connections"),
+                "must be at least 1 (it is the number of connections served at once)",
+            ));
+        }
         if let Some(tls) = &l.tls {
             for (key, file_path) in [("cert", &tls.cert), ("key", &tls.key)] {
                 if let Err(e) = std::fs::File::open(file_path) {
@@ -215,6 +227,7 @@ fn check_server(file: &GatewayConfig, errors: &mut Vec<ConfigError>) {
         }
     }
     if let Some(admin) = &file.admin {
+        crate::admin::access::check_exposure(admin, errors);
         if let Some(registry) = &admin.registry {
             crate::upstream::discovery::registry::validate_config(registry, errors);
         }

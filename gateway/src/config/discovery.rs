@@ -124,6 +124,48 @@ pub struct RegistryConfig {
     /// from other replicas also arrive at once by pub/sub).
     #[serde(default = "default_sync_interval")]
     pub sync_interval: Dur,
+    /// Caps on what registrations may hold (applied on reload, no restart needed).
+    #[serde(default)]
+    pub limits: RegistryLimitsConfig,
+}
+
+/// `admin.registry.limits`: a registration beyond any of these is refused with a 4xx.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLimitsConfig {
+    /// Distinct service names with at least one instance.
+    #[serde(default = "default_max_services")]
+    pub max_services: usize,
+    /// Instances of one service.
+    #[serde(default = "default_max_instances")]
+    pub max_instances_per_service: usize,
+    /// Size of one instance's `metadata`, as compact JSON.
+    #[serde(default = "default_max_metadata_bytes")]
+    pub max_metadata_bytes: usize,
+    /// CIDRs a registered address must fall in (after resolving); empty: any.
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
+}
+
+impl Default for RegistryLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_services: default_max_services(),
+            max_instances_per_service: default_max_instances(),
+            max_metadata_bytes: default_max_metadata_bytes(),
+            allowed_networks: Vec::new(),
+        }
+    }
+}
+
+fn default_max_services() -> usize {
+    256
+}
+fn default_max_instances() -> usize {
+    256
+}
+fn default_max_metadata_bytes() -> usize {
+    4096
 }
 
 impl Default for RegistryConfig {
@@ -135,6 +177,7 @@ impl Default for RegistryConfig {
             default_ttl: default_ttl(),
             max_ttl: default_max_ttl(),
             sync_interval: default_sync_interval(),
+            limits: RegistryLimitsConfig::default(),
         }
     }
 }

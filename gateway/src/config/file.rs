@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::duration::Dur;
+use super::size::ByteSize;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -52,6 +53,25 @@ pub struct ServerConfig {
     /// Client headers whose name has `_`: `drop` (default), `reject` (400) or `allow`.
     #[serde(default)]
     pub headers_with_underscores: UnderscoreHeadersConfig,
+    /// The whole request header must arrive within this (408 and close otherwise).
+    #[serde(default = "default_client_header_timeout")]
+    pub client_header_timeout: Dur,
+    /// Close a keep-alive connection when no next request starts within this (0s: no keep-alive).
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: Dur,
+    /// Largest request body (413 `body_too_large` beyond it); routes may override; 0: no limit.
+    #[serde(default = "default_max_body_size")]
+    pub max_body_size: ByteSize,
+}
+
+fn default_client_header_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+fn default_keepalive_timeout() -> Dur {
+    Dur::from_secs(60)
+}
+fn default_max_body_size() -> ByteSize {
+    ByteSize::mib(1)
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -86,6 +106,9 @@ impl Default for ServerConfig {
             log: LogConfig::default(),
             trusted_proxies: Vec::new(),
             headers_with_underscores: UnderscoreHeadersConfig::default(),
+            client_header_timeout: default_client_header_timeout(),
+            keepalive_timeout: default_keepalive_timeout(),
+            max_body_size: default_max_body_size(),
         }
     }
 }
@@ -132,6 +155,13 @@ pub struct ListenerConfig {
     /// Plain listeners accept HTTP/1.1 and HTTP/2 with prior knowledge (h2c).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Open connections at most; more are closed at accept (and counted).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    16384
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -151,9 +181,18 @@ pub struct TlsConfig {
 pub struct AdminConfig {
     /// `ip:port` of the admin listener (metrics, health, config view, registry).
     pub address: String,
-    /// Bearer token required for write calls (registry); none = open.
+    /// Bearer token required for write calls (registry); none = open, which is
+    /// refused on a non-loopback address unless `allow_unauthenticated_writes`.
     #[serde(default)]
     pub token: Option<String>,
+    /// Accept registry writes without a token on a non-loopback admin address
+    /// (an explicit, loudly logged opt-out of the exposure rule).
+    #[serde(default)]
+    pub allow_unauthenticated_writes: bool,
+    /// Require the token for `/config`, `/registry/...` and `/discovery` reads too
+    /// (`/metrics`, `/health` and `/ready` stay open).
+    #[serde(default)]
+    pub protect_reads: bool,
     /// Store of the built-in service registry (memory by default).
     #[serde(default)]
     pub registry: Option<super::discovery::RegistryConfig>,
@@ -425,6 +464,9 @@ pub struct RouteConfig {
     /// `public` (default) or a JWT policy; see the auth section.
     #[serde(default)]
     pub auth: plugins::RouteAuthConfig,
+    /// Overrides `server.max_body_size` for this route (0: no limit).
+    #[serde(default)]
+    pub max_body_size: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

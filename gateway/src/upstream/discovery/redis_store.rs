@@ -13,8 +13,9 @@ use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::registry::{Record, RegistryError};
+use super::registry::{LimitError, Record, RegistryError};
 use super::unix_ms;
+use crate::config::discovery::RegistryLimitsConfig;
 
 /// Deletes an instance only if the stored copy has expired, so an eviction never
 /// removes a record another gateway has just renewed.
@@ -27,6 +28,55 @@ if (not ok) or (tonumber(rec['expires_unix_ms']) or 0) <= tonumber(ARGV[2]) then
   return 1
 end
 return 0
+"#;
+
+/// Stores a registration unless it is new and would pass a cap. Runs as one
+/// script, so two gateways registering at once cannot both take the last slot.
+/// Expired records are purged before counting (they would otherwise hold slots
+/// until a sweep). Returns 1 (stored), -1 (instances cap), -2 (services cap).
+/// Builds other services' keys from the prefix: meant for a single Redis, not a cluster.
+const PUT_CAPPED: &str = r#"
+local now = tonumber(ARGV[6])
+local function purge(key)
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    local ok, rec = pcall(cjson.decode, all[i + 1])
+    if (not ok) or (tonumber(rec['expires_unix_ms']) or 0) <= now then
+      redis.call('HDEL', key, all[i])
+    end
+  end
+  return redis.call('HLEN', key)
+end
+local renew = false
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then
+  local ok, rec = pcall(cjson.decode, existing)
+  renew = ok and (tonumber(rec['expires_unix_ms']) or 0) > now
+end
+if not renew then
+  local n = purge(KEYS[1])
+  if n >= tonumber(ARGV[4]) then return -1 end
+  if n == 0 then
+    local others = redis.call('SCARD', KEYS[2]) - redis.call('SISMEMBER', KEYS[2], ARGV[3])
+    if others >= tonumber(ARGV[5]) then
+      local live = 0
+      for _, s in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+        if s ~= ARGV[3] then
+          if purge(ARGV[8] .. ':svc:' .. s) > 0 then
+            live = live + 1
+          else
+            redis.call('SREM', KEYS[2], s)
+          end
+        end
+      end
+      if live >= tonumber(ARGV[5]) then return -2 end
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[7], ARGV[3])
+return 1
 "#;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -116,6 +166,49 @@ impl RedisStore {
                 .await
         })
         .await
+    }
+
+    /// Store a registration, refusing a new one beyond `limits` (see [`PUT_CAPPED`]).
+    pub(super) async fn put_capped(
+        &self,
+        record: &Record,
+        limits: &RegistryLimitsConfig,
+    ) -> Result<(), RegistryError> {
+        let json = serde_json::to_string(record).map_err(store_err)?;
+        let (key, set, channel, prefix) = (
+            self.service_key(&record.service),
+            self.services_key(),
+            self.channel(),
+            self.prefix.clone(),
+        );
+        let (service, id, now) = (record.service.clone(), record.id.clone(), unix_ms());
+        let (max_instances, max_services) = (limits.max_instances_per_service, limits.max_services);
+        let outcome: i64 = self
+            .run(move |mut c| async move {
+                redis::Script::new(PUT_CAPPED)
+                    .key(&key)
+                    .key(&set)
+                    .arg(&id)
+                    .arg(&json)
+                    .arg(&service)
+                    .arg(max_instances)
+                    .arg(max_services)
+                    .arg(now)
+                    .arg(&channel)
+                    .arg(&prefix)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match outcome {
+            -1 => Err(LimitError::TooManyInstances {
+                service: record.service.clone(),
+                max: max_instances,
+            }
+            .into()),
+            -2 => Err(LimitError::TooManyServices { max: max_services }.into()),
+            _ => Ok(()),
+        }
     }
 
     pub(super) async fn get(

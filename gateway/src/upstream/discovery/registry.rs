@@ -15,13 +15,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+mod limits;
 mod tasks;
 #[cfg(test)]
 mod tests;
 
 use super::redis_store::RedisStore;
 use super::{clamp_weight, unix_ms, DiscoveryError};
-use crate::config::discovery::{RegistryConfig, RegistryStore};
+use crate::config::discovery::{RegistryConfig, RegistryLimitsConfig, RegistryStore};
 use crate::upstream::Endpoint;
 
 /// Why a registry call failed.
@@ -33,6 +34,8 @@ pub enum RegistryError {
     NotFound { service: String, id: String },
     #[error("registry store unavailable: {0}")]
     Store(String),
+    #[error("{0}")]
+    Limit(#[from] LimitError),
 }
 
 /// One registered instance.
@@ -180,19 +183,34 @@ impl Registry {
         f(&mut guard)
     }
 
-    /// Register a new instance or renew an existing one; true when it is new.
+    /// Register a new instance or renew an existing one, under the default limits.
     pub async fn register(
         &self,
         service: &str,
         id: &str,
         req: RegisterRequest,
     ) -> Result<(Record, bool), RegistryError> {
+        self.register_with(service, id, req, &RegistryLimitsConfig::default())
+            .await
+    }
+
+    /// Register a new instance or renew an existing one; true when it is new.
+    /// A new instance that would pass one of `limits` is refused and not stored.
+    pub async fn register_with(
+        &self,
+        service: &str,
+        id: &str,
+        req: RegisterRequest,
+        limits: &RegistryLimitsConfig,
+    ) -> Result<(Record, bool), RegistryError> {
         check_names(service, id)?;
         let ttl = self.ttl(req.ttl.as_ref())?;
         if req.port == 0 {
             return Err(RegistryError::Invalid("port must be 1..=65535".into()));
         }
+        limits::check_metadata(&req.metadata, limits)?;
         let resolved = resolve(&req.address, req.port).await?;
+        limits::check_address(resolved.ip(), limits)?;
         let now = unix_ms();
         let previous = match &self.store {
             Some(store) => store.get(service, id).await?,
@@ -212,17 +230,23 @@ impl Registry {
             expires_unix_ms: now + ttl.as_millis() as u64,
         };
         if let Some(store) = &self.store {
-            store.put(&record).await?;
+            // counted inside Redis, so replicas registering at once cannot pass the caps
+            store.put_capped(&record, limits).await?;
         }
         let created = previous.is_none();
         let changed = previous
             .as_ref()
             .is_none_or(|p| p.resolved != record.resolved || p.metadata != record.metadata);
+        let checked = self.store.is_some();
         self.with_entries(|e| {
+            if !checked {
+                limits::check_counts(e, service, id, now, limits)?;
+            }
             e.entry(service.to_string())
                 .or_default()
-                .insert(id.to_string(), record.clone())
-        });
+                .insert(id.to_string(), record.clone());
+            Ok::<(), LimitError>(())
+        })?;
         if created {
             tracing::info!(service, id, address = %record.resolved, "registry: instance registered");
         }
@@ -405,4 +429,5 @@ async fn resolve(address: &str, port: u16) -> Result<SocketAddr, RegistryError> 
     }
 }
 
+pub use limits::LimitError;
 pub use tasks::{validate_config, RegistrySource};

@@ -7,7 +7,9 @@
 //! - `GET    /registry/services[/{service}]`: live instances;
 //! - `GET    /discovery`: per service, its source, last refresh, last error, instances.
 //!
-//! With `admin.token` set, the writes need `Authorization: Bearer <token>`.
+//! With `admin.token` set, the writes need `Authorization: Bearer <token>` (and the
+//! reads too with `admin.protect_reads`); see `admin::access`. Registrations are
+//! held to `admin.registry.limits` of the running config (so a reload changes them).
 
 use std::sync::Arc;
 
@@ -19,7 +21,8 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::registry::{self, RegisterRequest, RegistryError};
+use super::registry::{self, LimitError, RegisterRequest, RegistryError};
+use crate::admin::access::{self, Access};
 use crate::runtime::Shared;
 use crate::upstream::now_ms;
 
@@ -40,17 +43,24 @@ pub fn router() -> Router<Arc<Shared>> {
 }
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
-    (
-        status,
-        Json(json!({"error": code, "message": message.to_string()})),
-    )
-        .into_response()
+    access::refuse(status, code, message)
 }
 
 fn from_registry(e: RegistryError) -> Response {
     match e {
         RegistryError::Invalid(m) => error(StatusCode::BAD_REQUEST, "invalid_registration", m),
         e @ RegistryError::NotFound { .. } => error(StatusCode::NOT_FOUND, "not_registered", e),
+        RegistryError::Limit(l) => {
+            let status = match l {
+                LimitError::TooManyServices { .. } | LimitError::TooManyInstances { .. } => {
+                    StatusCode::CONFLICT
+                }
+                LimitError::MetadataTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                LimitError::AddressNotAllowed { .. } => StatusCode::FORBIDDEN,
+            };
+            tracing::warn!(reason = l.code(), "registry: registration refused: {l}");
+            error(status, l.code(), l)
+        }
         RegistryError::Store(m) => {
             tracing::warn!(error = %m, "registry write failed: the store is unavailable");
             error(
@@ -62,37 +72,8 @@ fn from_registry(e: RegistryError) -> Response {
     }
 }
 
-/// A refusal unless the request carries the configured admin token (or none is set).
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let cfg = shared.current();
-    let token = cfg.file.admin.as_ref().and_then(|a| a.token.as_deref())?;
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
-        Some(_) => Some(error(StatusCode::FORBIDDEN, "forbidden", "wrong admin token")),
-        None => Some((
-            StatusCode::UNAUTHORIZED,
-            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({"error": "unauthorized", "message": "registry writes need `Authorization: Bearer <admin token>`"})),
-        )
-            .into_response()),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
-    x.iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
-        == 0
+    access::check(shared, headers, Access::Write)
 }
 
 async fn register(
@@ -114,7 +95,17 @@ async fn register(
             )
         }
     };
-    let result = registry::global().register(&service, &id, req).await;
+    let cfg = shared.current();
+    let limits = cfg
+        .file
+        .admin
+        .as_ref()
+        .and_then(|a| a.registry.as_ref())
+        .map(|r| r.limits.clone())
+        .unwrap_or_default();
+    let result = registry::global()
+        .register_with(&service, &id, req, &limits)
+        .await;
     if result.is_ok() {
         super::apply_registry_now(shared.current().services.values(), &service);
     }
@@ -160,7 +151,10 @@ async fn deregister(
     }
 }
 
-async fn list_all() -> Response {
+async fn list_all(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = access::check(&shared, &headers, Access::Read) {
+        return r;
+    }
     let r = registry::global();
     Json(json!({
         "store": r.store_kind(),
@@ -170,7 +164,14 @@ async fn list_all() -> Response {
     .into_response()
 }
 
-async fn list_one(Path(service): Path<String>) -> Response {
+async fn list_one(
+    State(shared): State<Arc<Shared>>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = access::check(&shared, &headers, Access::Read) {
+        return r;
+    }
     let r = registry::global();
     Json(json!({
         "service": service,
@@ -179,7 +180,10 @@ async fn list_one(Path(service): Path<String>) -> Response {
     .into_response()
 }
 
-async fn discovery_view(State(shared): State<Arc<Shared>>) -> Response {
+async fn discovery_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = access::check(&shared, &headers, Access::Read) {
+        return r;
+    }
     let cfg = shared.current();
     let now = now_ms();
     let services: serde_json::Map<String, serde_json::Value> = cfg

@@ -176,4 +176,5 @@ pub fn validate_config(cfg: &RegistryConfig, errors: &mut Vec<crate::config::Con
             "must not be empty",
         ));
     }
+    super::limits::validate(&cfg.limits, errors);
 }

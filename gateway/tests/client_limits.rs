@@ -1,0 +1,325 @@
+//! Slow and greedy clients against the real binary, with raw TCP clients: a header
+//! sent one byte at a time is cut off (408), an idle keep-alive connection is
+//! closed, connections beyond a listener's `max_connections` are refused and
+//! counted, and an oversized body (declared or chunked) gets a 413 without the
+//! backend receiving more than the limit.
+//!
+//! Bounds are generous (seconds, against timeouts of one second): the tests check
+//! that a connection ends, never how fast.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use testkit::{wait_until, Backend, GatewayProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+/// Far beyond any timeout configured here; the tests fail if nothing happens by then.
+const BOUND: Duration = Duration::from_secs(15);
+
+fn config(server: Value, listener: Value, services: Value, routes: Value) -> String {
+    let mut l = json!({"address": "127.0.0.1:$HTTP_PORT"});
+    if let (Some(l), Some(extra)) = (l.as_object_mut(), listener.as_object()) {
+        l.extend(extra.clone());
+    }
+    json!({
+        "server": server,
+        "listeners": [l],
+        "admin": {"address": "127.0.0.1:$ADMIN_PORT"},
+        "services": services,
+        "routes": routes,
+    })
+    .to_string()
+}
+
+fn echo_config(b: &Backend, server: Value, listener: Value) -> String {
+    config(
+        server,
+        listener,
+        json!({"echo": {"instances": [b.addr()]}}),
+        json!([{"match": {"prefix": "/"}, "service": "echo"}]),
+    )
+}
+
+/// Read one response with a Content-Length body; the head and the body.
+async fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed inside a body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return (head, buf[end + 4..end + 4 + len].to_vec());
+        }
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Everything the peer sends until it closes (or resets) the connection, or None
+/// when it is still open after `BOUND`.
+async fn until_closed(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(got),
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_sent_one_byte_at_a_time_is_cut_off() {
+    let b = Backend::start("b");
+    let gw = GatewayProcess::start(
+        BIN,
+        &echo_config(&b, json!({"client_header_timeout": "1s"}), json!({})),
+    );
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    // one byte every 100 ms, never the empty line that ends the header
+    let drip = b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let started = Instant::now();
+    let mut cut = false;
+    for byte in drip {
+        if started.elapsed() > BOUND {
+            break;
+        }
+        if s.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut one = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(100), s.peek(&mut one)).await {
+            Ok(Ok(_)) => {
+                cut = true;
+                break;
+            }
+            Ok(Err(_)) => {
+                cut = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        cut,
+        "the slow header was still being accepted after {:?}",
+        started.elapsed()
+    );
+    let rest = until_closed(&mut s).await.expect("closed after the answer");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert_eq!(b.requests(), 0);
+    assert!(gw.metric("gateway_client_header_timeouts_total", &[]) >= 1.0);
+
+    // a client that sends its header at once is unaffected
+    let mut ok = TcpStream::connect(gw.addr()).await.unwrap();
+    ok.write_all(b"GET /fine HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut ok).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keepalive_connection_is_closed_after_the_timeout() {
+    let b = Backend::start("b");
+    let gw = GatewayProcess::start(
+        BIN,
+        &echo_config(&b, json!({"keepalive_timeout": "1s"}), json!({})),
+    );
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    for i in 0..2 {
+        s.write_all(format!("GET /k{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut s).await;
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "keep-alive still works: {head}"
+        );
+    }
+    let rest = until_closed(&mut s)
+        .await
+        .expect("the idle connection was still open");
+    assert!(rest.is_empty(), "closed without a response: {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_connections_are_refused_and_counted() {
+    let b = Backend::start("b");
+    let gw = GatewayProcess::start(
+        BIN,
+        &echo_config(&b, json!({}), json!({"max_connections": 2})),
+    );
+    let listener = gw.addr();
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut s = TcpStream::connect(&listener).await.unwrap();
+        s.write_all(format!("GET /h{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(s);
+    }
+    let mut third = TcpStream::connect(&listener).await.unwrap();
+    let _ = third
+        .write_all(b"GET /third HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let answer = until_closed(&mut third)
+        .await
+        .expect("the third connection was kept");
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    let refused = || {
+        gw.metric(
+            "gateway_connections_refused_total",
+            &[("listener", listener.as_str())],
+        )
+    };
+    assert_eq!(refused(), 1.0);
+
+    // a freed slot is taken again
+    drop(held.pop());
+    let served = async {
+        for _ in 0..50 {
+            let Ok(mut s) = TcpStream::connect(&listener).await else {
+                continue;
+            };
+            if s.write_all(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .is_ok()
+            {
+                let mut buf = [0u8; 12];
+                if s.read_exact(&mut buf).await.is_ok() && buf.starts_with(b"HTTP/1.1 200") {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(served.await);
+}
+
+/// A backend that never answers and counts the bytes it receives.
+fn byte_sink() -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std.set_nonblocking(true).unwrap();
+    let addr = std.local_addr().unwrap().to_string();
+    let (bytes, conns) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (b2, c2) = (bytes.clone(), conns.clone());
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(std).unwrap();
+        while let Ok((mut s, _)) = listener.accept().await {
+            c2.fetch_add(1, Ordering::SeqCst);
+            let b3 = b2.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    b3.fetch_add(n as u64, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, bytes, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_and_the_backend_never_gets_them() {
+    let (sink, sink_bytes, sink_conns) = byte_sink();
+    let b = Backend::start("b");
+    let gw = GatewayProcess::start(
+        BIN,
+        &config(
+            json!({"max_body_size": "1k"}),
+            json!({}),
+            json!({"sink": {"instances": [sink]}, "echo": {"instances": [b.addr()]}}),
+            json!([
+                {"match": {"prefix": "/big/"}, "service": "echo", "max_body_size": "1m"},
+                {"match": {"prefix": "/"}, "service": "sink"},
+            ]),
+        ),
+    );
+
+    // declared: refused before anything is forwarded
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    let body = vec![b'a'; 2000];
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = s.write_all(&body).await;
+    let (head, resp) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    let v: Value = serde_json::from_slice(&resp).unwrap();
+    assert_eq!(v["error"], "body_too_large");
+    assert_eq!(
+        sink_conns.load(Ordering::SeqCst),
+        0,
+        "nothing reached the backend"
+    );
+
+    // chunked: cut as it streams; the backend gets the head and at most the limit
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    let mut req =
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        req.extend_from_slice(b"3e8\r\n");
+        req.extend_from_slice(&[b'b'; 1000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    s.write_all(&req).await.unwrap();
+    let answer = until_closed(&mut s).await.expect("answered and closed");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("body_too_large"), "{text}");
+    // the request head (< 1 KiB here) plus at most 1 KiB of body
+    assert!(
+        sink_bytes.load(Ordering::SeqCst) < 2048,
+        "the backend received {} bytes",
+        sink_bytes.load(Ordering::SeqCst)
+    );
+
+    // a route's own limit overrides the server's
+    let resp = testkit::client()
+        .post(gw.url("/big/upload"))
+        .body(vec![b'c'; 4000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["body_bytes"], 4000);
+    assert!(wait_until(Duration::from_secs(5), || {
+        gw.metric("gateway_requests_total", &[("status", "4xx")]) >= 2.0
+    }));
+}
