@@ -31,7 +31,7 @@ use crate::routing::path_policy::PathRefusal;
 use crate::routing::Route;
 use crate::runtime::{RuntimeConfig, Shared};
 use crate::upstream::{now_ms, InflightGuard, PickInput};
-use forward::{apply_request_rules, forwarded_headers, rewrite_path};
+use forward::{apply_request_rules, forwarded_headers, rewrite_path, sign_identity};
 use request::{hash_key, request_id, route_request, run_plugins};
 use respond::{respond_empty, respond_json};
 
@@ -394,14 +394,18 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.as_ref() else {
             return Ok(());
         };
+        // `req` is a fresh copy of the client's request on every attempt: read ctx,
+        // never consume it, or a retry goes out without what the first attempt had
+        let out = &ctx.plugin_out;
         rewrite_path(
             ctx.upstream_path.as_deref(),
             req,
-            ctx.plugin_out.strip_query_param.as_deref(),
+            out.strip_query_param.as_deref(),
         )?;
-        apply_request_rules(route, req, &mut ctx.plugin_out)?;
+        apply_request_rules(route, req, out)?;
         forwarded_headers(session, req, ctx.trusted_peer)?;
         req.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        sign_identity(route, req, out, &ctx.request_id)?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use plugins::auth::identity::verify_signature;
+use plugins::auth::identity::{verify_signature, ReceivedRequest};
 use plugins::auth::mint::{mint_token, MintKey, MintOptions};
 use serde_json::{json, Value};
 use testkit::{check_config, client, Backend, Echo, GatewayProcess};
@@ -342,7 +342,8 @@ async fn identity_headers_are_injected_signed_and_never_spoofed() {
     assert!(e.header("x-internal-secret").is_none());
     assert_eq!(e.header_all("x-gateway-signature").len(), 1);
 
-    // the service-side helper accepts the gateway's signature, and only with the secret
+    // the service-side helper accepts the gateway's signature for this request, and
+    // only with the secret
     let mut headers = http::HeaderMap::new();
     for (k, vs) in &e.headers {
         for v in vs {
@@ -352,17 +353,26 @@ async fn identity_headers_are_injected_signed_and_never_spoofed() {
             );
         }
     }
-    let id = verify_signature(&headers, SIG_SECRET.as_bytes(), Duration::from_secs(60)).unwrap();
+    let max = Duration::from_secs(60);
+    fn req(headers: &http::HeaderMap) -> ReceivedRequest<'_> {
+        ReceivedRequest {
+            method: "GET",
+            path_and_query: "/api/x",
+            headers,
+        }
+    }
+    let id = verify_signature(&req(&headers), "echo", SIG_SECRET.as_bytes(), max).unwrap();
     assert_eq!(id.get("authenticated-user"), Some("ada@example.com"));
     assert_eq!(id.get("X-User-Roles"), Some("USER,OPS"));
     assert!(verify_signature(
-        &headers,
+        &req(&headers),
+        "echo",
         b"another-secret-another-secret",
-        Duration::from_secs(60)
+        max
     )
     .is_err());
     headers.insert("x-user-id", http::HeaderValue::from_static("1"));
-    assert!(verify_signature(&headers, SIG_SECRET.as_bytes(), Duration::from_secs(60)).is_err());
+    assert!(verify_signature(&req(&headers), "echo", SIG_SECRET.as_bytes(), max).is_err());
 }
 
 #[test]

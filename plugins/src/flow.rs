@@ -2,9 +2,12 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+
+use crate::auth::identity::IdentitySigner;
 
 /// What a plugin sees of the request.
 pub struct RequestView<'a> {
@@ -29,8 +32,13 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// What plugins hand to the rest of the pipeline.
 #[derive(Debug, Default)]
 pub struct PluginOutput {
-    /// Headers to set on the upstream request (e.g. the verified identity).
+    /// Headers to set on the upstream request (e.g. the verified identity), on every
+    /// attempt: read, never consumed.
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Signs `upstream_headers` for each attempt, bound to the request as it is sent
+    /// (method, rewritten path, service, request id); set on protected routes when
+    /// `auth.identity.signature` is configured.
+    pub identity_signer: Option<Arc<IdentitySigner>>,
     /// Headers to set on the response to the client (e.g. CORS), errors included.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// A query parameter to remove before forwarding (a token read from the URL

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use plugins::auth::identity::verify_signature_at;
+use plugins::auth::identity::{verify_signature_at, ReceivedRequest};
 use plugins::auth::keys::{KeyEntry, KeySource};
 use plugins::auth::token::TokenSource;
 use plugins::auth::verify::{verify, Issuer};
@@ -50,12 +50,14 @@ proptest! {
     }
 
     #[test]
-    fn signature_headers_never_panic(v in "[ -~]{0,200}") {
+    fn signature_headers_never_panic(v in "[ -~]{0,200}", pq in "[ -~]{0,40}") {
         let mut h = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&v) {
             h.insert("x-gateway-signature", v);
         }
-        prop_assert!(verify_signature_at(&h, "x-gateway-signature", b"k", Duration::from_secs(60), 0).is_err());
+        h.insert("x-request-id", HeaderValue::from_static("r"));
+        let req = ReceivedRequest { method: "GET", path_and_query: &pq, headers: &h };
+        prop_assert!(verify_signature_at(&req, "s", "x-gateway-signature", b"k", Duration::from_secs(60), 0).is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Who is calling: the identity the gateway injected (`X-User-Id`, `Authenticated-User`,
 //! `X-User-Roles`) after it verified the caller's token, checked against the gateway's
-//! HMAC signature (`X-Gateway-Signature`) when a signing secret is configured.
+//! HMAC signature (`X-Gateway-Signature`) when a signing secret is configured. The
+//! signature is bound to this request: its method, path and query, this service's
+//! name and the request id, so a captured header set is good for nothing else.
 //!
 //! The services never verify JWTs themselves; a request without these headers did not
 //! come through a protected gateway route and is refused.
@@ -8,10 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use plugins::auth::identity::{verify_signature, SignatureError};
+use plugins::auth::identity::{verify_signature, ReceivedRequest, SignatureError};
 
 use crate::error::ApiError;
 
@@ -23,14 +25,18 @@ pub const ROLES_HEADER: &str = "x-user-roles";
 const SIGNATURE_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// Whether and how to check the gateway's signature.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct GatewayTrust {
+    /// This service's name in the gateway's `services:` (the signature names it).
+    service: &'static str,
     secret: Option<Arc<[u8]>>,
 }
 
 impl GatewayTrust {
-    pub fn new(secret: Option<&str>) -> Self {
+    /// `service`: this service's name as the gateway knows it (`member`, `order`).
+    pub fn new(service: &'static str, secret: Option<&str>) -> Self {
         Self {
+            service,
             secret: secret.map(|s| Arc::from(s.as_bytes())),
         }
     }
@@ -39,21 +45,19 @@ impl GatewayTrust {
         self.secret.is_some()
     }
 
-    /// Check the signature header (the gateway's format, verified by the gateway's
-    /// own `verify_signature`) and that it covers the identity headers we read.
-    pub fn verify(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// Check the signature header on this request (the gateway's format, verified by
+    /// the gateway's own `verify_signature`) and that it covers the identity headers
+    /// we read.
+    pub fn verify(&self, req: &ReceivedRequest<'_>) -> Result<(), ApiError> {
         let Some(secret) = &self.secret else {
             return Ok(());
         };
         let refused = |code: &'static str| {
             ApiError::unauthorized(code, "requests must come through the gateway")
         };
-        match verify_signature(headers, secret, SIGNATURE_MAX_AGE) {
+        match verify_signature(req, self.service, secret, SIGNATURE_MAX_AGE) {
             Ok(signed) => {
-                let covered = [USER_ID_HEADER, EMAIL_HEADER, ROLES_HEADER]
-                    .iter()
-                    .all(|h| signed.headers.iter().any(|(n, _)| n == h));
-                if covered {
+                if signed.covers(&[USER_ID_HEADER, EMAIL_HEADER, ROLES_HEADER]) {
                     Ok(())
                 } else {
                     Err(refused("gateway_signature_invalid"))
@@ -114,7 +118,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        GatewayTrust::from_ref(state).verify(&parts.headers)?;
+        // the path as it arrived (a nested router would show a shortened one)
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(&parts.uri, |o| &o.0);
+        let req = ReceivedRequest::new(&parts.method, uri, &parts.headers);
+        GatewayTrust::from_ref(state).verify(&req)?;
         Identity::from_headers(&parts.headers)
     }
 }
@@ -141,50 +151,78 @@ mod tests {
         assert!(Identity::from_headers(&HeaderMap::new()).is_err());
     }
 
-    /// Sign like the gateway does (its renderer, same templates as the demo config).
-    fn gateway_signature(secret: &[u8], h: &HeaderMap) -> HeaderValue {
-        use plugins::auth::identity::{IdentityRenderer, SIGNATURE_HEADER};
-        let r = IdentityRenderer::new(
-            &[
-                ("Authenticated-User".into(), "{email}".into()),
-                ("X-User-Id".into(), "{sub}".into()),
-                ("X-User-Roles".into(), "{roles}".into()),
-            ],
-            Some((
-                axum::http::HeaderName::from_static(SIGNATURE_HEADER),
-                secret.to_vec(),
-            )),
-        )
-        .unwrap();
+    const SERVICE: &str = "order";
+
+    /// Sign like the gateway does (its signer, same headers as the demo config).
+    fn gateway_signature(secret: &[u8], h: &HeaderMap, method: &str, pq: &str) -> HeaderValue {
+        use axum::http::HeaderName;
+        use plugins::auth::identity::{Binding, IdentitySigner, SIGNATURE_HEADER};
+        let names = [EMAIL_HEADER, USER_ID_HEADER, ROLES_HEADER]
+            .map(HeaderName::from_static)
+            .to_vec();
+        let signer =
+            IdentitySigner::new(HeaderName::from_static(SIGNATURE_HEADER), secret, names).unwrap();
         let identity: Vec<_> = h.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        let binding = Binding {
+            method,
+            path_and_query: pq,
+            service: SERVICE,
+            request_id: "req-1",
+        };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        r.sign(&identity, now).unwrap().1
+        signer.sign(&identity, &binding, now).unwrap()
+    }
+
+    fn verify(trust: &GatewayTrust, h: &HeaderMap, method: &str, pq: &str) -> Result<(), ApiError> {
+        trust.verify(&ReceivedRequest {
+            method,
+            path_and_query: pq,
+            headers: h,
+        })
     }
 
     #[test]
     fn signature_is_required_only_when_configured() {
-        let h = identity_headers();
-        assert!(GatewayTrust::new(None).verify(&h).is_ok());
-        let trust = GatewayTrust::new(Some("s3cret"));
+        let mut h = identity_headers();
+        h.insert("x-request-id", HeaderValue::from_static("req-1"));
+        let pq = "/order/orders?limit=5";
+        assert!(verify(&GatewayTrust::new(SERVICE, None), &h, "GET", pq).is_ok());
+        let trust = GatewayTrust::new(SERVICE, Some("s3cret"));
         assert_eq!(
-            trust.verify(&h).unwrap_err().code,
+            verify(&trust, &h, "GET", pq).unwrap_err().code,
             "gateway_signature_missing"
         );
         let mut signed = h.clone();
-        signed.insert("x-gateway-signature", gateway_signature(b"s3cret", &h));
-        assert!(trust.verify(&signed).is_ok());
+        let sig = gateway_signature(b"s3cret", &identity_headers(), "GET", pq);
+        signed.insert("x-gateway-signature", sig);
+        assert!(verify(&trust, &signed, "GET", pq).is_ok());
+        // The same headers on another request, or for another service: refused.
+        for (method, path) in [
+            ("DELETE", pq),
+            ("GET", "/order/orders/1"),
+            ("GET", "/order/orders"),
+        ] {
+            assert_eq!(
+                verify(&trust, &signed, method, path).unwrap_err().code,
+                "gateway_signature_invalid",
+                "{method} {path}"
+            );
+        }
+        let member = GatewayTrust::new("member", Some("s3cret"));
+        assert!(verify(&member, &signed, "GET", pq).is_err());
         // Change the identity after signing: refused.
         signed.insert(EMAIL_HEADER, HeaderValue::from_static("b@example.com"));
         assert_eq!(
-            trust.verify(&signed).unwrap_err().code,
+            verify(&trust, &signed, "GET", pq).unwrap_err().code,
             "gateway_signature_invalid"
         );
         // Signed with another key: refused.
         let mut other = h.clone();
-        other.insert("x-gateway-signature", gateway_signature(b"other", &h));
-        assert!(trust.verify(&other).is_err());
+        let sig = gateway_signature(b"other", &identity_headers(), "GET", pq);
+        other.insert("x-gateway-signature", sig);
+        assert!(verify(&trust, &other, "GET", pq).is_err());
     }
 }

@@ -1,12 +1,19 @@
-//! Upstream request rewriting: path rewrite and query stripping, header rules,
-//! identity headers, `X-Forwarded-*`.
+//! Upstream request rewriting (upstream_request_filter, once per attempt): path
+//! rewrite and query stripping, header rules, identity headers and their signature,
+//! `X-Forwarded-*`.
+//!
+//! Pingora hands every attempt (retries included) a fresh copy of the client's
+//! request, so everything here reads the request context and never consumes it:
+//! a retry must carry exactly what the first attempt carried.
 
 use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderName, HeaderValue};
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
+use plugins::auth::identity::Binding;
 
 use super::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::routing::Route;
@@ -62,7 +69,7 @@ fn has_param(query: &str, name: &str) -> bool {
 pub(super) fn apply_request_rules(
     route: &Route,
     req: &mut RequestHeader,
-    out: &mut plugins::PluginOutput,
+    out: &plugins::PluginOutput,
 ) -> Result<()> {
     let rules = &route.request_headers;
     for name in &rules.remove {
@@ -74,10 +81,42 @@ pub(super) fn apply_request_rules(
     for (name, value) in &rules.add {
         req.append_header(name.clone(), value.clone())?;
     }
-    // verified identity last, so no rule can overwrite it
-    for (name, value) in out.upstream_headers.drain(..) {
-        req.insert_header(name, value)?;
+    // verified identity last, so no rule can overwrite it; copied, not moved: a
+    // retry needs it as much as the first attempt
+    for (name, value) in &out.upstream_headers {
+        req.insert_header(name.clone(), value.clone())?;
     }
+    Ok(())
+}
+
+/// Sign the identity for this attempt, bound to the request as it leaves: its
+/// method, path and query (after every rewrite), the service and the request id.
+/// Call last. A request that cannot be signed is not sent (fail closed).
+pub(super) fn sign_identity(
+    route: &Route,
+    req: &mut RequestHeader,
+    out: &plugins::PluginOutput,
+    request_id: &HeaderValue,
+) -> Result<()> {
+    let Some(signer) = &out.identity_signer else {
+        return Ok(());
+    };
+    let binding = Binding {
+        method: req.method.as_str(),
+        path_and_query: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        service: &route.service.name,
+        request_id: request_id.to_str().unwrap_or(""),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let Some(value) = signer.sign(&out.upstream_headers, &binding, now) else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "the identity signature cannot cover this request (a field spans lines)",
+        ));
+    };
+    req.insert_header(signer.header().clone(), value)?;
     Ok(())
 }
 

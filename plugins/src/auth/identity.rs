@@ -1,22 +1,17 @@
-//! Identity headers: render claim templates into the headers a service trusts,
-//! sign them with HMAC-SHA256 (optional), and verify that signature on the
-//! service side ([`verify_signature`]).
-//!
-//! Signature header: `t=<unix secs>,h=<name>;<name>...,v1=<hex HMAC-SHA256>` over
-//! `"v1\n<t>\n"` followed by `"<name>:<value>\n"` for each signed header, names in
-//! lowercase and sorted, an absent header signed as an empty value.
+//! Identity headers (request_filter stage): render claim templates into the headers
+//! a service trusts. Their signature, bound to each upstream request, is in
+//! [`super::signature`]; its items are re-exported here, where services find
+//! [`verify_signature`].
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use hmac::{Hmac, Mac};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
-use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
-
-/// The default signature header name.
-pub const SIGNATURE_HEADER: &str = "x-gateway-signature";
+pub use super::signature::{
+    canonical_string, verify_signature, verify_signature_at, Binding, Identity, IdentitySigner,
+    ReceivedRequest, SignatureError, MAX_CLOCK_SKEW, REQUEST_ID_HEADER, SIGNATURE_HEADER,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
@@ -92,15 +87,16 @@ fn push_value(out: &mut String, v: &Value) -> bool {
     true
 }
 
-/// Renders identity headers from claims, and signs them.
+/// Renders identity headers from claims; holds the signer when signing is configured.
 #[derive(Debug, Clone)]
 pub struct IdentityRenderer {
     templates: Vec<HeaderTemplate>,
-    signature: Option<(HeaderName, Vec<u8>)>,
+    signer: Option<Arc<IdentitySigner>>,
 }
 
 impl IdentityRenderer {
-    /// `headers`: header name -> template. Errors are `(header, message)`.
+    /// `headers`: header name -> template; `signature`: the signature header and
+    /// HMAC key. Errors are `(header, message)`.
     pub fn new(
         headers: &[(String, String)],
         signature: Option<(HeaderName, Vec<u8>)>,
@@ -121,11 +117,19 @@ impl IdentityRenderer {
             }
         }
         templates.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        let names = templates.iter().map(|t| t.name.clone()).collect();
+        let signer = match signature {
+            None => None,
+            Some((header, secret)) => match IdentitySigner::new(header, &secret, names) {
+                Some(s) => Some(Arc::new(s)),
+                None => {
+                    errors.push(("signature".into(), "HMAC refused the key".into()));
+                    None
+                }
+            },
+        };
         if errors.is_empty() {
-            Ok(Self {
-                templates,
-                signature,
-            })
+            Ok(Self { templates, signer })
         } else {
             Err(errors)
         }
@@ -134,10 +138,16 @@ impl IdentityRenderer {
     /// Every header this renderer can set (to strip from client requests).
     pub fn header_names(&self) -> Vec<HeaderName> {
         let mut v: Vec<HeaderName> = self.templates.iter().map(|t| t.name.clone()).collect();
-        if let Some((h, _)) = &self.signature {
-            v.push(h.clone());
+        if let Some(s) = &self.signer {
+            v.push(s.header().clone());
         }
         v
+    }
+
+    /// The signer, when `identity.signature` is configured: the upstream request is
+    /// signed per attempt, once its method, path and service are final.
+    pub fn signer(&self) -> Option<&Arc<IdentitySigner>> {
+        self.signer.as_ref()
     }
 
     /// The identity headers for these claims; a header whose claims are missing (or
@@ -161,151 +171,6 @@ impl IdentityRenderer {
         }
         out
     }
-
-    /// The signature header over `identity` at `now` (unix seconds), if configured.
-    pub fn sign(
-        &self,
-        identity: &[(HeaderName, HeaderValue)],
-        now: u64,
-    ) -> Option<(HeaderName, HeaderValue)> {
-        let (header, secret) = self.signature.as_ref()?;
-        let names: Vec<&str> = self.templates.iter().map(|t| t.name.as_str()).collect();
-        let value_of = |n: &str| {
-            identity
-                .iter()
-                .find(|(h, _)| h.as_str() == n)
-                .map(|(_, v)| v.as_bytes())
-                .unwrap_or(b"")
-        };
-        let mac = compute(secret, now, &names, value_of)?;
-        let v = format!("t={now},h={},v1={}", names.join(";"), hex::encode(mac));
-        HeaderValue::from_str(&v).ok().map(|v| (header.clone(), v))
-    }
-}
-
-fn compute<'a>(
-    secret: &[u8],
-    t: u64,
-    names: &[&str],
-    value_of: impl Fn(&str) -> &'a [u8],
-) -> Option<Vec<u8>> {
-    let mut mac = HmacSha256::new_from_slice(secret).ok()?;
-    mac.update(b"v1\n");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b"\n");
-    for n in names {
-        mac.update(n.as_bytes());
-        mac.update(b":");
-        mac.update(value_of(n));
-        mac.update(b"\n");
-    }
-    Some(mac.finalize().into_bytes().to_vec())
-}
-
-/// The verified identity a service reads after [`verify_signature`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// When the gateway signed (unix seconds).
-    pub signed_at: u64,
-    /// The signed headers (lowercase name, value); absent headers have empty values.
-    pub headers: Vec<(String, String)>,
-}
-
-impl Identity {
-    /// A signed header's value (case-insensitive name); `None` when absent or empty.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    }
-}
-
-/// Why a signature was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    #[error("no identity signature header")]
-    Missing,
-    #[error("the identity signature header is malformed")]
-    Malformed,
-    #[error("the identity signature is too old or from the future")]
-    Expired,
-    #[error("the identity signature does not match")]
-    Mismatch,
-}
-
-/// Verify the gateway's identity signature (header `X-Gateway-Signature`) with the
-/// shared `secret`, refusing signatures older (or newer) than `max_age`.
-pub fn verify_signature(
-    headers: &HeaderMap,
-    secret: &[u8],
-    max_age: Duration,
-) -> Result<Identity, SignatureError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    verify_signature_at(headers, SIGNATURE_HEADER, secret, max_age, now)
-}
-
-/// [`verify_signature`] with an explicit header name and clock.
-pub fn verify_signature_at(
-    headers: &HeaderMap,
-    header: &str,
-    secret: &[u8],
-    max_age: Duration,
-    now: u64,
-) -> Result<Identity, SignatureError> {
-    let raw = headers
-        .get(header)
-        .ok_or(SignatureError::Missing)?
-        .to_str()
-        .map_err(|_| SignatureError::Malformed)?;
-    let (mut t, mut h, mut v1) = (None, None, None);
-    for field in raw.split(',') {
-        match field.trim().split_once('=') {
-            Some(("t", x)) => t = x.parse::<u64>().ok(),
-            Some(("h", x)) => h = Some(x),
-            Some(("v1", x)) => v1 = hex::decode(x).ok(),
-            _ => return Err(SignatureError::Malformed),
-        }
-    }
-    let (Some(t), Some(h), Some(v1)) = (t, h, v1) else {
-        return Err(SignatureError::Malformed);
-    };
-    if now.abs_diff(t) > max_age.as_secs() {
-        return Err(SignatureError::Expired);
-    }
-    let names: Vec<&str> = h.split(';').filter(|n| !n.is_empty()).collect();
-    let value_of = |n: &str| headers.get(n).map(|v| v.as_bytes()).unwrap_or(b"");
-    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
-    mac.update(b"v1\n");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b"\n");
-    for n in &names {
-        mac.update(n.as_bytes());
-        mac.update(b":");
-        mac.update(value_of(n));
-        mac.update(b"\n");
-    }
-    mac.verify_slice(&v1)
-        .map_err(|_| SignatureError::Mismatch)?;
-    let headers = names
-        .iter()
-        .map(|n| {
-            let v = headers
-                .get(*n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            (n.to_ascii_lowercase(), v)
-        })
-        .collect();
-    Ok(Identity {
-        signed_at: t,
-        headers,
-    })
 }
 
 #[cfg(test)]
@@ -365,41 +230,26 @@ mod tests {
     }
 
     #[test]
-    fn signature_round_trip_and_tampering() {
+    fn the_signer_covers_every_template_and_its_header_is_stripped() {
+        assert!(renderer(None).signer().is_none());
         let r = renderer(Some(b"k"));
-        let ids = r.render(&claims());
-        let (name, sig) = r.sign(&ids, 1000).unwrap();
-        let mut headers = HeaderMap::new();
-        for (k, v) in &ids {
-            headers.insert(k.clone(), v.clone());
-        }
-        headers.insert(name.clone(), sig);
-        let max = Duration::from_secs(60);
-        let id = verify_signature_at(&headers, SIGNATURE_HEADER, b"k", max, 1010).unwrap();
-        assert_eq!(id.get("Authenticated-User"), Some("a@example.com"));
-        assert_eq!(id.signed_at, 1000);
-        assert_eq!(
-            verify_signature_at(&headers, SIGNATURE_HEADER, b"other", max, 1010),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify_signature_at(&headers, SIGNATURE_HEADER, b"k", max, 2000),
-            Err(SignatureError::Expired)
-        );
-        headers.insert("x-user-id", HeaderValue::from_static("1"));
-        assert_eq!(
-            verify_signature_at(&headers, SIGNATURE_HEADER, b"k", max, 1010),
-            Err(SignatureError::Mismatch)
-        );
-        headers.remove(SIGNATURE_HEADER);
-        assert_eq!(
-            verify_signature_at(&headers, SIGNATURE_HEADER, b"k", max, 1010),
-            Err(SignatureError::Missing)
-        );
-        headers.insert(SIGNATURE_HEADER, HeaderValue::from_static("garbage"));
-        assert_eq!(
-            verify_signature_at(&headers, SIGNATURE_HEADER, b"k", max, 1010),
-            Err(SignatureError::Malformed)
+        let names: Vec<String> = r.header_names().iter().map(|h| h.to_string()).collect();
+        assert!(names.contains(&SIGNATURE_HEADER.to_string()), "{names:?}");
+        let b = Binding {
+            method: "GET",
+            path_and_query: "/x",
+            service: "s",
+            request_id: "r",
+        };
+        let v = r
+            .signer()
+            .unwrap()
+            .sign(&r.render(&claims()), &b, 1)
+            .unwrap();
+        let v = v.to_str().unwrap();
+        assert!(
+            v.starts_with("t=1,h=authenticated-user;x-realm;x-user-id;x-user-roles,v2="),
+            "{v}"
         );
     }
 }

@@ -145,9 +145,8 @@ impl Plugin for JwtAuth {
                         });
                 }
                 out.upstream_headers.extend(v.identity.iter().cloned());
-                if let Some(sig) = self.shared.identity.sign(&v.identity, now as u64) {
-                    out.upstream_headers.push(sig);
-                }
+                // signed per upstream attempt, once the path and the service are final
+                out.identity_signer = self.shared.identity.signer().cloned();
                 out.subject.clone_from(&v.sub);
                 if self.allow_query_token {
                     out.strip_query_param = Some(self.shared.token.query.clone());

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod metrics;
 pub mod mint;
 pub mod rules;
+pub mod signature;
 pub mod token;
 pub mod verify;
 

@@ -26,7 +26,7 @@ async fn main() {
     );
     let state = OrderState {
         db,
-        trust: GatewayTrust::new(settings.signing_secret.as_deref()),
+        trust: GatewayTrust::new("order", settings.signing_secret.as_deref()),
         outbox,
     };
     if let Err(e) = serve::run(&settings, order::router(state), vec![saga]).await {

@@ -106,7 +106,7 @@ pub async fn state(
         redis,
         tokens: Arc::new(tokens),
         revocations: Arc::new(revoke::writer(&settings.redis_url)?),
-        trust: GatewayTrust::new(settings.signing_secret.as_deref()),
+        trust: GatewayTrust::new("member", settings.signing_secret.as_deref()),
         refresh_ttl: member.refresh_ttl,
     })
 }
