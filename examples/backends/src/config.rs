@@ -1,5 +1,8 @@
 //! Service settings from the environment: ports, data dir, Redis, registry, signing,
-//! event log. Every value has a default that matches the demo (`config/gateway.yaml`).
+//! event log. Every value has a default that matches the demo (`config/gateway.yaml`),
+//! except the signing secret: without `GATEWAY_SIGNING_SECRET` a service refuses to
+//! start (fail closed) unless `INSECURE_TRUST_UNSIGNED_IDENTITY=1` asks for the
+//! development mode explicitly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,8 +58,13 @@ pub struct ServiceSettings {
     pub redis_url: String,
     /// Set when `GATEWAY_ADMIN_URL` is set.
     pub registry: Option<RegistrySettings>,
-    /// `GATEWAY_SIGNING_SECRET`: when set, requests must carry the gateway's signature.
+    /// `GATEWAY_SIGNING_SECRET`: requests must carry the gateway's signature. Required:
+    /// `None` only when [`insecure_unsigned_identity`](Self::insecure_unsigned_identity)
+    /// was asked for explicitly.
     pub signing_secret: Option<String>,
+    /// `INSECURE_TRUST_UNSIGNED_IDENTITY=1`: local development only, believe identity
+    /// headers without a signature (anyone who reaches the port can claim any user).
+    pub insecure_unsigned_identity: bool,
     /// `EVENT_LOG` = `redis` (default) or `kafka` (with `KAFKA_BROKERS`).
     pub event_log: EventLogKind,
     /// `EVENT_MAX_ATTEMPTS` (default 5): failures before a message is dead-lettered.
@@ -126,13 +134,28 @@ impl ServiceSettings {
                 .ok_or_else(|| env_err("EVENT_MAX_ATTEMPTS", "expected a number >= 1"))?,
             None => 5,
         };
+        let signing_secret = non_empty(SIGNING_SECRET_VAR);
+        let insecure_unsigned_identity = flag(&non_empty, INSECURE_FLAG_VAR)?;
+        if signing_secret.is_none() && !insecure_unsigned_identity {
+            return Err(env_err(
+                SIGNING_SECRET_VAR,
+                format!(
+                    "not set: without it {name} cannot tell the gateway's identity headers from \
+                     a caller's forgery. Set it to the gateway's \
+                     auth.identity.signature.secret, or for local development only set \
+                     {INSECURE_FLAG_VAR}=1 to trust unsigned identity headers"
+                ),
+            ));
+        }
+        let signing_secret_is_none = signing_secret.is_none();
         Ok(Self {
             name,
             bind,
             data_dir: PathBuf::from(non_empty("DATA_DIR").unwrap_or_else(|| "data".into())),
             redis_url: non_empty("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
             registry,
-            signing_secret: non_empty("GATEWAY_SIGNING_SECRET"),
+            signing_secret,
+            insecure_unsigned_identity: insecure_unsigned_identity && signing_secret_is_none,
             event_log,
             event_max_attempts,
             event_retry_backoff: duration(
@@ -143,9 +166,45 @@ impl ServiceSettings {
         })
     }
 
+    /// Say at start how identity headers are trusted: a loud warning in the insecure
+    /// development mode (the flag is ignored when a secret is set).
+    pub fn log_identity_trust(&self) {
+        if self.insecure_unsigned_identity {
+            tracing::warn!(
+                service = self.name,
+                "INSECURE: {INSECURE_FLAG_VAR} is set and {SIGNING_SECRET_VAR} is not: identity \
+                 headers are believed WITHOUT a gateway signature. Anyone who can reach this \
+                 port can act as any user. Development only; never run like this in production."
+            );
+        } else {
+            tracing::info!(
+                service = self.name,
+                "identity headers must carry the gateway's signature"
+            );
+        }
+    }
+
     /// `<data_dir>/<name>.db`
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join(format!("{}.db", self.name))
+    }
+}
+
+/// The shared secret of the gateway's identity signature.
+pub const SIGNING_SECRET_VAR: &str = "GATEWAY_SIGNING_SECRET";
+/// The explicit development opt-out of signature checks.
+pub const INSECURE_FLAG_VAR: &str = "INSECURE_TRUST_UNSIGNED_IDENTITY";
+
+/// Read a boolean flag: `1`/`true`/`yes` or `0`/`false`/`no` (unset: false). Anything
+/// else is an error, so a typo never silently picks a side.
+pub fn flag(get: &impl Fn(&str) -> Option<String>, var: &str) -> Result<bool, EnvError> {
+    match get(var).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("0") | Some("false") | Some("no") => Ok(false),
+        Some("1") | Some("true") | Some("yes") => Ok(true),
+        Some(other) => Err(env_err(
+            var,
+            format!("expected 1 or 0 (true/false, yes/no), got {other:?}"),
+        )),
     }
 }
 
@@ -175,9 +234,11 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
+    const SECRET: (&str, &str) = (SIGNING_SECRET_VAR, "a-test-secret-of-some-length");
+
     #[test]
     fn defaults_match_the_demo() {
-        let s = ServiceSettings::from_lookup("order", 8083, lookup(&[])).unwrap();
+        let s = ServiceSettings::from_lookup("order", 8083, lookup(&[SECRET])).unwrap();
         assert_eq!(s.bind.to_string(), "127.0.0.1:8083");
         assert!(s.registry.is_none());
         assert_eq!(s.event_log, EventLogKind::Redis);
@@ -193,6 +254,7 @@ mod tests {
                 ("PORT", "9999"),
                 ("GATEWAY_ADMIN_URL", "http://127.0.0.1:9090/"),
                 ("REGISTRY_TTL", "3s"),
+                SECRET,
             ]),
         )
         .unwrap();
@@ -204,9 +266,35 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = ServiceSettings::from_lookup("x", 1, lookup(&[("PORT", "http")])).unwrap_err();
+        let e =
+            ServiceSettings::from_lookup("x", 1, lookup(&[("PORT", "http"), SECRET])).unwrap_err();
         assert_eq!(e.var, "PORT");
-        let e = ServiceSettings::from_lookup("x", 1, lookup(&[("EVENT_LOG", "nats")])).unwrap_err();
+        let e = ServiceSettings::from_lookup("x", 1, lookup(&[("EVENT_LOG", "nats"), SECRET]))
+            .unwrap_err();
         assert!(e.to_string().contains("known: redis, kafka"), "{e}");
+    }
+
+    #[test]
+    fn no_signing_secret_refuses_to_start_unless_explicitly_insecure() {
+        let e = ServiceSettings::from_lookup("order", 1, lookup(&[])).unwrap_err();
+        assert_eq!(e.var, SIGNING_SECRET_VAR);
+        assert!(e.to_string().contains(INSECURE_FLAG_VAR), "{e}");
+        // Blank is unset.
+        let blank = lookup(&[(SIGNING_SECRET_VAR, "  ")]);
+        assert!(ServiceSettings::from_lookup("order", 1, blank).is_err());
+        // The flag off is the same as unset.
+        let off = lookup(&[(INSECURE_FLAG_VAR, "0")]);
+        assert!(ServiceSettings::from_lookup("order", 1, off).is_err());
+        // A typo in the flag is an error naming the flag, never a silent choice.
+        let typo = lookup(&[(INSECURE_FLAG_VAR, "ture")]);
+        let e = ServiceSettings::from_lookup("order", 1, typo).unwrap_err();
+        assert_eq!(e.var, INSECURE_FLAG_VAR);
+        let s =
+            ServiceSettings::from_lookup("order", 1, lookup(&[(INSECURE_FLAG_VAR, "1")])).unwrap();
+        assert!(s.insecure_unsigned_identity && s.signing_secret.is_none());
+        // With a secret the flag changes nothing.
+        let both = lookup(&[SECRET, (INSECURE_FLAG_VAR, "true")]);
+        let s = ServiceSettings::from_lookup("order", 1, both).unwrap();
+        assert!(!s.insecure_unsigned_identity && s.signing_secret.is_some());
     }
 }

@@ -97,6 +97,7 @@ pub async fn run(
     router: Router,
     background: Vec<JoinHandle<()>>,
 ) -> std::io::Result<()> {
+    settings.log_identity_trust();
     let listener = tokio::net::TcpListener::bind(settings.bind).await?;
     let port = listener.local_addr()?.port();
     tracing::info!(service = settings.name, address = %listener.local_addr()?, "listening");

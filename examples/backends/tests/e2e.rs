@@ -163,29 +163,43 @@ async fn sign_up_order_refresh_log_out_and_withdraw() {
     assert_eq!(reuse.status(), 401);
     let body: serde_json::Value = reuse.json().await.unwrap();
     assert_eq!(body["error"], "invalid_refresh_token");
-    assert_eq!(stack.get("/member/me", &rotated.access).await.0, 200);
+    // That reuse ended the session (OAuth 2.0 Security BCP): the rotated pair is dead too.
+    let ended = testkit::wait_until_async(std::time::Duration::from_secs(2), || async {
+        stack.get("/member/me", &rotated.access).await.0 == 401
+    })
+    .await;
+    assert!(ended, "a reused refresh token left its session alive");
 
-    // Log out: that access token is refused at once (token_revoked), others still work.
+    // Log out: every access token of that session is refused at once (token_revoked),
+    // its refresh token is dead; another session of the same user still works.
+    let session = stack
+        .login("alice@example.com", "correct horse")
+        .await
+        .unwrap();
+    let elsewhere = stack
+        .login("alice@example.com", "correct horse")
+        .await
+        .unwrap();
     let r = http
         .post(stack.url("/member/logout"))
-        .bearer_auth(&rotated.access)
-        .json(&json!({"refreshToken": rotated.refresh}))
+        .bearer_auth(&session.access)
+        .json(&json!({"refreshToken": session.refresh}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
     // the very next request: the gateway revoked it before the 204 left (revoke: on_success)
-    let (status, body) = stack.get("/member/me", &rotated.access).await;
+    let (status, body) = stack.get("/member/me", &session.access).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("token_revoked")),
         "logged-out token still accepted\n{}",
         stack.logs()
     );
-    assert_eq!(stack.get("/member/me", &alice.access).await.0, 200);
+    assert_eq!(stack.get("/member/me", &elsewhere.access).await.0, 200);
     let r = http
         .post(stack.url("/member/refresh"))
-        .json(&json!({"refreshToken": rotated.refresh}))
+        .json(&json!({"refreshToken": session.refresh}))
         .send()
         .await
         .unwrap();
@@ -203,7 +217,7 @@ async fn sign_up_order_refresh_log_out_and_withdraw() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    for token in [&alice.access, &second.access] {
+    for token in [&elsewhere.access, &second.access] {
         let refused = testkit::wait_until_async(std::time::Duration::from_secs(2), || async {
             let (status, body) = stack.get("/order/orders", token).await;
             status == 401 && body["error"] == "token_revoked"

@@ -1,10 +1,11 @@
 //! The member service: accounts (SQLite, argon2 passwords) and tokens. It is the one
 //! service that deals in JWTs: it signs RS256 access tokens, publishes their public key
-//! as a JWKS, keeps refresh tokens in Redis, and writes revocations in the gateway's
-//! format on logout and withdrawal.
+//! as a JWKS, keeps sessions (rotating refresh-token families) in Redis, and writes
+//! revocations in the gateway's format on logout and withdrawal.
 
 mod revoke;
 mod routes;
+mod sessions;
 mod store;
 mod tokens;
 

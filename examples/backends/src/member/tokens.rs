@@ -1,5 +1,5 @@
 //! Access tokens (RS256 JWTs with a `kid`, short-lived), the JWKS that publishes their
-//! public key, and opaque refresh tokens kept in Redis and rotated on every use.
+//! public key, and opaque refresh tokens (kept in Redis by `sessions`).
 
 use std::time::Duration;
 
@@ -7,9 +7,7 @@ use base64::Engine;
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{MemberSettings, StartError};
 use crate::db::now_unix;
@@ -24,6 +22,9 @@ pub struct AccessClaims {
     pub email: String,
     pub roles: Vec<String>,
     pub jti: String,
+    /// The session (refresh-token family) this token was issued in: logout ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     pub iat: i64,
     pub exp: i64,
 }
@@ -79,14 +80,18 @@ impl TokenIssuer {
         &self.jwks
     }
 
-    /// Sign a fresh access token for this user.
+    /// Sign a fresh access token for this user in session `sid`, issued at or after
+    /// `iat_floor` (after "log out everywhere" in this very second, a new token must
+    /// not fall under the cut-off).
     pub fn issue(
         &self,
         sub: &str,
         email: &str,
         roles: &[String],
+        sid: &str,
+        iat_floor: i64,
     ) -> Result<(String, AccessClaims), String> {
-        let now = now_unix();
+        let now = now_unix().max(iat_floor);
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -94,6 +99,7 @@ impl TokenIssuer {
             email: email.to_string(),
             roles: roles.to_vec(),
             jti: uuid::Uuid::new_v4().to_string(),
+            sid: Some(sid.to_string()),
             iat: now,
             exp: now + self.access_ttl.as_secs() as i64,
         };
@@ -123,79 +129,6 @@ pub fn new_refresh_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Refresh tokens are stored by hash, so a Redis dump does not leak usable tokens.
-fn refresh_key(token: &str) -> String {
-    format!("refresh:{}", hex::encode(Sha256::digest(token.as_bytes())))
-}
-
-fn user_refresh_set(sub: &str) -> String {
-    format!("refresh-tokens:{sub}")
-}
-
-/// Store a refresh token for `sub` with its TTL.
-pub async fn store_refresh(
-    redis: &mut redis::aio::ConnectionManager,
-    token: &str,
-    sub: &str,
-    ttl: Duration,
-) -> redis::RedisResult<()> {
-    let key = refresh_key(token);
-    let secs = ttl.as_secs().max(1);
-    redis::pipe()
-        .atomic()
-        .set_ex(&key, sub, secs)
-        .ignore()
-        .sadd(user_refresh_set(sub), &key)
-        .ignore()
-        .expire(user_refresh_set(sub), secs as i64)
-        .ignore()
-        .query_async::<()>(redis)
-        .await
-}
-
-/// Use up a refresh token: its subject if it was valid. A token works once only
-/// (`GETDEL`), so a replayed old token finds nothing.
-pub async fn take_refresh(
-    redis: &mut redis::aio::ConnectionManager,
-    token: &str,
-) -> redis::RedisResult<Option<String>> {
-    let key = refresh_key(token);
-    let sub: Option<String> = redis::cmd("GETDEL").arg(&key).query_async(redis).await?;
-    if let Some(sub) = &sub {
-        let _: i64 = redis.srem(user_refresh_set(sub), &key).await?;
-    }
-    Ok(sub)
-}
-
-/// Delete one refresh token of `sub` (only if it belongs to `sub`).
-pub async fn drop_refresh(
-    redis: &mut redis::aio::ConnectionManager,
-    token: &str,
-    sub: &str,
-) -> redis::RedisResult<()> {
-    let key = refresh_key(token);
-    let owner: Option<String> = redis.get(&key).await?;
-    if owner.as_deref() == Some(sub) {
-        let _: i64 = redis.del(&key).await?;
-        let _: i64 = redis.srem(user_refresh_set(sub), &key).await?;
-    }
-    Ok(())
-}
-
-/// Delete every refresh token of `sub`.
-pub async fn drop_all_refresh(
-    redis: &mut redis::aio::ConnectionManager,
-    sub: &str,
-) -> redis::RedisResult<()> {
-    let keys: Vec<String> = redis.smembers(user_refresh_set(sub)).await?;
-    let mut pipe = redis::pipe();
-    for k in &keys {
-        pipe.del(k).ignore();
-    }
-    pipe.del(user_refresh_set(sub)).ignore();
-    pipe.query_async::<()>(redis).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,8 +156,9 @@ mod tests {
     fn issues_tokens_the_jwks_verifies() {
         let issuer = TokenIssuer::from_pem(&demo_pem(), &settings()).unwrap();
         let (token, claims) = issuer
-            .issue("u-1", "a@b.io", &["user".to_string()])
+            .issue("u-1", "a@b.io", &["user".to_string()], "s-1", 0)
             .unwrap();
+        assert_eq!(claims.sid.as_deref(), Some("s-1"));
         assert_eq!(claims.exp - claims.iat, 900);
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.kid.as_deref(), Some("k1"));
@@ -245,6 +179,13 @@ mod tests {
         let a = new_refresh_token();
         assert_eq!(a.len(), 43);
         assert_ne!(a, new_refresh_token());
-        assert_ne!(refresh_key(&a), refresh_key(&new_refresh_token()));
+    }
+
+    #[test]
+    fn iat_never_falls_under_the_floor() {
+        let issuer = TokenIssuer::from_pem(&demo_pem(), &settings()).unwrap();
+        let floor = now_unix() + 1;
+        let (_, c) = issuer.issue("u", "a@b.io", &[], "s", floor).unwrap();
+        assert_eq!(c.iat, floor);
     }
 }

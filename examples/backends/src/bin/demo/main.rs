@@ -1,32 +1,44 @@
 //! The one-command demo: build, start Redis (if needed), member, product, order and the
-//! gateway with `config/gateway.yaml`, print a curl walkthrough, stop all on Ctrl-C.
+//! gateway with `config/gateway.yaml`, print a curl walkthrough, and stop everything on
+//! Ctrl-C, `kill`, a closed terminal or Ctrl-\ (SIGINT, SIGTERM, SIGHUP, SIGQUIT). The
+//! children die with the demo even when it is SIGKILLed (see `children.rs`).
 //!
 //!     cargo run --release -p backends --bin demo            # or: -- --no-build
+//!
+//! Ports (`DEMO_*_PORT`, see `ports.rs`) and the data directory (`DEMO_DATA_DIR`,
+//! default `data/demo`) can be moved with environment variables.
 
-use std::fs::File;
+mod children;
+mod ports;
+mod signals;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-/// Must match `auth.identity.signature.secret` in `config/gateway.yaml` (DEMO ONLY).
-const DEMO_SIGNING_SECRET: &str = "demo-only-gateway-signing-secret";
-const REDIS_PORT: u16 = 6379;
-const SERVICES: [(&str, u16); 3] = [("member", 8081), ("product", 8082), ("order", 8083)];
+use children::{say, spawn, stop_all, Proc};
+use ports::Ports;
 
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
+/// Must match `auth.identity.signature.secret` in `config/gateway.yaml`. A public
+/// DEMO-ONLY key: the demo's gateway signs with it and its services require it.
+const DEMO_SIGNING_SECRET: &str = "demo-only-gateway-signing-secret";
 
 fn main() -> ExitCode {
-    match run() {
+    if let Err(e) = signals::install() {
+        eprintln!("demo: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = run();
+    if let Some(sig) = signals::received() {
+        // The shell's convention for "ended by a signal".
+        return ExitCode::from(128 + sig as u8);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("\ndemo: {e}");
+            let _ = writeln!(std::io::stderr(), "\ndemo: {e}");
             ExitCode::FAILURE
         }
     }
@@ -40,15 +52,27 @@ fn run() -> Result<(), String> {
         .map(Path::to_path_buf)
         .ok_or("cannot locate the target directory")?;
     let release = bin_dir.file_name().is_some_and(|n| n == "release");
+    let ports = Ports::from_env()?;
     if !std::env::args().any(|a| a == "--no-build") {
         build(&root, release)?;
     }
-    let data = root.join("data/demo");
+    let data = match std::env::var_os("DEMO_DATA_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => root.join("data/demo"),
+    };
     let logs = data.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
-    let config = root.join("config/gateway.yaml");
+    let config = ports::gateway_config(&root.join("config/gateway.yaml"), &data, &ports)?;
     let config_text = std::fs::read_to_string(&config)
         .map_err(|e| format!("cannot read {}: {e}", config.display()))?;
+    if !config_text.contains(DEMO_SIGNING_SECRET) {
+        return Err(format!(
+            "{}: auth.identity.signature.secret is not the demo's key, so the services \
+             (started with GATEWAY_SIGNING_SECRET={DEMO_SIGNING_SECRET}) would refuse every \
+             request; put the demo key back or run the services yourself",
+            config.display()
+        ));
+    }
 
     let mut procs: Vec<Proc> = Vec::new();
     let result = start_all(
@@ -58,11 +82,12 @@ fn run() -> Result<(), String> {
         &logs,
         &config,
         &config_text,
+        &ports,
         &mut procs,
     )
     .and_then(|()| {
-        walkthrough(&logs);
-        wait_for_ctrl_c(&mut procs)
+        walkthrough(&logs, &ports);
+        supervise(&mut procs)
     });
     stop_all(&mut procs);
     result
@@ -82,8 +107,10 @@ fn build(root: &Path, release: bool) -> Result<(), String> {
     if release {
         cmd.arg("--release");
     }
-    println!("Building the gateway and the services (the first build takes a few minutes)...");
-    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    say!("Building the gateway and the services (the first build takes a few minutes)...");
+    children::die_with_demo(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run cargo: {e}"))?;
+    let status = children::wait_interruptible(&mut child)?;
     if status.success() {
         Ok(())
     } else {
@@ -91,6 +118,7 @@ fn build(root: &Path, release: bool) -> Result<(), String> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_all(
     root: &Path,
     bin_dir: &Path,
@@ -98,29 +126,34 @@ fn start_all(
     logs: &Path,
     config: &Path,
     config_text: &str,
+    ports: &Ports,
     procs: &mut Vec<Proc>,
 ) -> Result<(), String> {
-    if redis_ping(REDIS_PORT) {
-        println!("Redis:    already running on 127.0.0.1:{REDIS_PORT}");
+    if redis_ping(ports.redis) {
+        say!("Redis:    already running on 127.0.0.1:{}", ports.redis);
     } else {
-        procs.push(start_redis(data, logs)?);
+        procs.push(start_redis(data, logs, ports.redis)?);
     }
     let uses_registry = config_text.contains("type: registry");
     let key = root.join("config/demo-keys/member-private.pem");
-    for (name, port) in SERVICES {
+    for (name, port) in ports.services() {
         let mut cmd = Command::new(bin_dir.join(name));
         cmd.env("PORT", port.to_string())
             .env("DATA_DIR", data)
-            .env("REDIS_URL", format!("redis://127.0.0.1:{REDIS_PORT}"))
+            .env("REDIS_URL", format!("redis://127.0.0.1:{}", ports.redis))
             .env("GATEWAY_SIGNING_SECRET", DEMO_SIGNING_SECRET)
+            .env_remove("INSECURE_TRUST_UNSIGNED_IDENTITY")
             .env("JWT_PRIVATE_KEY", &key);
         if uses_registry {
-            cmd.env("GATEWAY_ADMIN_URL", "http://127.0.0.1:9090");
+            cmd.env(
+                "GATEWAY_ADMIN_URL",
+                format!("http://127.0.0.1:{}", ports.admin),
+            );
         }
         let p = spawn(name, cmd, logs)?;
         procs.push(p);
         wait_ready(procs, &format!("127.0.0.1:{port}"), "/health")?;
-        println!(
+        say!(
             "{name:<9} http://127.0.0.1:{port}  (data: {}/{name}.db)",
             data.display()
         );
@@ -128,22 +161,24 @@ fn start_all(
     let mut cmd = Command::new(bin_dir.join("gateway"));
     cmd.arg("run").arg("-c").arg(config);
     procs.push(spawn("gateway", cmd, logs)?);
-    wait_ready(procs, "127.0.0.1:9090", "/health")?;
-    wait_ready(procs, "127.0.0.1:9090", "/ready")?;
-    println!(
-        "gateway   http://127.0.0.1:8080  (admin: http://127.0.0.1:9090/metrics, config: {})",
+    let admin = format!("127.0.0.1:{}", ports.admin);
+    wait_ready(procs, &admin, "/health")?;
+    wait_ready(procs, &admin, "/ready")?;
+    say!(
+        "gateway   http://127.0.0.1:{}  (admin: http://{admin}/metrics, config: {})",
+        ports.gateway,
         config.display()
     );
     Ok(())
 }
 
-fn start_redis(data: &Path, logs: &Path) -> Result<Proc, String> {
+fn start_redis(data: &Path, logs: &Path, port: u16) -> Result<Proc, String> {
     let dir = data.join("redis");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut cmd = Command::new("redis-server");
     cmd.args([
         "--port",
-        &REDIS_PORT.to_string(),
+        &port.to_string(),
         "--bind",
         "127.0.0.1",
         "--save",
@@ -155,15 +190,18 @@ fn start_redis(data: &Path, logs: &Path) -> Result<Proc, String> {
         Ok(p) => p,
         Err(e) if e.contains("No such file") || e.contains("not found") => {
             return Err(format!(
-                "Redis is not running on 127.0.0.1:{REDIS_PORT} and redis-server is not installed.\n\
+                "Redis is not running on 127.0.0.1:{port} and redis-server is not installed.\n\
                  Install it (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: `brew install redis`)\n\
-                 or start a Redis on port {REDIS_PORT}, then run the demo again."
+                 or start a Redis on port {port}, then run the demo again."
             ))
         }
         Err(e) => return Err(e),
     };
     let started = Instant::now();
-    while !redis_ping(REDIS_PORT) {
+    while !redis_ping(port) {
+        if let Some(sig) = signals::received() {
+            return Err(format!("stopped by {}", signals::name(sig)));
+        }
         if started.elapsed() > Duration::from_secs(10) {
             return Err(format!(
                 "redis-server did not answer; see {}",
@@ -172,37 +210,21 @@ fn start_redis(data: &Path, logs: &Path) -> Result<Proc, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!(
-        "Redis:    started redis-server on 127.0.0.1:{REDIS_PORT} (data: {})",
+    say!(
+        "Redis:    started redis-server on 127.0.0.1:{port} (data: {})",
         dir.display()
     );
     Ok(p)
 }
 
-fn spawn(name: &str, mut cmd: Command, logs: &Path) -> Result<Proc, String> {
-    let log = logs.join(format!("{name}.log"));
-    let file = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let err = file.try_clone().map_err(|e| e.to_string())?;
-    // Its own process group: a terminal's Ctrl-C reaches only the demo, which then
-    // stops everything in order.
-    let child = cmd
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot start {name}: {e}"))?;
-    Ok(Proc {
-        name: name.to_string(),
-        child,
-        log,
-    })
-}
-
-/// Wait until `GET path` on `addr` answers 200, or the last process dies.
+/// Wait until `GET path` on `addr` answers 200, the last process dies, or a stopping
+/// signal arrives.
 fn wait_ready(procs: &mut [Proc], addr: &str, path: &str) -> Result<(), String> {
     let started = Instant::now();
     loop {
+        if let Some(sig) = signals::received() {
+            return Err(format!("stopped by {}", signals::name(sig)));
+        }
         if http_status(addr, path) == Some(200) {
             return Ok(());
         }
@@ -228,89 +250,50 @@ fn wait_ready(procs: &mut [Proc], addr: &str, path: &str) -> Result<(), String> 
     }
 }
 
-fn walkthrough(logs: &Path) {
+fn walkthrough(logs: &Path, ports: &Ports) {
     let j = "-H 'content-type: application/json'";
-    println!(
+    let gw = format!("localhost:{}", ports.gateway);
+    say!(
         r#"
 The demo is up. Logs: {logs}/*.log. Press Ctrl-C to stop everything.
 
 Try it (bash):
   # sign up and log in
-  curl -s -XPOST localhost:8080/member/signup {j} -d '{{"email":"ada@example.com","password":"correct horse","name":"Ada"}}'
-  TOKEN=$(curl -s -XPOST localhost:8080/member/login {j} -d '{{"email":"ada@example.com","password":"correct horse"}}' | sed -E 's/.*"accessToken":"([^"]+)".*/\1/')
-  curl -s localhost:8080/member/me -H "authorization: Bearer $TOKEN"
+  curl -s -XPOST {gw}/member/signup {j} -d '{{"email":"ada@example.com","password":"correct horse","name":"Ada"}}'
+  TOKEN=$(curl -s -XPOST {gw}/member/login {j} -d '{{"email":"ada@example.com","password":"correct horse"}}' | sed -E 's/.*"accessToken":"([^"]+)".*/\1/')
+  curl -s {gw}/member/me -H "authorization: Bearer $TOKEN"
 
   # browse (public) and order (protected); the saga confirms it a moment later
-  curl -s localhost:8080/product/products
-  curl -s -XPOST localhost:8080/order/orders -H "authorization: Bearer $TOKEN" {j} -d '{{"productId":1,"quantity":2}}'
-  curl -s localhost:8080/order/orders -H "authorization: Bearer $TOKEN"
+  curl -s {gw}/product/products
+  curl -s -XPOST {gw}/order/orders -H "authorization: Bearer $TOKEN" {j} -d '{{"productId":1,"quantity":2}}'
+  curl -s {gw}/order/orders -H "authorization: Bearer $TOKEN"
 
   # log out: the same token is refused at once (401 token_revoked)
-  curl -s -XPOST localhost:8080/member/logout -H "authorization: Bearer $TOKEN" -o /dev/null -w '%{{http_code}}\n'
-  curl -s localhost:8080/member/me -H "authorization: Bearer $TOKEN"
+  curl -s -XPOST {gw}/member/logout -H "authorization: Bearer $TOKEN" -o /dev/null -w '%{{http_code}}\n'
+  curl -s {gw}/member/me -H "authorization: Bearer $TOKEN"
 "#,
         logs = logs.display()
     );
 }
 
-fn wait_for_ctrl_c(procs: &mut [Proc]) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {
-                    println!("\nStopping...");
-                    return Ok(());
-                }
-                _ = tick.tick() => {
-                    for p in procs.iter_mut() {
-                        if let Ok(Some(status)) = p.child.try_wait() {
-                            return Err(format!("{} exited ({status}); last lines of {}:\n{}", p.name, p.log.display(), tail(&p.log, 15)));
-                        }
-                    }
-                }
+/// Run until a stopping signal (Ok) or a child exits on its own (Err).
+fn supervise(procs: &mut [Proc]) -> Result<(), String> {
+    loop {
+        if let Some(sig) = signals::received() {
+            say!("\nStopping ({})...", signals::name(sig));
+            return Ok(());
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(format!(
+                    "{} exited ({status}); last lines of {}:\n{}",
+                    p.name,
+                    p.log.display(),
+                    tail(&p.log, 15)
+                ));
             }
         }
-    })
-}
-
-/// SIGTERM the services first (they deregister from the still running gateway), then
-/// the gateway, then Redis if the demo started it; kill what does not stop in time.
-fn stop_all(procs: &mut Vec<Proc>) {
-    let rank = |p: &Proc| match p.name.as_str() {
-        "redis" => 2,
-        "gateway" => 1,
-        _ => 0,
-    };
-    for stage in 0..=2 {
-        let mut group: Vec<Proc> = Vec::new();
-        let mut i = 0;
-        while i < procs.len() {
-            if rank(&procs[i]) == stage {
-                group.push(procs.remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        for p in &group {
-            // SAFETY: kill(2) on a child we spawned and have not reaped.
-            unsafe {
-                libc::kill(p.child.id() as libc::pid_t, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for mut p in group {
-            while Instant::now() < deadline && !matches!(p.child.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-            println!("stopped {}", p.name);
-        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
