@@ -146,9 +146,12 @@ impl RevocationWriter {
 
 /// `SET <key> 1 [PX <ttl>]` + `PUBLISH <channel> <key>`: one token revocation, as
 /// every writer (services and the gateway's `revoke: on_success`) makes it.
+///
+/// In a transaction: a `SET` refused (read-only replica, out of memory) must not be
+/// announced, or the mirrors would read the key as gone and drop the revocation.
 pub(super) fn token_pipe(schema: &KeySchema, key: &str, ttl: Option<Duration>) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    pipe.cmd("SET").arg(key).arg(1);
+    pipe.atomic().cmd("SET").arg(key).arg(1);
     if let Some(ttl) = ttl {
         pipe.arg("PX").arg(ttl.as_millis().max(1) as u64);
     }
