@@ -303,3 +303,22 @@ fn config_paths_that_could_never_match_or_rewrite_to_dot_segments_are_errors() {
         assert!(text.contains(want), "{routes}: want {want:?} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn http2_requests_get_the_same_policy() {
+    let backend = Backend::start("echo");
+    let gw = GatewayProcess::start(BIN, &config(&backend));
+    let c = testkit::h2c_client();
+    // the URL parser keeps these as they are (only `.`/`..` segments are resolved)
+    for path in ["/pub/..;/admin", "/pub/..%2fadmin", "/pub/%252e%252e/admin"] {
+        let resp = c.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        assert_eq!(resp.status(), 400, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_path", "{path}");
+    }
+    let resp = c.get(gw.url("/files/a%20b")).send().await.unwrap();
+    let e: Echo = resp.json().await.unwrap();
+    assert_eq!(e.path, "/files/a%20b");
+    assert_eq!(backend.requests(), 1);
+}

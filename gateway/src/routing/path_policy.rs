@@ -149,9 +149,20 @@ pub fn check(raw: &str) -> Result<Cow<'_, str>, PathRefusal> {
         if seg.is_empty() && segments.peek().is_some() {
             return Err(PathRefusal::EmptySegment);
         }
-        buf.clear();
-        decode_segment(seg.as_bytes(), &mut buf)?;
-        let text = std::str::from_utf8(&buf).map_err(|_| PathRefusal::NotUtf8)?;
+        let text = match decoded.as_mut() {
+            // the common case: nothing to decode, nothing allocated
+            None => {
+                if let Some(refusal) = seg.bytes().find_map(refused_byte) {
+                    return Err(refusal);
+                }
+                seg
+            }
+            Some(_) => {
+                buf.clear();
+                decode_segment(seg.as_bytes(), &mut buf)?;
+                std::str::from_utf8(&buf).map_err(|_| PathRefusal::NotUtf8)?
+            }
+        };
         if text == "." || text == ".." {
             return Err(PathRefusal::DotSegment);
         }
@@ -164,6 +175,18 @@ pub fn check(raw: &str) -> Result<Cow<'_, str>, PathRefusal> {
         Some(d) => Cow::Owned(d),
         None => Cow::Borrowed(raw),
     })
+}
+
+/// Why a byte, raw or decoded, may not be in a segment.
+fn refused_byte(b: u8) -> Option<PathRefusal> {
+    match b {
+        // Tomcat and IIS split on `\`; Node's WHATWG URL turns it into `/`
+        b'\\' => Some(PathRefusal::Backslash),
+        // Tomcat/Jetty strip `;params` before resolving: `/pub/..;/admin` is `/admin`
+        b';' => Some(PathRefusal::PathParameter),
+        0..=0x1f | 0x7f => Some(PathRefusal::ControlCharacter),
+        _ => None,
+    }
 }
 
 /// Decode one segment into `out`, refusing what a backend could read as a separator,
@@ -195,19 +218,10 @@ fn decode_segment(seg: &[u8], out: &mut Vec<u8>) -> Result<(), PathRefusal> {
             i += 1;
             b
         };
-        match byte {
-            // Tomcat and IIS split on `\`; Node's WHATWG URL turns it into `/`
-            b'\\' => {
-                return Err(if b == b'%' {
-                    PathRefusal::EncodedSlash
-                } else {
-                    PathRefusal::Backslash
-                })
-            }
-            // Tomcat/Jetty strip `;params` before resolving: `/pub/..;/admin` is `/admin`
-            b';' => return Err(PathRefusal::PathParameter),
-            0..=0x1f | 0x7f => return Err(PathRefusal::ControlCharacter),
-            _ => out.push(byte),
+        match refused_byte(byte) {
+            Some(PathRefusal::Backslash) if b == b'%' => return Err(PathRefusal::EncodedSlash),
+            Some(refusal) => return Err(refusal),
+            None => out.push(byte),
         }
     }
     Ok(())
