@@ -148,3 +148,39 @@ async fn host_names_are_resolved_at_registration() {
         Err(RegistryError::Invalid(_))
     ));
 }
+
+#[tokio::test]
+async fn caps_count_live_instances_only() {
+    let r = registry();
+    let limits = RegistryLimitsConfig {
+        max_services: 1,
+        max_instances_per_service: 1,
+        ..RegistryLimitsConfig::default()
+    };
+    r.register_with("s", "a", req(1, json!("5s"), json!({})), &limits)
+        .await
+        .unwrap();
+    let full = r
+        .register_with("s", "b", req(2, json!("5s"), json!({})), &limits)
+        .await;
+    assert!(matches!(
+        full,
+        Err(RegistryError::Limit(LimitError::TooManyInstances { .. }))
+    ));
+    let other = r
+        .register_with("t", "a", req(3, json!("5s"), json!({})), &limits)
+        .await;
+    assert!(matches!(
+        other,
+        Err(RegistryError::Limit(LimitError::TooManyServices { .. }))
+    ));
+    // a lapsed record (not yet swept) holds no slot
+    r.with_entries(|e| {
+        if let Some(rec) = e.get_mut("s").and_then(|m| m.get_mut("a")) {
+            rec.expires_unix_ms = 0;
+        }
+    });
+    r.register_with("t", "a", req(3, json!("5s"), json!({})), &limits)
+        .await
+        .unwrap();
+}
