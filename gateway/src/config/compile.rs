@@ -75,6 +75,7 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
             ));
         }
         check_match_headers(rc, &path, &edge, &mut errors);
+        check_rule_headers(rc, &path, auth.as_deref(), &mut errors);
         if let Some(mut r) = compile_route(
             k,
             id,
@@ -166,6 +167,48 @@ fn check_match_headers(
                 format!("{path}.match.headers.{name}"),
                 format!("this condition can never hold: {why}"),
             ));
+        }
+    }
+}
+
+/// A route's `request_headers` rules may not set or add an identity header, in any
+/// spelling a backend folds into one (`Authenticated_User`, `x.user.id`): on a public
+/// route it would reach the service as if the gateway had vouched for it, and a twin
+/// would even survive next to the verified header on a protected one. Removing one is
+/// harmless and allowed.
+fn check_rule_headers(
+    rc: &super::file::RouteConfig,
+    path: &str,
+    auth: Option<&plugins::AuthRuntime>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let Some(auth) = auth else { return };
+    let fold = |n: &str| -> String {
+        n.bytes()
+            .map(|b| match b {
+                b'_' | b'.' => '-',
+                b => char::from(b.to_ascii_lowercase()),
+            })
+            .collect()
+    };
+    let identity: Vec<String> = auth
+        .strip_headers()
+        .iter()
+        .map(|h| fold(h.as_str()))
+        .collect();
+    let rules = &rc.request_headers;
+    for (section, names) in [("set", &rules.set), ("add", &rules.add)] {
+        for name in names.keys() {
+            if let Some(ident) = identity.iter().find(|i| **i == fold(name)) {
+                errors.push(ConfigError::new(
+                    format!("{path}.request_headers.{section}.{name}"),
+                    format!(
+                        "names the identity header {ident:?} (or a spelling a backend folds into \
+                         it); only the gateway sets identity headers, from a verified token: \
+                         remove this rule"
+                    ),
+                ));
+            }
         }
     }
 }
