@@ -111,8 +111,9 @@ pub struct RevocationConfig {
     /// `mirror` (default, no Redis round trip per request) or `lookup`.
     #[serde(default)]
     pub mode: RevocationMode,
-    /// Key whose existence revokes one token: `{jti}` (SHA-256 hex of the token when
-    /// it has no `jti`), `{token_sha256}` or `{token}` (the raw token).
+    /// Key whose existence revokes one token: `{jti}` (without one, `{signed_sha256}`),
+    /// `{signed_sha256}` (SHA-256 hex of `header.payload`: one id whatever the spelling
+    /// of the signature), `{token_sha256}` (of the whole token) or `{token}` (the raw token).
     #[serde(default = "default_blacklist_key")]
     pub blacklist_key: String,
     /// Key holding a unix time; tokens of `{sub}` issued before it are refused.

@@ -254,6 +254,11 @@ mod tests {
         assert_eq!(bad("b:{jti}:{token}", "rb:{sub}"), Some("blacklist_key"));
         assert_eq!(bad("b:{jti}", "rb"), Some("revoked_before_key"));
         assert_eq!(bad("jwt:{token}:revoked", "rb:{sub}"), None);
+        assert_eq!(bad("b:{signed_sha256}", "rb:{sub}"), None);
+        assert_eq!(
+            bad("b:{jti}:{signed_sha256}", "rb:{sub}"),
+            Some("blacklist_key")
+        );
         assert_eq!(glob_escape("a*b"), "a\\*b");
     }
 }
