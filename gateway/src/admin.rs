@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::runtime::Shared;
-use crate::upstream::now_ms;
+use crate::upstream::monotonic_ms;
 
 /// The admin API's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -60,7 +60,7 @@ async fn health() -> Json<serde_json::Value> {
 /// Ready when a config is loaded and every routed service has an available instance.
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let cfg = shared.current();
-    let now = now_ms();
+    let now = monotonic_ms();
     let empty: Vec<&str> = cfg
         .services
         .values()
@@ -116,7 +116,7 @@ async fn config_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
         return refusal;
     }
     let cfg = shared.current();
-    let now = now_ms();
+    let now = monotonic_ms();
     let loaded = cfg
         .loaded_at
         .duration_since(std::time::UNIX_EPOCH)

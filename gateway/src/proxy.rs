@@ -30,7 +30,7 @@ use crate::observe::{self, METRICS};
 use crate::routing::path_policy::PathRefusal;
 use crate::routing::Route;
 use crate::runtime::{RuntimeConfig, Shared};
-use crate::upstream::{now_ms, InflightGuard, PickInput};
+use crate::upstream::{monotonic_ms, InflightGuard, PickInput};
 use forward::{apply_request_rules, forwarded_headers, rewrite_path, sign_identity};
 use request::{hash_key, request_id, route_request, run_plugins};
 use respond::{respond_empty, respond_json};
@@ -292,7 +292,7 @@ impl ProxyHttp for Gateway {
         }
         ctx.attempts += 1;
         let service = &route.service;
-        let now = now_ms();
+        let now = monotonic_ms();
         let pick = |exclude: &[Arc<str>]| {
             service.pick(&PickInput {
                 key: ctx.hash_key,

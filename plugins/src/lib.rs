@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod auth;
+pub mod clock;
 pub mod cors;
 mod duration;
 mod flow;

@@ -7,7 +7,6 @@
 //! a retry must carry exactly what the first attempt carried.
 
 use std::borrow::Cow;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderName, HeaderValue};
 use pingora_core::{Error, ErrorType, Result};
@@ -107,9 +106,7 @@ pub(super) fn sign_identity(
         service: &route.service.name,
         request_id: request_id.to_str().unwrap_or(""),
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = plugins::clock::unix_secs();
     let Some(value) = signer.sign(&out.upstream_headers, &binding, now) else {
         return Err(Error::explain(
             ErrorType::InternalError,

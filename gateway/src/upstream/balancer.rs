@@ -215,7 +215,7 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::instance::now_ms;
+    use crate::upstream::instance::monotonic_ms;
     use std::collections::HashMap;
     use std::time::Duration;
 
@@ -246,7 +246,7 @@ mod tests {
             let input = PickInput {
                 key: key(k),
                 exclude: &[],
-                now_ms: now_ms(),
+                now_ms: monotonic_ms(),
             };
             let i = pick(alg, s, &cursor, &input).unwrap();
             *out.entry(i.id.to_string()).or_default() += 1;
@@ -287,7 +287,7 @@ mod tests {
                 let input = PickInput {
                     key: Some(k),
                     exclude: &excluded,
-                    now_ms: now_ms(),
+                    now_ms: monotonic_ms(),
                 };
                 let i = pick(alg, &s, &cursor, &input).unwrap();
                 assert_eq!(&*i.id, "127.0.0.1:1002", "{alg:?}");
@@ -297,7 +297,7 @@ mod tests {
         let input = PickInput {
             key: None,
             exclude: &excluded,
-            now_ms: now_ms(),
+            now_ms: monotonic_ms(),
         };
         assert!(pick(Algorithm::RoundRobin, &s, &cursor, &input).is_none());
     }
@@ -326,7 +326,7 @@ mod tests {
             let input = PickInput {
                 key: Some(hash_bytes(&k.to_le_bytes())),
                 exclude: &[],
-                now_ms: now_ms(),
+                now_ms: monotonic_ms(),
             };
             pick(Algorithm::ConsistentHash, s, &cursor, &input)
                 .unwrap()

@@ -5,15 +5,10 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// Milliseconds since the process started (monotonic).
-pub fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
-}
+pub use plugins::clock::monotonic_ms;
 
 /// A resolved instance of a service.
 #[derive(Debug)]
@@ -116,7 +111,7 @@ impl Instance {
         let n = self.passive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= threshold {
             self.passive_failures.store(0, Ordering::Relaxed);
-            let until = now_ms() + ejection.as_millis() as u64;
+            let until = monotonic_ms() + ejection.as_millis() as u64;
             self.ejected_until_ms.store(until, Ordering::Relaxed);
             return true;
         }
@@ -164,10 +159,10 @@ mod tests {
         assert_eq!(i.observe_check(false, 2, 3), None);
         assert_eq!(i.observe_check(false, 2, 3), None);
         assert_eq!(i.observe_check(false, 2, 3), Some(false));
-        assert!(!i.is_available(now_ms()));
+        assert!(!i.is_available(monotonic_ms()));
         assert_eq!(i.observe_check(true, 2, 3), None);
         assert_eq!(i.observe_check(true, 2, 3), Some(true));
-        assert!(i.is_available(now_ms()));
+        assert!(i.is_available(monotonic_ms()));
     }
 
     #[test]
@@ -175,8 +170,8 @@ mod tests {
         let i = inst();
         assert!(!i.report_failure(2, Duration::from_secs(60)));
         assert!(i.report_failure(2, Duration::from_secs(60)));
-        assert!(!i.is_available(now_ms()));
-        assert!(i.is_ejected(now_ms()));
+        assert!(!i.is_available(monotonic_ms()));
+        assert!(i.is_ejected(monotonic_ms()));
     }
 
     #[test]
@@ -185,7 +180,7 @@ mod tests {
         assert!(!i.report_failure(2, Duration::from_secs(60)));
         i.report_success();
         assert!(!i.report_failure(2, Duration::from_secs(60)));
-        assert!(i.is_available(now_ms()));
+        assert!(i.is_available(monotonic_ms()));
     }
 
     #[test]

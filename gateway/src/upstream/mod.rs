@@ -20,7 +20,7 @@ use crate::config::file::{
     Algorithm, HashOn, HealthCheckConfig, PassiveHealthConfig, ServiceConfig,
 };
 pub use balancer::{InstanceSet, PickInput};
-pub use instance::{now_ms, InflightGuard, Instance};
+pub use instance::{monotonic_ms, InflightGuard, Instance};
 
 /// A resolved endpoint as discovery reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +180,7 @@ mod tests {
         assert!(s.update_endpoints(&[ep(1), ep(3)]));
         let after = s.instances();
         assert!(Arc::ptr_eq(&before.instances[0], &after.instances[0]));
-        assert!(!after.instances[0].is_available(now_ms()));
+        assert!(!after.instances[0].is_available(monotonic_ms()));
         assert_eq!(&*after.instances[1].id, "127.0.0.1:3");
         assert!(!s.update_endpoints(&[ep(1), ep(3)]));
     }

@@ -3,7 +3,6 @@
 //! the route's claim rules, then hand the identity headers to the upstream request.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
@@ -79,13 +78,6 @@ fn fail(e: AuthError) -> Flow {
     Flow::Reject(e.rejection())
 }
 
-pub(crate) fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 impl JwtAuth {
     /// Everything but the plugin plumbing; `Ok` carries the raw and the verified token.
     pub async fn check<'r>(
@@ -134,7 +126,7 @@ impl Plugin for JwtAuth {
     }
 
     async fn on_request(&self, req: &RequestView<'_>, out: &mut PluginOutput) -> Flow {
-        let now = now_secs();
+        let now = crate::clock::unix_secs_f64();
         match self.check(req, now).await {
             Ok((token, v)) => {
                 METRICS.success.inc();

@@ -1,7 +1,7 @@
 //! Mint development tokens (`gateway token ...`): sign a JWT with a shared
 //! secret or a private key PEM, with the claims the gateway checks.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{AlgorithmFamily, EncodingKey, Header};
 use serde_json::{json, Map, Value};
@@ -84,10 +84,7 @@ fn encoding_key(key: &MintKey, alg: jsonwebtoken::Algorithm) -> Result<EncodingK
 pub fn mint_token(o: &MintOptions) -> Result<String, MintError> {
     let alg = parse_algorithm(&o.alg).map_err(MintError::Algorithm)?;
     let key = encoding_key(&o.key, alg)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::unix_secs();
     let mut claims = Map::new();
     claims.insert("sub".into(), json!(o.sub));
     claims.insert("iat".into(), json!(now));

@@ -23,7 +23,7 @@
 //! path, service or request id does not verify, and `t` limits it in time.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -275,9 +275,7 @@ pub fn verify_signature(
     secret: &[u8],
     max_age: Duration,
 ) -> Result<Identity, SignatureError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::clock::unix_secs();
     verify_signature_at(req, service, SIGNATURE_HEADER, secret, max_age, now)
 }
 

@@ -199,7 +199,7 @@ impl Revocation {
         let ids = self.schema.token_ids(jti, raw_token);
         match &self.backend {
             Backend::Mirror { mirror, .. } => {
-                let now = sync::now_ms();
+                let now = crate::clock::unix_ms();
                 match ids.twin.as_deref() {
                     Some(t) if mirror.check(t, None, None, now) == Verdict::Revoked => {
                         Verdict::Revoked

@@ -14,9 +14,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Client;
 
-use super::sync::now_ms;
 use super::{writer, Backend, Revocation, Verdict};
 use crate::auth::metrics::METRICS;
+use crate::clock::unix_ms;
 
 /// A revocation to make once the service has answered 2xx.
 pub struct PendingRevocation {
@@ -71,7 +71,7 @@ impl PendingRevocation {
         let key = self.key();
         let ttl = self
             .until_ms
-            .map(|u| Duration::from_millis(u.saturating_sub(now_ms()).max(1000)));
+            .map(|u| Duration::from_millis(u.saturating_sub(unix_ms()).max(1000)));
         let pipe = writer::token_pipe(&rev.schema, &key, ttl);
         let mut conn = rev.writes.clone();
         let timeout = rev.config.timeout.get();

@@ -14,6 +14,7 @@ use redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use super::keys::KeySchema;
 use super::mirror::{Mirror, Record};
 use crate::auth::metrics::METRICS;
+use crate::clock::unix_ms;
 
 /// What the sync task needs.
 pub struct SyncSettings {
@@ -189,7 +190,7 @@ async fn read_keys(
         return Ok(Vec::new());
     }
     let values: Vec<Value> = within(s.timeout * 4, "read", pipe.query_async(conn)).await?;
-    Ok(to_records(wanted, values, now_ms()))
+    Ok(to_records(wanted, values, unix_ms()))
 }
 
 fn to_records(wanted: Vec<(bool, String)>, values: Vec<Value>, now: u64) -> Vec<Record> {
@@ -276,15 +277,8 @@ async fn resync(
     for chunk in keys.chunks(512) {
         records.extend(read_keys(s, conn, chunk).await?);
     }
-    mirror.finish_resync(start, records, now_ms());
+    mirror.finish_resync(start, records, unix_ms());
     Ok(())
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

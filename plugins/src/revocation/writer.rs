@@ -2,7 +2,7 @@
 //! sample member service): `SET` the key with a TTL, then `PUBLISH` it so every
 //! gateway's mirror applies it at once.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -88,7 +88,7 @@ impl RevocationWriter {
         let ttl = if ttl.is_zero() {
             parse_jwt(raw_token_or_jti)
                 .and_then(|c| c.exp)
-                .map(|exp| exp.saturating_sub(now_secs()) + LEEWAY_MARGIN.as_secs())
+                .map(|exp| exp.saturating_sub(crate::clock::unix_secs()) + LEEWAY_MARGIN.as_secs())
                 .unwrap_or(3600)
         } else {
             ttl.as_secs().max(1)
@@ -181,13 +181,6 @@ fn parse_jwt(s: &str) -> Option<Unverified> {
         jti: v.get("jti").and_then(|j| j.as_str()).map(str::to_string),
         exp: v.get("exp").and_then(|e| e.as_f64()).map(|e| e as u64),
     })
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub mod registry_api;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prometheus::{register_gauge_vec, register_int_counter_vec, register_int_gauge_vec};
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec};
@@ -108,13 +108,7 @@ static METRICS: LazyLock<DiscoveryMetrics> = LazyLock::new(|| DiscoveryMetrics {
     .expect("discovery metrics are registered once"),
 });
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use plugins::clock::unix_ms;
 
 /// Name of the source kind of a discovery config.
 pub fn source_name(cfg: Option<&DiscoveryConfig>) -> &'static str {

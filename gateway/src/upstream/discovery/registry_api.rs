@@ -24,7 +24,7 @@ use serde_json::json;
 use super::registry::{self, LimitError, RegisterRequest, RegistryError};
 use crate::admin::access::{self, Access};
 use crate::runtime::Shared;
-use crate::upstream::now_ms;
+use crate::upstream::monotonic_ms;
 
 /// The registry and discovery routes, to merge into the admin router.
 pub fn router() -> Router<Arc<Shared>> {
@@ -185,7 +185,7 @@ async fn discovery_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -
         return r;
     }
     let cfg = shared.current();
-    let now = now_ms();
+    let now = monotonic_ms();
     let services: serde_json::Map<String, serde_json::Value> = cfg
         .services
         .iter()
