@@ -1,8 +1,9 @@
 //! The request pipeline: `impl ProxyHttp for Gateway`, one hook per stage, in
 //! request order. Each hook is a few lines that call one stage.
 //!
-//! early_request_filter    -> path policy + route::select (config snapshot, request id, route)
-//! request_filter          -> strip spoofed identity headers, run the route's plugins
+//! early_request_filter    -> client header hygiene (edge), path policy, route selection
+//! request_filter          -> answer what was refused early, run the route's plugin chain
+//!                            (cors, rate limit, auth: see config::compile::route::plugin_chain)
 //! upstream_peer           -> upstream::pick (balancer over healthy instances)
 //! upstream_request_filter -> rewrite path, route + identity headers, X-Forwarded-*
 //! upstream_response_filter-> passive health, retry on configured statuses

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use route::{compile_route, rate_limiter};
+use route::{compile_route, plugin_chain, rate_limiter};
 use service::compile_service;
 
 use super::file::{GatewayConfig, UnderscoreHeadersConfig};
@@ -88,20 +88,24 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
         ) {
             if let Some(cfg) = &rc.rate_limit {
                 match rate_limiter(cfg, &r.id, &format!("{path}.rate_limit"), previous, rt) {
-                    Ok(rl) => {
-                        r.plugins.insert(0, rl.clone());
-                        r.rate_limit = Some(rl);
-                    }
+                    Ok(rl) => r.rate_limit = Some(rl),
                     Err(issues) => errors.extend(issues.into_iter().map(ConfigError::from)),
                 }
             }
-            if let Some(cfg) = &rc.cors {
-                // first in the chain: a preflight is answered before any budget or token check
-                match plugins::Cors::new(cfg, &format!("{path}.cors")) {
-                    Ok(c) => r.plugins.insert(0, c),
-                    Err(issues) => errors.extend(issues.into_iter().map(ConfigError::from)),
+            let cors = match rc
+                .cors
+                .as_ref()
+                .map(|c| plugins::Cors::new(c, &format!("{path}.cors")))
+            {
+                Some(Ok(c)) => Some(c),
+                Some(Err(issues)) => {
+                    errors.extend(issues.into_iter().map(ConfigError::from));
+                    None
                 }
-            }
+                None => None,
+            };
+            let auth_plugins = std::mem::take(&mut r.plugins);
+            r.plugins = plugin_chain(cors, r.rate_limit.clone(), auth_plugins);
             routes.push(Arc::new(r));
         }
     }

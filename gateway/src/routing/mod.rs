@@ -52,7 +52,8 @@ pub struct Route {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub retry: RetryPolicy,
-    /// The route's request plugins in order (rate limit first, then auth).
+    /// The route's request plugins, in the order `config::compile` documents and
+    /// builds in one place (`plugin_chain`): cors, rate limit, auth.
     pub plugins: Vec<Arc<dyn plugins::Plugin>>,
     /// The route's limiter, kept across reloads that leave its config unchanged.
     pub rate_limit: Option<Arc<plugins::RateLimit>>,

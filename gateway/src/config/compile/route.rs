@@ -163,6 +163,28 @@ pub(super) fn compile_route(
     })
 }
 
+/// The route's request plugins, built here only, in the one order they run:
+/// 1. `cors`: a preflight is answered before any budget or token is spent, and the
+///    CORS headers it adds ride on every refusal further down, so a browser can read it;
+/// 2. `rate_limit`: a flood is refused before the cost of verifying its tokens;
+/// 3. auth (`jwt`: verification, revocation, identity headers): last, so only
+///    admitted requests pay for it, and nothing after it can alter the identity.
+pub(crate) fn plugin_chain(
+    cors: Option<Arc<plugins::Cors>>,
+    rate_limit: Option<Arc<plugins::RateLimit>>,
+    auth: Vec<Arc<dyn plugins::Plugin>>,
+) -> Vec<Arc<dyn plugins::Plugin>> {
+    let mut chain: Vec<Arc<dyn plugins::Plugin>> = Vec::with_capacity(auth.len() + 2);
+    if let Some(c) = cors {
+        chain.push(c);
+    }
+    if let Some(rl) = rate_limit {
+        chain.push(rl);
+    }
+    chain.extend(auth);
+    chain
+}
+
 /// The route's limiter: the previous config's when its settings are unchanged
 /// (so a reload does not hand every client a fresh budget), else a new one.
 pub(super) fn rate_limiter(
