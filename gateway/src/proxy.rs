@@ -46,27 +46,70 @@ pub struct Gateway {
     pub shared: Arc<Shared>,
 }
 
-/// Why the gateway itself answered (for the JSON body and the log).
+/// Why the gateway itself answered. Each kind knows its status, code and message
+/// ([`Refusal::rejection`]); plugins answer with a [`plugins::Rejection`] already, and
+/// both are written by the one responder, `respond::respond_json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
+    /// A header name the header policy refuses (`server.headers_with_underscores: reject`).
+    InvalidHeader,
+    /// A path a backend could resolve to another route than the one matched.
+    InvalidPath(PathRefusal),
     NoRoute,
+    BodyTooLarge,
     NoInstance,
     UpstreamUnreachable,
     UpstreamTimeout,
-    BodyTooLarge,
     Internal,
 }
 
 impl Refusal {
     fn code(self) -> &'static str {
         match self {
+            Refusal::InvalidHeader => "invalid_header",
+            Refusal::InvalidPath(_) => "invalid_path",
             Refusal::NoRoute => "route_not_found",
+            Refusal::BodyTooLarge => "body_too_large",
             Refusal::NoInstance => "no_healthy_instance",
             Refusal::UpstreamUnreachable => "upstream_unreachable",
             Refusal::UpstreamTimeout => "upstream_timeout",
-            Refusal::BodyTooLarge => "body_too_large",
             Refusal::Internal => "internal_error",
         }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Refusal::InvalidHeader | Refusal::InvalidPath(_) => StatusCode::BAD_REQUEST,
+            Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::NoInstance => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The answer for this refusal; the message may name what the request carried.
+    fn rejection(self, ctx: &RequestCtx) -> plugins::Rejection {
+        let message: Cow<'static, str> = match self {
+            Refusal::InvalidHeader => {
+                let name = ctx.invalid_header.as_deref().unwrap_or("?");
+                format!("header {name:?}: names with `_` are not accepted; use `-`").into()
+            }
+            Refusal::InvalidPath(why) => why.message().into(),
+            Refusal::NoRoute => "no route matches this request".into(),
+            Refusal::BodyTooLarge => {
+                format!("the request body is over {} bytes", ctx.body_limit).into()
+            }
+            Refusal::NoInstance => {
+                let svc = ctx.route.as_ref().map_or("?", |r| &r.service.name);
+                format!("service {svc:?} has no healthy instance").into()
+            }
+            Refusal::UpstreamTimeout => "the service did not answer in time".into(),
+            Refusal::UpstreamUnreachable => "the service could not be reached".into(),
+            Refusal::Internal => "the gateway failed to handle this request".into(),
+        };
+        plugins::Rejection::new(self.status(), self.code(), message)
     }
 }
 
@@ -179,77 +222,34 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if let Some(name) = ctx.invalid_header.take() {
+        if ctx.invalid_header.is_some() {
             ctx.route = None;
-            let msg = format!("header {name:?}: names with `_` are not accepted; use `-`");
-            respond_json(
-                session,
-                ctx,
-                StatusCode::BAD_REQUEST,
-                "invalid_header",
-                &msg,
-                &[],
-            )
-            .await;
+            answer(session, ctx, Refusal::InvalidHeader).await;
             return Ok(true);
         }
         // a path a backend could resolve to another route than the one matched
-        if let Some(refusal) = ctx.invalid_path {
-            refusal.count();
-            tracing::debug!(reason = refusal.reason(), path = %session.req_header().uri, "path refused");
-            respond_json(
-                session,
-                ctx,
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                refusal.message(),
-                &[],
-            )
-            .await;
+        if let Some(why) = ctx.invalid_path {
+            why.count();
+            tracing::debug!(reason = why.reason(), path = %session.req_header().uri, "path refused");
+            answer(session, ctx, Refusal::InvalidPath(why)).await;
             return Ok(true);
         }
         let Some(route) = ctx.route.clone() else {
             METRICS.no_route.inc();
-            let msg = "no route matches this request";
-            respond_json(
-                session,
-                ctx,
-                StatusCode::NOT_FOUND,
-                Refusal::NoRoute.code(),
-                msg,
-                &[],
-            )
-            .await;
+            answer(session, ctx, Refusal::NoRoute).await;
             return Ok(true);
         };
         ctx.body_limit = body_limit::limit_for(&ctx.config, &route);
         if body_limit::declared_over(session.req_header(), ctx.body_limit) {
             // refused before anything is read or forwarded; the unread body ends the connection
             session.as_mut().set_keepalive(None);
-            let msg = format!("the request body is over {} bytes", ctx.body_limit);
-            respond_json(
-                session,
-                ctx,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Refusal::BodyTooLarge.code(),
-                &msg,
-                &[],
-            )
-            .await;
+            answer(session, ctx, Refusal::BodyTooLarge).await;
             return Ok(true);
         }
         match run_plugins(&route, session, ctx.client_ip, &mut ctx.plugin_out).await {
             plugins::Flow::Continue => {}
             plugins::Flow::Reject(rej) => {
-                respond_json(
-                    session,
-                    ctx,
-                    rej.status,
-                    rej.code,
-                    &rej.message,
-                    &rej.headers,
-                )
-                .await;
+                respond_json(session, ctx, rej).await;
                 return Ok(true);
             }
             plugins::Flow::Answer { status, headers } => {
@@ -492,21 +492,10 @@ impl ProxyHttp for Gateway {
             // the connection is not reused after this answer: say so (`Connection: close`),
             // or a keep-alive client sends its next request into a closed socket
             session.as_mut().set_keepalive(None);
-            let message: Cow<'static, str> = match refusal {
-                Refusal::NoInstance => {
-                    let svc = ctx.route.as_ref().map_or("?", |r| &r.service.name);
-                    format!("service {svc:?} has no healthy instance").into()
-                }
-                Refusal::UpstreamTimeout => "the service did not answer in time".into(),
-                Refusal::UpstreamUnreachable => "the service could not be reached".into(),
-                Refusal::NoRoute => "no route matches this request".into(),
-                Refusal::BodyTooLarge => {
-                    format!("the request body is over {} bytes", ctx.body_limit).into()
-                }
-                Refusal::Internal => "the gateway failed to handle this request".into(),
-            };
-            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            respond_json(session, ctx, code, refusal.code(), &message, &[]).await;
+            let mut rejection = refusal.rejection(ctx);
+            // the status Pingora's error carries (a timeout, a status to pass on) wins
+            rejection.status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            respond_json(session, ctx, rejection).await;
         }
         ctx.local_status = Some(status);
         FailToProxy {
@@ -543,6 +532,12 @@ fn report_failure(ctx: &RequestCtx) {
             .inc();
         tracing::warn!(service = %route.service.name, instance = %g.instance().id, "instance ejected after consecutive failures");
     }
+}
+
+/// Answer a refusal found in `request_filter` (before any upstream work).
+async fn answer(session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) {
+    let rejection = refusal.rejection(ctx);
+    respond_json(session, ctx, rejection).await;
 }
 
 fn refuse(ctx: &mut RequestCtx, refusal: Refusal, status: u16) -> Box<Error> {

@@ -8,15 +8,19 @@ use pingora_proxy::Session;
 
 use super::{RequestCtx, X_REQUEST_ID};
 
-/// Answer with the project's JSON error shape.
+/// Answer with the project's JSON error shape: the one responder for every
+/// refusal the gateway or a plugin makes.
 pub(super) async fn respond_json(
     session: &mut Session,
     ctx: &mut RequestCtx,
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    extra: &[(HeaderName, HeaderValue)],
+    rejection: plugins::Rejection,
 ) {
+    let plugins::Rejection {
+        status,
+        code,
+        message,
+        headers: extra,
+    } = rejection;
     ctx.local_status = Some(status.as_u16());
     let body = serde_json::json!({
         "error": code,
@@ -33,7 +37,7 @@ pub(super) async fn respond_json(
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         // plugin response headers (CORS) first, so a browser can read the error
-        for (name, value) in ctx.plugin_out.response_headers.iter().chain(extra) {
+        for (name, value) in ctx.plugin_out.response_headers.iter().chain(&extra) {
             resp.insert_header(name.clone(), value.clone())?;
         }
         Ok(())
