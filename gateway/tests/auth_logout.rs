@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use plugins::auth::mint::{mint_token, MintKey, MintOptions};
+use plugins::auth::mint::{mint_token, MintOptions};
 use serde_json::{json, Value};
 use testkit::{check_config, client, wait_until_async, Backend, GatewayProcess, RedisServer};
 
@@ -14,20 +14,7 @@ const SECRET: &str = "logout-test-secret-0123456789abcdef01";
 
 /// A fresh access token, as a login would hand out.
 fn login(sub: &str) -> String {
-    mint_token(&MintOptions {
-        alg: "HS256".into(),
-        key: MintKey::Secret(SECRET.into()),
-        sub: sub.into(),
-        email: None,
-        roles: vec![],
-        ttl: Duration::from_secs(600),
-        iss: Some("dev".into()),
-        aud: None,
-        kid: None,
-        jti: true,
-        extra: Default::default(),
-    })
-    .unwrap()
+    mint_token(&MintOptions::hs256(SECRET, sub)).unwrap()
 }
 
 fn jti(token: &str) -> String {

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use plugins::auth::mint::{mint_token, MintKey, MintOptions};
+use plugins::auth::mint::{mint_token, MintOptions};
 use serde_json::{json, Value};
 use testkit::{check_config, client, Backend, Echo, GatewayProcess};
 
@@ -17,17 +17,9 @@ const SECRET: &str = "edge-test-secret-0123456789abcdef0123";
 
 fn token(sub: &str) -> String {
     mint_token(&MintOptions {
-        alg: "HS256".into(),
-        key: MintKey::Secret(SECRET.into()),
-        sub: sub.into(),
         email: Some(format!("{sub}@example.com")),
         roles: vec!["USER".into()],
-        ttl: Duration::from_secs(600),
-        iss: Some("dev".into()),
-        aud: None,
-        kid: None,
-        jti: true,
-        extra: Default::default(),
+        ..MintOptions::hs256(SECRET, sub)
     })
     .unwrap()
 }

@@ -12,7 +12,7 @@ mod upstream;
 use std::time::Duration;
 
 use plugins::auth::identity::{verify_signature, ReceivedRequest};
-use plugins::auth::mint::{mint_token, MintKey, MintOptions};
+use plugins::auth::mint::{mint_token, MintOptions};
 use serde_json::{json, Value};
 use testkit::{client, free_port, GatewayProcess};
 use upstream::{Behaviour, Received, Upstream};
@@ -24,17 +24,9 @@ const SERVICE: &str = "echo";
 
 fn token(sub: &str) -> String {
     mint_token(&MintOptions {
-        alg: "HS256".into(),
-        key: MintKey::Secret(SECRET.into()),
-        sub: sub.into(),
         email: Some(format!("{sub}@example.com")),
         roles: vec!["USER".into(), "OPS".into()],
-        ttl: Duration::from_secs(600),
-        iss: Some("dev".into()),
-        aud: None,
-        kid: None,
-        jti: true,
-        extra: Default::default(),
+        ..MintOptions::hs256(SECRET, sub)
     })
     .unwrap()
 }

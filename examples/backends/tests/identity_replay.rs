@@ -10,11 +10,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http;
 use plugins::auth::identity::{Binding, IdentitySigner, SIGNATURE_HEADER};
-use plugins::auth::mint::{mint_token, MintKey, MintOptions};
+use plugins::auth::mint::{mint_token, MintOptions};
 use serde_json::json;
 use support::{gateway_bin, Stack, SIGNING_SECRET};
 use testkit::{Backend, Echo, GatewayProcess};
@@ -54,17 +54,9 @@ fn capture_gateway(echo: &Backend) -> GatewayProcess {
 
 fn dev_token(sub: &str, email: &str) -> String {
     mint_token(&MintOptions {
-        alg: "HS256".into(),
-        key: MintKey::Secret(DEV_SECRET.into()),
-        sub: sub.into(),
         email: Some(email.into()),
         roles: vec!["user".into()],
-        ttl: Duration::from_secs(600),
-        iss: Some("dev".into()),
-        aud: None,
-        kid: None,
-        jti: true,
-        extra: Default::default(),
+        ..MintOptions::hs256(DEV_SECRET, sub)
     })
     .expect("mint a dev token")
 }
