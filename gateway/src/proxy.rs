@@ -239,7 +239,7 @@ impl ProxyHttp for Gateway {
             answer(session, ctx, Refusal::NoRoute).await;
             return Ok(true);
         };
-        ctx.body_limit = body_limit::limit_for(&ctx.config, &route);
+        ctx.body_limit = route.max_body_size;
         if body_limit::declared_over(session.req_header(), ctx.body_limit) {
             // refused before anything is read or forwarded; the unread body ends the connection
             session.as_mut().set_keepalive(None);
@@ -308,7 +308,7 @@ impl ProxyHttp for Gateway {
         ctx.tried.push(instance.id.clone());
         ctx.inflight = Some(instance.begin());
         ctx.upstream_started.get_or_insert_with(Instant::now);
-        let opts = &service.peer;
+        let opts = &service.spec.peer;
         let mut peer = HttpPeer::new(instance.addr, opts.tls, opts.sni.clone());
         peer.options.connection_timeout = Some(route.connect_timeout);
         peer.options.read_timeout = Some(route.read_timeout);
@@ -522,9 +522,9 @@ fn report_failure(ctx: &RequestCtx) {
     let (Some(route), Some(g)) = (ctx.route.as_ref(), ctx.inflight.as_ref()) else {
         return;
     };
-    let p = &route.service.passive;
+    let p = &route.service.spec.passive_health;
     if g.instance()
-        .report_failure(p.consecutive_failures, p.ejection_time.get())
+        .report_failure(p.consecutive_failures, p.ejection_time)
     {
         METRICS
             .ejections
@@ -557,7 +557,7 @@ fn record(
     if let Some(r) = route {
         r.metrics.record(status, total, upstream);
     }
-    if !ctx.config.file.server.log.access_log {
+    if !ctx.config.access_log {
         return;
     }
     let req = session.req_header();

@@ -153,7 +153,7 @@ fn route_rules(
         previous: None,
         rt: runtime().handle(),
     }) {
-        Ok(rc) => Ok(Some(rc)),
+        Ok(c) => Ok(Some(c.runtime)),
         Err(errors) => {
             for e in &errors {
                 prop_assert!(

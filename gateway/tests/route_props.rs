@@ -256,6 +256,7 @@ fn check_agreement(routes: &[RouteSpec], requests: &[Req]) -> Result<(), TestCas
             rt: rt.handle(),
         })
     }
+    .map(|c| c.runtime)
     .map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
     for q in requests {
         let mut headers = HeaderMap::new();

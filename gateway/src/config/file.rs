@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::Dur;
 use super::size::ByteSize;
+pub use crate::logging::LogFormat;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -131,14 +132,6 @@ impl Default for LogConfig {
             access_log: true,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 fn yes() -> bool {

@@ -10,11 +10,10 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::X_REQUEST_ID;
-use crate::config::file::HashOn;
 use crate::routing::path_policy::{self, PathRefusal};
 use crate::routing::Route;
 use crate::runtime::RuntimeConfig;
-use crate::upstream::balancer;
+use crate::upstream::{hash_bytes, HashKey};
 
 /// What routing decided for a request whose path the policy accepted.
 pub(super) struct Routed {
@@ -126,20 +125,21 @@ pub(super) fn hash_key(
     out: &plugins::PluginOutput,
 ) -> Option<u64> {
     let req = session.req_header();
-    match route.service.hash_on.as_ref()? {
-        HashOn::Header(name) => out
+    match route.service.spec.balance.hash_key()? {
+        // an identity header the auth plugin set wins over whatever the client sent
+        HashKey::Header(name) => out
             .upstream_headers
             .iter()
-            .find(|(h, _)| h.as_str().eq_ignore_ascii_case(name))
+            .find(|(h, _)| h == name)
             .map(|(_, v)| v)
-            .or_else(|| req.headers.get(name.as_str()))
-            .map(|v| balancer::hash_bytes(v.as_bytes())),
-        HashOn::Cookie(name) => {
-            plugins::cookie(&req.headers, name).map(|v| balancer::hash_bytes(v.as_bytes()))
+            .or_else(|| req.headers.get(name))
+            .map(|v| hash_bytes(v.as_bytes())),
+        HashKey::Cookie(name) => {
+            plugins::cookie(&req.headers, name).map(|v| hash_bytes(v.as_bytes()))
         }
-        HashOn::ClientIp => client_ip.map(|ip| match ip {
-            IpAddr::V4(ip) => balancer::hash_bytes(&ip.octets()),
-            IpAddr::V6(ip) => balancer::hash_bytes(&ip.octets()),
+        HashKey::ClientIp => client_ip.map(|ip| match ip {
+            IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+            IpAddr::V6(ip) => hash_bytes(&ip.octets()),
         }),
     }
 }
