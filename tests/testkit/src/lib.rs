@@ -22,6 +22,7 @@
 //! ```
 
 mod backend;
+pub mod config;
 mod gateway;
 mod redis;
 mod tls;
@@ -31,8 +32,8 @@ use std::net::TcpListener;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use self::gateway::{check_config, check_file, CheckOutput, GatewayProcess};
 pub use backend::{Backend, Echo};
-pub use gateway::{check_config, check_file, CheckOutput, GatewayProcess};
 pub use redis::RedisServer;
 pub use tls::SelfSigned;
 
