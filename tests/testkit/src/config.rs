@@ -490,6 +490,23 @@ impl From<RouteBuilder> for RouteConfig {
     }
 }
 
+/// A CORS policy for these origins, every other key at its default (the defaults
+/// are the parser's: the policy is read from `{allow_origins: [...]}`).
+pub fn cors_for(origins: &[&str]) -> CorsConfig {
+    serde_json::from_value(serde_json::json!({ "allow_origins": origins }))
+        .unwrap_or_else(|e| panic!("a CORS policy for {origins:?}: {e}"))
+}
+
+/// A rate limit of `requests` per `per`, shared by `key`, burst at its default.
+pub fn rate_limit(requests: u32, per: Dur, key: RateLimitKey) -> RateLimitConfig {
+    RateLimitConfig {
+        requests,
+        per,
+        burst: None,
+        key,
+    }
+}
+
 /// A claim rule for [`JwtRouteConfig::require`]: the claim holds any of `values`.
 pub fn any_of(values: &[&str]) -> OneOrMany {
     match values {
@@ -625,10 +642,12 @@ mod tests {
                         non_idempotent: true,
                     })
                     .rate_limit(RateLimitConfig {
-                        requests: 5,
-                        per: secs(1),
                         burst: Some(1),
-                        key: RateLimitKey::Header("x-key".into()),
+                        ..rate_limit(5, secs(1), RateLimitKey::Header("x-key".into()))
+                    })
+                    .cors(CorsConfig {
+                        allow_credentials: true,
+                        ..cors_for(&["https://app.example.com"])
                     })
                     .jwt(JwtRouteConfig {
                         on_redis_error: Some(RedisErrorPolicy::Allow),
