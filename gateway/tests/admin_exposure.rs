@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use testkit::config::{
-    AdminConfig, GatewayConfigBuilder, RegistryConfig, RegistryLimitsConfig, RouteBuilder,
-    ServiceBuilder, ADMIN_ADDRESS,
+    AdminConfig, GatewayConfigBuilder, RegistryConfig, RegistryLimitsConfig, ServiceBuilder,
+    ADMIN_ADDRESS,
 };
 use testkit::{check_config, wait_until, Backend, GatewayProcess};
 
@@ -19,10 +19,8 @@ const TOKEN: &str = "admin-test-token-0123456789abcdef";
 const T: Duration = Duration::from_secs(10);
 
 fn config(admin: AdminConfig) -> String {
-    GatewayConfigBuilder::new()
+    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::registry())
         .admin_config(admin)
-        .service("member", ServiceBuilder::registry())
-        .route(RouteBuilder::to("member").prefix("/"))
         .yaml()
 }
 

@@ -26,10 +26,7 @@ const BOUND: Duration = Duration::from_secs(15);
 
 /// The listener and admin, one echo service, one catch-all route.
 fn echo_config(b: &Backend) -> GatewayConfigBuilder {
-    GatewayConfigBuilder::new()
-        .admin()
-        .service("echo", ServiceBuilder::instances([b.addr()]))
-        .route(RouteBuilder::to("echo").prefix("/"))
+    GatewayConfigBuilder::in_front_of("echo", ServiceBuilder::instances([b.addr()]))
 }
 
 /// Read one response with a Content-Length body; the head and the body.

@@ -161,11 +161,7 @@ const T: Duration = Duration::from_secs(10);
 
 /// Listener and admin, the service `member` found by `dns`, one route to it.
 fn member_config(dns: DnsDiscoveryConfig) -> String {
-    GatewayConfigBuilder::new()
-        .admin()
-        .service("member", ServiceBuilder::dns(dns))
-        .route(RouteBuilder::to("member").prefix("/"))
-        .yaml()
+    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::dns(dns)).yaml()
 }
 
 #[test]

@@ -13,9 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
-use testkit::config::{
-    ms, EurekaDiscoveryConfig, GatewayConfigBuilder, RouteBuilder, ServiceBuilder,
-};
+use testkit::config::{ms, EurekaDiscoveryConfig, GatewayConfigBuilder, ServiceBuilder};
 use testkit::{http_get, wait_until, Backend, GatewayProcess};
 
 const T: Duration = Duration::from_secs(10);
@@ -163,10 +161,7 @@ fn gateway(servers: &[&EurekaServer]) -> GatewayProcess {
         timeout: ms(500),
         ..EurekaDiscoveryConfig::new(servers.iter().map(|s| s.url()).collect())
     };
-    let config = GatewayConfigBuilder::new()
-        .admin()
-        .service("member", ServiceBuilder::eureka(eureka))
-        .route(RouteBuilder::to("member").prefix("/"));
+    let config = GatewayConfigBuilder::in_front_of("member", ServiceBuilder::eureka(eureka));
     GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &config.yaml())
 }
 

@@ -5,15 +5,13 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use testkit::config::{
-    ms, GatewayConfigBuilder, RegistryConfig, RegistryStore, RouteBuilder, ServiceBuilder,
-};
+use testkit::config::{ms, GatewayConfigBuilder, RegistryConfig, RegistryStore, ServiceBuilder};
 use testkit::{wait_until, Backend, GatewayProcess, RedisServer};
 
 const T: Duration = Duration::from_secs(10);
 
 fn config(redis_url: &str) -> String {
-    GatewayConfigBuilder::new()
+    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::registry())
         .admin_with(|a| {
             a.token = Some("demo-registry-token".into());
             a.registry = Some(RegistryConfig {
@@ -23,8 +21,6 @@ fn config(redis_url: &str) -> String {
                 ..RegistryConfig::default()
             });
         })
-        .service("member", ServiceBuilder::registry())
-        .route(RouteBuilder::to("member").prefix("/"))
         .yaml()
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use testkit::config::{Algorithm, GatewayConfigBuilder, HashOn, RouteBuilder, ServiceBuilder};
+use testkit::config::{Algorithm, GatewayConfigBuilder, HashOn, ServiceBuilder};
 use testkit::{client, Backend, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
@@ -16,11 +16,7 @@ fn config(
     lb: impl FnOnce(ServiceBuilder) -> ServiceBuilder,
 ) -> String {
     let instances = backends.iter().map(|(b, w)| (b.addr(), *w));
-    GatewayConfigBuilder::new()
-        .admin()
-        .service("s", lb(ServiceBuilder::weighted(instances)))
-        .route(RouteBuilder::to("s").prefix("/"))
-        .yaml()
+    GatewayConfigBuilder::in_front_of("s", lb(ServiceBuilder::weighted(instances))).yaml()
 }
 
 /// The `algorithm` of a balancer section as the gateway parses it.

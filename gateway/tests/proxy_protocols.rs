@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use testkit::tokio_tungstenite::tungstenite::Message;
 use testkit::config::{
     ByteSize, GatewayConfigBuilder, ListenerConfig, RouteBuilder, ServiceBuilder, TlsConfig,
     HTTPS_ADDRESS,
 };
+use testkit::tokio_tungstenite::tungstenite::Message;
 use testkit::{client, h2c_client, peak_rss_bytes, Backend, Echo, GatewayProcess, SelfSigned};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");

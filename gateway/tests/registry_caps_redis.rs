@@ -6,15 +6,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use testkit::config::{
-    ms, GatewayConfigBuilder, RegistryConfig, RegistryLimitsConfig, RegistryStore, RouteBuilder,
-    ServiceBuilder,
+    ms, GatewayConfigBuilder, RegistryConfig, RegistryLimitsConfig, RegistryStore, ServiceBuilder,
 };
 use testkit::{GatewayProcess, RedisServer};
 
 const TOKEN: &str = "caps-redis-token-0123456789abcdef";
 
 fn config(redis_url: &str) -> String {
-    GatewayConfigBuilder::new()
+    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::registry())
         .admin_with(|a| {
             a.token = Some(TOKEN.into());
             a.registry = Some(RegistryConfig {
@@ -29,8 +28,6 @@ fn config(redis_url: &str) -> String {
                 ..RegistryConfig::default()
             });
         })
-        .service("member", ServiceBuilder::registry())
-        .route(RouteBuilder::to("member").prefix("/"))
         .yaml()
 }
 

@@ -81,6 +81,15 @@ impl GatewayConfigBuilder {
         })
     }
 
+    /// A gateway in front of one service: the listener, the admin listener, the
+    /// service `name`, and one route to it for every path.
+    pub fn in_front_of(name: &str, service: impl Into<ServiceConfig>) -> Self {
+        Self::new()
+            .admin()
+            .service(name, service)
+            .route(RouteBuilder::to(name).prefix("/"))
+    }
+
     /// The admin listener on `$ADMIN_PORT` (readiness then waits for its `/health`).
     pub fn admin(self) -> Self {
         self.admin_config(AdminConfig::new(ADMIN_ADDRESS))
@@ -679,5 +688,17 @@ mod tests {
         let parsed = gateway::config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(parsed.listeners, vec![ListenerConfig::new(HTTP_ADDRESS)]);
         assert!(parsed.routes.is_empty() && parsed.admin.is_none());
+    }
+
+    #[test]
+    fn in_front_of_is_one_service_behind_a_catch_all_route() {
+        let built = GatewayConfigBuilder::in_front_of("s", ServiceBuilder::registry()).build();
+        let parsed = gateway::config::parse(&to_yaml(&built)).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(parsed, built);
+        assert_eq!(parsed.admin, Some(AdminConfig::new(ADMIN_ADDRESS)));
+        assert_eq!(
+            parsed.routes,
+            vec![RouteBuilder::to("s").prefix("/").build()]
+        );
     }
 }
