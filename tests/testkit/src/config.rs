@@ -11,7 +11,8 @@
 //!     .admin()
 //!     .service("echo", ServiceBuilder::instances([a.addr()]))
 //!     .route(RouteBuilder::to("echo").id("api").prefix("/api/"));
-//! let gw = GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &config.yaml());
+//! // in gateway tests: env!("CARGO_BIN_EXE_gateway")
+//! let gw = GatewayProcess::start("target/debug/gateway", &config.yaml());
 //! ```
 //!
 //! Addresses may hold the placeholders [`GatewayProcess`](crate::GatewayProcess)
