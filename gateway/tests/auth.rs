@@ -15,7 +15,7 @@ use testkit::config::{
 use testkit::{check_config, client, Backend, Echo, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
-const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+const SECRET: &str = testkit::config::TEST_SECRET;
 const SIG_SECRET: &str = "signature-secret-0123456789abcdef";
 
 fn key_path(name: &str) -> String {

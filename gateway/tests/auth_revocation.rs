@@ -17,7 +17,7 @@ use testkit::config::{
 use testkit::{client, wait_until_async, Backend, GatewayProcess, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
-const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+const SECRET: &str = testkit::config::TEST_SECRET;
 
 fn token(sub: &str, jti: bool, extra: &[(&str, Value)]) -> String {
     mint_token(&MintOptions {
