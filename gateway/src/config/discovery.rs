@@ -49,6 +49,22 @@ fn default_dns_timeout() -> Dur {
     Dur::from_secs(2)
 }
 
+/// What `{type: dns}` parses to before `host` or `srv` is set.
+impl Default for DnsDiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: None,
+            srv: None,
+            ip_version: IpVersion::default(),
+            nameservers: Vec::new(),
+            min_interval: default_dns_min_interval(),
+            max_interval: default_dns_max_interval(),
+            timeout: default_dns_timeout(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum IpVersion {
@@ -91,6 +107,20 @@ fn default_eureka_timeout() -> Dur {
 }
 fn default_weight_key() -> String {
     "weight".to_string()
+}
+
+impl EurekaDiscoveryConfig {
+    /// Poll these servers, every other key at its default.
+    pub fn new(servers: Vec<String>) -> Self {
+        Self {
+            servers,
+            app: None,
+            interval: default_eureka_interval(),
+            timeout: default_eureka_timeout(),
+            weight_key: default_weight_key(),
+            use_hostname: false,
+        }
+    }
 }
 
 /// `discovery: {type: registry}`: instances that registered on the admin port.
