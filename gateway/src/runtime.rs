@@ -85,8 +85,11 @@ pub struct Startup {
 pub struct ListenerSpec {
     pub address: SocketAddr,
     pub tls: Option<ListenerTls>,
-    /// Connections served at once; more wait in the kernel's accept queue.
+    /// Connections served at once; more are closed at accept.
     pub max_connections: usize,
+    /// Socket-layer buffers per connection, in bytes (0: none).
+    pub read_buffer: usize,
+    pub write_buffer: usize,
 }
 
 /// TLS termination on a listener.

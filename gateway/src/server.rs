@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
@@ -161,22 +163,22 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
     let mut proxy = Service::new("gateway".to_string(), app);
     for l in &startup.listeners {
         let address = l.address.to_string();
-        match &l.tls {
-            None => proxy.add_tcp(&address),
-            Some(tls) => {
-                let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key).map_err(|e| {
-                    StartError::Listener {
-                        address: address.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                if tls.http2 {
-                    settings.enable_h2();
+        let mut endpoint = ListenerConfig::tcp(&address)
+            .l4_buffer(L4BufferSettings::new(l.read_buffer, l.write_buffer));
+        if let Some(tls) = &l.tls {
+            let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key).map_err(|e| {
+                StartError::Listener {
+                    address: address.clone(),
+                    reason: e.to_string(),
                 }
-                proxy.add_tls_with_settings(&address, None, settings);
+            })?;
+            if tls.http2 {
+                settings.enable_h2();
             }
+            endpoint = endpoint.tls(settings);
         }
-        tracing::info!(%address, tls = l.tls.is_some(), "listener configured");
+        proxy.add_listener(endpoint);
+        tracing::info!(%address, tls = l.tls.is_some(), read_buffer = l.read_buffer, "listener configured");
     }
     server.add_service(proxy);
     tracing::info!(config = %path_str, %version, "gateway starting");

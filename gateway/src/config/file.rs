@@ -151,10 +151,23 @@ pub struct ListenerConfig {
     /// Open connections at most; more are closed at accept (and counted).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Per-connection read buffer of the socket layer (0: none; request headers are
+    /// read into a buffer of their own either way). Held for the connection's life.
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer: ByteSize,
+    /// Per-connection write buffer of the socket layer (0: none).
+    #[serde(default = "default_write_buffer")]
+    pub write_buffer: ByteSize,
 }
 
 fn default_max_connections() -> usize {
     16384
+}
+fn default_read_buffer() -> ByteSize {
+    ByteSize(0)
+}
+fn default_write_buffer() -> ByteSize {
+    ByteSize(1460)
 }
 
 impl ListenerConfig {
@@ -164,6 +177,8 @@ impl ListenerConfig {
             address: address.into(),
             tls: None,
             max_connections: default_max_connections(),
+            read_buffer: default_read_buffer(),
+            write_buffer: default_write_buffer(),
         }
     }
 }

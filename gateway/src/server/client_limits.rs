@@ -165,7 +165,7 @@ where
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
-            let head = read_head(&mut stream, first, h2c, accepted, timeouts, shutdown).await;
+            let head = read_head(&mut stream, first, !tls, h2c, accepted, timeouts, shutdown).await;
             let bytes = match head {
                 Head::Http1(b) => b,
                 Head::H2c(b) => {
@@ -223,12 +223,12 @@ where
 async fn read_head(
     stream: &mut Stream,
     first: bool,
+    plain: bool,
     h2c: bool,
     accepted: Instant,
     timeouts: ClientTimeouts,
     shutdown: &ShutdownWatch,
 ) -> Head {
-    let mut buf = BytesMut::with_capacity(HEADER_BUF);
     let mut shutdown = shutdown.clone();
     if *shutdown.borrow() && !first {
         return Head::Gone;
@@ -243,6 +243,21 @@ async fn read_head(
             None => return Head::Gone,
         }
     };
+    if plain {
+        // an idle connection holds no header buffer: a zero-length read returns once
+        // the socket is readable (or at once, when that is not known), then we allocate
+        let ready = tokio::select! {
+            r = tokio::time::timeout_at(idle_until, stream.read(&mut [])) => r,
+            _ = shutdown.changed(), if !first => return Head::Gone,
+        };
+        match ready {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Head::Gone,
+            Err(_) if first => return Head::Late(0),
+            Err(_) => return Head::Gone,
+        }
+    }
+    let mut buf = BytesMut::with_capacity(HEADER_BUF);
     let read = tokio::select! {
         r = tokio::time::timeout_at(idle_until, stream.read_buf(&mut buf)) => r,
         _ = shutdown.changed(), if !first => return Head::Gone,

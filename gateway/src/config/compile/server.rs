@@ -118,10 +118,32 @@ fn listeners(file: &GatewayConfig, errors: &mut Vec<ConfigError>) -> Vec<Listene
                     http2: t.http2,
                 }),
                 max_connections: l.max_connections,
+                read_buffer: buffer_size(
+                    l.read_buffer.get(),
+                    &format!("{path}.read_buffer"),
+                    errors,
+                ),
+                write_buffer: buffer_size(
+                    l.write_buffer.get(),
+                    &format!("{path}.write_buffer"),
+                    errors,
+                ),
             });
         }
     }
     out
+}
+
+/// A socket buffer size: at most 1 MiB (it is held by every connection).
+fn buffer_size(bytes: u64, path: &str, errors: &mut Vec<ConfigError>) -> usize {
+    const MAX: u64 = 1 << 20;
+    if bytes > MAX {
+        errors.push(ConfigError::new(
+            path,
+            format!("{bytes} bytes is over the 1MiB limit: every connection holds this buffer"),
+        ));
+    }
+    usize::try_from(bytes.min(MAX)).unwrap_or(0)
 }
 
 /// `admin`: its address (bound at start) and who may call it (applied on reload).
