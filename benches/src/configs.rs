@@ -4,10 +4,15 @@
 //! Equivalent means: one worker (nginx `worker_processes 1`, haproxy `nbthread 1`,
 //! gateway `server.threads`), round robin over the same two backends with
 //! keep-alive upstream connections, `X-Forwarded-For`/`-Proto` added, no access log.
+//! With TLS, each terminates it with the same certificate and its own library's
+//! defaults (nginx and haproxy: OpenSSL; the gateway: rustls), HTTP/1.1 only.
+//! (The Pingora floor takes its few settings on the command line: `setup.rs`.)
 
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::Path;
+
+use crate::tls::TlsFiles;
 
 /// HMAC secret of the benchmark's token issuer (loopback-only test value).
 pub const JWT_SECRET: &str = "bench-only-secret-0123456789abcdef0123456789abcdef";
@@ -21,13 +26,21 @@ pub struct GatewayBase {
     pub upstreams: [SocketAddr; 2],
     pub threads: usize,
     pub access_log: bool,
+    /// Terminate TLS on the listener with these files (HTTP/1.1 only, like nginx's).
+    pub tls: Option<(String, String)>,
 }
 
 impl GatewayBase {
     fn head(&self) -> String {
+        let tls = match &self.tls {
+            Some((cert, key)) => {
+                format!(", tls: {{cert: \"{cert}\", key: \"{key}\", http2: false}}")
+            }
+            None => String::new(),
+        };
         format!(
             "server: {{threads: {}, log: {{access_log: {}}}}}\n\
-             listeners: [{{address: \"{}\"}}]\n\
+             listeners: [{{address: \"{}\"{tls}}}]\n\
              admin: {{address: \"{}\"}}\n\
              services:\n  echo: {{instances: [\"{}\", \"{}\"]}}\n",
             self.threads,
@@ -117,9 +130,37 @@ pub fn gateway_pipeline_fallback(base: &GatewayBase) -> String {
     )
 }
 
+/// Where a peer proxy (nginx, haproxy) listens and what it must hold.
+pub struct PeerListen<'a> {
+    pub addr: SocketAddr,
+    /// Terminate TLS with these files.
+    pub tls: Option<&'a TlsFiles>,
+    /// Client connections it must accept at once (raises the defaults, never lowers them).
+    pub connections: usize,
+}
+
 /// nginx as a plain reverse proxy; `routes` > 0 adds that many prefix locations.
-pub fn nginx(dir: &Path, listen: SocketAddr, upstreams: [SocketAddr; 2], routes: usize) -> String {
+pub fn nginx(
+    dir: &Path,
+    listen: &PeerListen<'_>,
+    upstreams: [SocketAddr; 2],
+    routes: usize,
+) -> String {
     let d = dir.display();
+    // client connections plus upstream ones, and two descriptors for each
+    let worker_connections = (listen.connections + 1024).max(8192);
+    let nofile = (worker_connections + 1024).max(20000);
+    let server_listen = match listen.tls {
+        Some(t) => format!(
+            "listen {} ssl;\n\
+             \x20   ssl_certificate {};\n\
+             \x20   ssl_certificate_key {};",
+            listen.addr,
+            t.cert.display(),
+            t.key.display()
+        ),
+        None => format!("listen {};", listen.addr),
+    };
     let proxy = "proxy_pass http://backend; proxy_http_version 1.1; \
                  proxy_set_header Connection \"\"; \
                  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; \
@@ -134,8 +175,8 @@ pub fn nginx(dir: &Path, listen: SocketAddr, upstreams: [SocketAddr; 2], routes:
          daemon off;\n\
          pid {d}/nginx.pid;\n\
          error_log {d}/nginx-error.log warn;\n\
-         worker_rlimit_nofile 20000;\n\
-         events {{ worker_connections 8192; }}\n\
+         worker_rlimit_nofile {nofile};\n\
+         events {{ worker_connections {worker_connections}; }}\n\
          http {{\n\
          \x20 access_log off;\n\
          \x20 client_body_temp_path {d}/nginx-body;\n\
@@ -153,7 +194,7 @@ pub fn nginx(dir: &Path, listen: SocketAddr, upstreams: [SocketAddr; 2], routes:
          \x20   keepalive_requests 1000000;\n\
          \x20 }}\n\
          \x20 server {{\n\
-         \x20   listen {listen};\n\
+         \x20   {server_listen}\n\
          {locations}\
          \x20   location / {{ {proxy} }}\n\
          \x20 }}\n\
@@ -164,7 +205,7 @@ pub fn nginx(dir: &Path, listen: SocketAddr, upstreams: [SocketAddr; 2], routes:
 
 /// haproxy as a plain reverse proxy; `routes_map` routes by a `map_beg` file.
 pub fn haproxy(
-    listen: SocketAddr,
+    listen: &PeerListen<'_>,
     upstreams: [SocketAddr; 2],
     routes_map: Option<&Path>,
 ) -> String {
@@ -172,10 +213,18 @@ pub fn haproxy(
         Some(map) => format!("  use_backend %[path,map_beg({},be)]\n", map.display()),
         None => String::new(),
     };
+    let maxconn = (listen.connections + 1024).max(4000);
+    let (bind, proto) = match listen.tls {
+        Some(t) => (
+            format!("{} ssl crt {}", listen.addr, t.combined.display()),
+            "https",
+        ),
+        None => (listen.addr.to_string(), "http"),
+    };
     format!(
         "global\n\
          \x20 nbthread 1\n\
-         \x20 maxconn 4000\n\
+         \x20 maxconn {maxconn}\n\
          defaults\n\
          \x20 mode http\n\
          \x20 timeout connect 2s\n\
@@ -186,9 +235,9 @@ pub fn haproxy(
          \x20 option forwardfor\n\
          \x20 http-reuse always\n\
          frontend fe\n\
-         \x20 bind {listen}\n\
-         \x20 maxconn 4000\n\
-         \x20 http-request set-header X-Forwarded-Proto http\n\
+         \x20 bind {bind}\n\
+         \x20 maxconn {maxconn}\n\
+         \x20 http-request set-header X-Forwarded-Proto {proto}\n\
          {routing}\
          \x20 default_backend be\n\
          backend be\n\
