@@ -5,7 +5,9 @@
 //! gateway `server.threads`), round robin over the same two backends with
 //! keep-alive upstream connections, `X-Forwarded-For`/`-Proto` added, no access log.
 //! With TLS, each terminates it with the same certificate and its own library's
-//! defaults (nginx and haproxy: OpenSSL; the gateway: rustls), HTTP/1.1 only.
+//! defaults (nginx and haproxy: OpenSSL; the gateway: rustls), HTTP/1.1 only;
+//! nginx 1.22 is told to offer TLS 1.3 (its default stops at 1.2; later versions
+//! and the others offer 1.3), so every target negotiates the same protocol.
 //! (The Pingora floor takes its few settings on the command line: `setup.rs`.)
 
 use std::fmt::Write;
@@ -154,7 +156,8 @@ pub fn nginx(
         Some(t) => format!(
             "listen {} ssl;\n\
              \x20   ssl_certificate {};\n\
-             \x20   ssl_certificate_key {};",
+             \x20   ssl_certificate_key {};\n\
+             \x20   ssl_protocols TLSv1.2 TLSv1.3;",
             listen.addr,
             t.cert.display(),
             t.key.display()
