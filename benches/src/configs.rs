@@ -217,6 +217,14 @@ pub fn haproxy(
         None => String::new(),
     };
     let maxconn = (listen.connections + 1024).max(4000);
+    // haproxy sizes its open-files limit for two descriptors per connection and
+    // by default refuses to start when it cannot raise it that far; idle clients
+    // need one each, so past the default let it run with the limit it gets
+    let strict = if maxconn > 4000 {
+        "  no strict-limits\n"
+    } else {
+        ""
+    };
     let (bind, proto) = match listen.tls {
         Some(t) => (
             format!("{} ssl crt {}", listen.addr, t.combined.display()),
@@ -228,6 +236,7 @@ pub fn haproxy(
         "global\n\
          \x20 nbthread 1\n\
          \x20 maxconn {maxconn}\n\
+         {strict}\
          defaults\n\
          \x20 mode http\n\
          \x20 timeout connect 2s\n\
