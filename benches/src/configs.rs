@@ -149,7 +149,8 @@ pub fn nginx(
     routes: usize,
 ) -> String {
     let d = dir.display();
-    // client connections plus upstream ones, and two descriptors for each
+    // worker_connections counts client and upstream connections alike; each is
+    // one descriptor, and 20,000 (the default hard limit here) leaves room
     let worker_connections = (listen.connections + 1024).max(8192);
     let nofile = (worker_connections + 1024).max(20000);
     let server_listen = match listen.tls {
@@ -263,4 +264,68 @@ pub fn haproxy(
 /// The map file for haproxy's 1,000-route variant.
 pub fn haproxy_routes_map(n: usize) -> String {
     (0..n).map(|i| format!("/svc{i}/ be\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen(tls: Option<&TlsFiles>, connections: usize) -> PeerListen<'_> {
+        PeerListen {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls,
+            connections,
+        }
+    }
+
+    const UP: [SocketAddr; 2] = [
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1),
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2),
+    ];
+
+    #[test]
+    fn peers_keep_their_limits_until_more_clients_need_more() {
+        let dir = Path::new("/tmp");
+        let nginx_50 = nginx(dir, &listen(None, 50), UP, 0);
+        assert!(nginx_50.contains("worker_connections 8192;"));
+        assert!(nginx_50.contains("worker_rlimit_nofile 20000;"));
+        let haproxy_50 = haproxy(&listen(None, 50), UP, None);
+        assert!(haproxy_50.contains("maxconn 4000\n"));
+        assert!(!haproxy_50.contains("strict-limits"));
+
+        assert!(nginx(dir, &listen(None, 10_000), UP, 0).contains("worker_connections 11024;"));
+        let haproxy_10k = haproxy(&listen(None, 10_000), UP, None);
+        assert!(haproxy_10k.contains("maxconn 11024\n"));
+        assert!(haproxy_10k.contains("no strict-limits"));
+    }
+
+    #[test]
+    fn tls_listeners_use_the_generated_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = crate::tls::generate(dir.path()).expect("test certificate");
+        let n = nginx(dir.path(), &listen(Some(&files), 50), UP, 0);
+        assert!(n.contains("listen 127.0.0.1:8443 ssl;"));
+        assert!(n.contains(&format!("ssl_certificate {};", files.cert.display())));
+        assert!(n.contains("ssl_protocols TLSv1.2 TLSv1.3;"));
+        let h = haproxy(&listen(Some(&files), 50), UP, None);
+        assert!(h.contains(&format!(
+            "bind 127.0.0.1:8443 ssl crt {}",
+            files.combined.display()
+        )));
+        assert!(h.contains("X-Forwarded-Proto https"));
+        let base = GatewayBase {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            upstreams: UP,
+            threads: 1,
+            access_log: false,
+            tls: Some(("c.pem".into(), "k.pem".into())),
+        };
+        assert!(
+            gateway_plain(&base).contains("tls: {cert: \"c.pem\", key: \"k.pem\", http2: false}")
+        );
+        let pem = std::fs::read_to_string(&files.combined).expect("combined PEM");
+        assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2, "leaf and CA");
+        assert!(pem.contains("PRIVATE KEY"));
+    }
 }

@@ -220,8 +220,7 @@ fn run_scenario(
         }
         let probe_token = tokens.first().and_then(|v| v.to_str().ok()).unwrap_or("");
         match setup::start(&mut s, t, sc, probe_token) {
-            Ok(started) => {
-                let setup::Started { proc, note, tls } = started;
+            Ok(setup::Started { proc, note, tls }) => {
                 if let Some(n) = &note {
                     eprintln!("{tag} note: {}: {n}", t.name());
                 }
@@ -310,6 +309,7 @@ fn run_scenario(
     result
 }
 
+/// The `Authorization` values scenario `sc` sends (one, or `distinct_tokens`).
 pub fn make_tokens(opts: &Options, sc: &Scenario) -> Vec<HeaderValue> {
     let n = match sc.tokens {
         Tokens::One => 1,
