@@ -67,6 +67,7 @@ fn auth_chain(rt: &tokio::runtime::Runtime) -> Result<Vec<Arc<dyn Plugin>>, Stri
         upstreams: [addr(18081), addr(18082)],
         threads: 1,
         access_log: false,
+        tls: None,
     };
     // the pipeline config without the revocation section (no Redis in a micro bench)
     let text = configs::gateway_pipeline(&base, addr(6379))

@@ -18,6 +18,7 @@ fn compiled(n: usize, rt: &tokio::runtime::Runtime) -> RuntimeConfig {
         upstreams: [addr(18081), addr(18082)],
         threads: 1,
         access_log: false,
+        tls: None,
     };
     let text = configs::gateway_many_routes(&base, n);
     let file = config::parse(&text).expect("bench config parses");

@@ -1,5 +1,6 @@
 //! Benchmarks for the gateway: the load harness (`loadtest` bin) that compares the
-//! gateway with nginx, haproxy and the bare backend, and the pieces it is made of.
+//! gateway with the bare Pingora floor, nginx, haproxy and the bare backend, and
+//! the pieces it is made of.
 //! The criterion micro benches live in `benches/`.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -7,6 +8,7 @@
 pub mod backend;
 pub mod chart;
 pub mod configs;
+pub mod idle;
 pub mod loadgen;
 pub mod procs;
 pub mod report;
@@ -14,4 +16,5 @@ pub mod run;
 pub mod scenario;
 pub mod setup;
 pub mod sys;
+pub mod tls;
 pub mod tokens;

@@ -1,5 +1,7 @@
 //! The load generator: a fixed number of keep-alive HTTP/1.1 connections
-//! (hyper client), each sending requests back to back until the time is up.
+//! (hyper client), each sending requests back to back until the time is up; or,
+//! in new-connection mode, that many clients each opening a fresh connection per
+//! request (over TLS: a full handshake each time). Plain TCP or TLS (rustls).
 //!
 //! It runs on a thread of its own (a single-threaded runtime, optionally pinned to
 //! one CPU), records every latency in an HDR histogram (microseconds) and counts
@@ -42,6 +44,10 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// CPU to pin the generator's thread to.
     pub cpu: Option<usize>,
+    /// Speak TLS with this client config.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// A fresh connection per request (`Connection: close`), closed after the answer.
+    pub new_connection_per_request: bool,
 }
 
 /// What one run measured.
@@ -71,6 +77,26 @@ struct State {
     errors: Cell<u64>,
     bytes: Cell<u64>,
     next: Cell<usize>,
+}
+
+impl State {
+    /// Count one exchange that started at `t0`: `(2xx, body bytes)`, or `None`
+    /// when the transport failed or timed out. False when the connection is unusable.
+    fn tally(&self, outcome: Option<(bool, u64)>, t0: Instant) -> bool {
+        let micros = t0.elapsed().as_micros().max(1) as u64;
+        let Some((ok, n)) = outcome else {
+            self.errors.set(self.errors.get() + 1);
+            return false;
+        };
+        self.bytes.set(self.bytes.get() + n);
+        if ok {
+            self.requests.set(self.requests.get() + 1);
+            let _ = self.latency.borrow_mut().record(micros);
+        } else {
+            self.errors.set(self.errors.get() + 1);
+        }
+        true
+    }
 }
 
 /// Run `spec` on a fresh thread; `probe` is read when the measured window opens
@@ -107,22 +133,26 @@ async fn drive(spec: &LoadSpec, probe: &(dyn Fn() -> f64 + Sync)) -> io::Result<
     let spec = Rc::new(spec.clone());
 
     // open every connection first, so the window measures steady state only
-    let mut opening = tokio::task::JoinSet::new();
-    for _ in 0..spec.connections.max(1) {
-        let addr = spec.addr;
-        opening.spawn_local(async move {
-            tokio::time::timeout(CONNECT_TIMEOUT, connect(addr))
-                .await
-                .unwrap_or_else(|_| Err(io::Error::other("connect timed out")))
-        });
-    }
     let mut senders = Vec::with_capacity(spec.connections);
-    while let Some(joined) = opening.join_next().await {
-        match joined {
-            Ok(Ok(s)) => senders.push(Some(s)),
-            _ => {
-                state.errors.set(state.errors.get() + 1);
-                senders.push(None);
+    if spec.new_connection_per_request {
+        senders.resize_with(spec.connections.max(1), || None);
+    } else {
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..spec.connections.max(1) {
+            let spec = spec.clone();
+            opening.spawn_local(async move {
+                tokio::time::timeout(CONNECT_TIMEOUT, connect(&spec))
+                    .await
+                    .unwrap_or_else(|_| Err(io::Error::other("connect timed out")))
+            });
+        }
+        while let Some(joined) = opening.join_next().await {
+            match joined {
+                Ok(Ok(s)) => senders.push(Some(s)),
+                _ => {
+                    state.errors.set(state.errors.get() + 1);
+                    senders.push(None);
+                }
             }
         }
     }
@@ -132,7 +162,11 @@ async fn drive(spec: &LoadSpec, probe: &(dyn Fn() -> f64 + Sync)) -> io::Result<
     let deadline = start + spec.duration;
     let mut workers = tokio::task::JoinSet::new();
     for sender in senders {
-        workers.spawn_local(worker(sender, spec.clone(), state.clone(), deadline));
+        if spec.new_connection_per_request {
+            workers.spawn_local(one_per_connection(spec.clone(), state.clone(), deadline));
+        } else {
+            workers.spawn_local(worker(sender, spec.clone(), state.clone(), deadline));
+        }
     }
     while workers.join_next().await.is_some() {}
     let elapsed = start.elapsed();
@@ -153,10 +187,26 @@ async fn drive(spec: &LoadSpec, probe: &(dyn Fn() -> f64 + Sync)) -> io::Result<
 
 type Sender = SendRequest<Full<Bytes>>;
 
-async fn connect(addr: SocketAddr) -> io::Result<Sender> {
-    let stream = TcpStream::connect(addr).await?;
+/// Open a connection (TCP, then TLS when the spec asks) and its HTTP/1.1 client.
+async fn connect(spec: &LoadSpec) -> io::Result<Sender> {
+    let stream = TcpStream::connect(spec.addr).await?;
     stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    match &spec.tls {
+        None => handshake(stream).await,
+        Some(cfg) => {
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(crate::tls::server_name()?, stream)
+                .await?;
+            handshake(tls).await
+        }
+    }
+}
+
+async fn handshake<T>(io: T) -> io::Result<Sender>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(io::Error::other)?;
     tokio::task::spawn_local(async move {
@@ -170,7 +220,7 @@ async fn worker(mut sender: Option<Sender>, spec: Rc<LoadSpec>, st: Rc<State>, d
         let s = match sender.as_mut() {
             Some(s) => s,
             None => {
-                match tokio::time::timeout(CONNECT_TIMEOUT, connect(spec.addr)).await {
+                match tokio::time::timeout(CONNECT_TIMEOUT, connect(&spec)).await {
                     Ok(Ok(s)) => sender = Some(s),
                     _ => {
                         st.errors.set(st.errors.get() + 1);
@@ -191,21 +241,31 @@ async fn worker(mut sender: Option<Sender>, spec: Rc<LoadSpec>, st: Rc<State>, d
         };
         let t0 = Instant::now();
         let outcome = tokio::time::timeout(REQUEST_TIMEOUT, exchange(s, req)).await;
-        let micros = t0.elapsed().as_micros().max(1) as u64;
-        match outcome {
-            Ok(Ok((ok, n))) => {
-                st.bytes.set(st.bytes.get() + n);
-                if ok {
-                    st.requests.set(st.requests.get() + 1);
-                    let _ = st.latency.borrow_mut().record(micros);
-                } else {
-                    st.errors.set(st.errors.get() + 1);
-                }
-            }
-            _ => {
-                st.errors.set(st.errors.get() + 1);
-                sender = None;
-            }
+        if !st.tally(outcome.ok().and_then(Result::ok), t0) {
+            sender = None;
+        }
+    }
+}
+
+/// New-connection mode: connect (and handshake), one request, close; the latency
+/// counts the whole of it.
+async fn one_per_connection(spec: Rc<LoadSpec>, st: Rc<State>, deadline: Instant) {
+    while Instant::now() < deadline {
+        let Some(mut req) = build(&spec, &st) else {
+            st.errors.set(st.errors.get() + 1);
+            return;
+        };
+        req.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let t0 = Instant::now();
+        let once = async {
+            let mut s = connect(&spec).await?;
+            exchange(&mut s, req).await.map_err(io::Error::other)
+        };
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, once).await;
+        if !st.tally(outcome.ok().and_then(Result::ok), t0) {
+            // do not spin on a refused connect
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

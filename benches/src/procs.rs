@@ -1,5 +1,5 @@
-//! Child processes the harness starts (backends, the gateway, nginx, haproxy,
-//! redis): spawn pinned, wait until they answer, stop them on drop.
+//! Child processes the harness starts (backends, the gateway, the Pingora floor,
+//! nginx, haproxy, redis): spawn pinned, wait until they answer, stop them on drop.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -63,6 +63,11 @@ impl Proc {
 
     /// Wait until `GET path` with `headers` answers 2xx.
     pub fn wait_http(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<(), StartError> {
+        self.wait_until(|addr| matches!(http_status(addr, path, headers), Ok(200..=299)))
+    }
+
+    /// Wait until `ready(addr)` holds (checked every 50 ms, for up to 15 s).
+    pub fn wait_until(&mut self, ready: impl Fn(SocketAddr) -> bool) -> Result<(), StartError> {
         let secs = 15;
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
@@ -72,7 +77,7 @@ impl Proc {
                     log: self.log_tail(),
                 });
             }
-            if matches!(http_status(self.addr, path, headers), Ok(200..=299)) {
+            if ready(self.addr) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -194,12 +199,22 @@ pub fn spawn_backend(bin: &Path, name: &str, cpu: Option<usize>) -> Result<Proc,
 pub fn http_status(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    request_status(&mut stream, path, headers)
+}
+
+/// Send `GET path` (`Connection: close`) on `stream` and read the status code.
+pub fn request_status(
+    stream: &mut (impl Read + Write),
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<u16> {
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: bench.local\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
+    stream.flush()?;
     let mut head = [0u8; 32];
     let n = stream.read(&mut head)?;
     let text = String::from_utf8_lossy(&head[..n]);

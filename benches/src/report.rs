@@ -1,10 +1,13 @@
 //! The results: a markdown table per scenario (each figure beside its ratio to
-//! nginx and to the direct backend), a JSON dump, and an SVG chart.
+//! nginx, to the direct backend and, for CPU, to the Pingora floor: the gateway's
+//! own cost over the engine), the idle-connection memory table, a JSON dump, and
+//! an SVG chart.
 
 use std::fmt::Write;
 
+use crate::idle::IdleMeasured;
 use crate::run::{Measured, ScenarioResult};
-use crate::scenario::Target;
+use crate::scenario::{Kind, Target};
 
 /// Facts about the run printed above the tables.
 pub struct RunInfo {
@@ -51,15 +54,33 @@ pub fn markdown(info: &RunInfo, results: &[ScenarioResult]) -> String {
     let _ = writeln!(
         out,
         "- req/s: median of the rounds; latency over all rounds; CPU: the target's \
-         user+system seconds per 10,000 requests (/proc); RSS: peak (VmHWM)\n"
+         user+system microseconds per request (/proc); x floor: CPU per request over \
+         the bare Pingora proxy's (`pingora-floor`, same threads, pinning and upstream \
+         pool); RSS: peak (VmHWM)\n"
     );
     for sc in results {
         let _ = writeln!(out, "## {}: {}\n", sc.key, sc.title);
-        out.push_str(&table(sc));
+        match sc.kind {
+            Kind::Load => {
+                out.push_str(&table(sc));
+                if let Some(line) = floor_summary(sc) {
+                    let _ = writeln!(out, "\n{line}");
+                }
+            }
+            Kind::Idle => out.push_str(&idle_table(sc)),
+        }
         for m in &sc.measured {
             if let Some(n) = &m.note {
                 let _ = writeln!(out, "\n- {}: {n}", m.target.name());
             }
+        }
+        let negotiated: Vec<String> = sc
+            .measured
+            .iter()
+            .filter_map(|m| Some(format!("{} {}", m.target.name(), m.tls.as_deref()?)))
+            .collect();
+        if !negotiated.is_empty() {
+            let _ = writeln!(out, "\n- TLS negotiated: {}", negotiated.join("; "));
         }
         for (t, why) in &sc.skipped {
             let _ = writeln!(out, "\n- {} skipped: {why}", t.name());
@@ -73,20 +94,21 @@ pub fn markdown(info: &RunInfo, results: &[ScenarioResult]) -> String {
 pub fn table(sc: &ScenarioResult) -> String {
     let nginx = sc.get(Target::Nginx);
     let direct = sc.get(Target::Direct);
+    let floor = sc.get(Target::Floor);
     let f = |m: Option<&Measured>, g: fn(&Measured) -> f64| m.map(g);
     let mut out = String::from(
         "| target | req/s | x nginx | x direct | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 x nginx | \
-         errors | CPU s/10k req | x nginx | x direct | peak RSS MiB | x nginx | x direct |\n\
-         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+         errors | CPU µs/req | x nginx | x floor | x direct | peak RSS MiB | x nginx | x direct |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for m in &sc.measured {
         let rps = m.rps();
         let p99 = m.latency_ms(0.99);
-        let cpu = m.cpu_per_10k();
+        let cpu = m.cpu_us_per_request();
         if m.requests() == 0 {
             let _ = writeln!(
                 out,
-                "| {} | 0 | - | - | - | - | - | - | - | {} | - | - | - | - | - | - |",
+                "| {} | 0 | - | - | - | - | - | - | - | {} | - | - | - | - | - | - | - |",
                 m.target.name(),
                 m.errors()
             );
@@ -97,7 +119,7 @@ pub fn table(sc: &ScenarioResult) -> String {
         let star = if m.note.is_some() { " *" } else { "" };
         let _ = writeln!(
             out,
-            "| {}{star} | {rps:.0} | {} | {} | {:.2} | {:.2} | {p99:.2} | {:.2} | {} | {} | {cpu:.3} | {} | {} | {rss:.1} | {} | {} |",
+            "| {}{star} | {rps:.0} | {} | {} | {:.2} | {:.2} | {p99:.2} | {:.2} | {} | {} | {cpu:.1} | {} | {} | {} | {rss:.1} | {} | {} |",
             m.target.name(),
             ratio(rps, f(nginx, Measured::rps)),
             ratio(rps, f(direct, Measured::rps)),
@@ -106,10 +128,77 @@ pub fn table(sc: &ScenarioResult) -> String {
             m.latency_ms(0.999),
             ratio(p99, nginx.map(|n| n.latency_ms(0.99))),
             m.errors(),
-            ratio(cpu, f(nginx, Measured::cpu_per_10k)),
-            ratio(cpu, f(direct, Measured::cpu_per_10k)),
+            ratio(cpu, f(nginx, Measured::cpu_us_per_request)),
+            ratio(cpu, f(floor, Measured::cpu_us_per_request)),
+            ratio(cpu, f(direct, Measured::cpu_us_per_request)),
             ratio(m.peak_rss as f64, nginx.map(rss_of)),
             ratio(m.peak_rss as f64, direct.map(rss_of)),
+        );
+    }
+    out
+}
+
+/// One line on the engine: the gateway's CPU per request over the floor's, and
+/// the floor's over nginx's and haproxy's.
+pub fn floor_summary(sc: &ScenarioResult) -> Option<String> {
+    let cpu = |t| {
+        sc.get(t)
+            .filter(|m| m.requests() > 0)
+            .map(Measured::cpu_us_per_request)
+    };
+    let floor = cpu(Target::Floor)?;
+    let mut ours = Vec::new();
+    for t in [Target::Gateway, Target::Pipeline] {
+        if let Some(c) = cpu(t) {
+            ours.push(format!("{} {}x", t.name(), ratio(c, Some(floor))));
+        }
+    }
+    let mut engine = Vec::new();
+    for t in [Target::Nginx, Target::Haproxy] {
+        if let Some(c) = cpu(t) {
+            engine.push(format!("{}x {}", ratio(floor, Some(c)), t.name()));
+        }
+    }
+    let ours = if ours.is_empty() {
+        String::new()
+    } else {
+        format!("{} the floor's CPU per request; ", ours.join(", "))
+    };
+    let engine = if engine.is_empty() {
+        "no peer measured".to_string()
+    } else {
+        engine.join(", ")
+    };
+    Some(format!(
+        "- Our cost over the engine: {ours}the floor itself ({floor:.1} µs/req): {engine}."
+    ))
+}
+
+/// The idle-connection scenario's table.
+pub fn idle_table(sc: &ScenarioResult) -> String {
+    let nginx = sc
+        .idle
+        .iter()
+        .find(|m| m.target == Target::Nginx)
+        .map(IdleMeasured::kib_per_connection);
+    let mut out = String::from(
+        "| target | connections held | failed | closed by the target | RSS before MiB | \
+         RSS after MiB | growth MiB | KiB per connection | x nginx |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for m in &sc.idle {
+        let kib = m.kib_per_connection();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {kib:.1} | {} |",
+            m.target.name(),
+            m.opened,
+            m.failed,
+            m.opened - m.still_open.min(m.opened),
+            m.rss_before as f64 / (1024.0 * 1024.0),
+            m.rss_after as f64 / (1024.0 * 1024.0),
+            m.growth_mib(),
+            ratio(kib, nginx),
         );
     }
     out
@@ -134,7 +223,9 @@ pub fn json(info: &RunInfo, results: &[ScenarioResult]) -> serde_json::Value {
                         "p90_ms": m.latency_ms(0.9),
                         "p99_ms": m.latency_ms(0.99),
                         "p999_ms": m.latency_ms(0.999),
+                        "tls": m.tls,
                         "cpu_s_per_10k": m.cpu_per_10k(),
+                        "cpu_us_per_req": m.cpu_us_per_request(),
                         "peak_rss_bytes": m.peak_rss,
                         "rounds": m.rounds.iter().map(|r| serde_json::json!({
                             "requests": r.requests, "errors": r.errors, "secs": r.secs, "cpu_s": r.cpu
@@ -147,6 +238,18 @@ pub fn json(info: &RunInfo, results: &[ScenarioResult]) -> serde_json::Value {
                 "title": sc.title,
                 "connections": sc.connections,
                 "targets": targets,
+                "idle": sc.idle.iter().map(|m| serde_json::json!({
+                    "target": m.target.name(),
+                    "requested": m.requested,
+                    "opened": m.opened,
+                    "failed": m.failed,
+                    "still_open": m.still_open,
+                    "rss_before_bytes": m.rss_before,
+                    "rss_after_bytes": m.rss_after,
+                    "growth_bytes": m.growth(),
+                    "kib_per_connection": m.kib_per_connection(),
+                    "open_secs": m.open_secs,
+                })).collect::<Vec<_>>(),
                 "skipped": sc.skipped.iter().map(|(t, w)| serde_json::json!({"target": t.name(), "why": w})).collect::<Vec<_>>(),
             })
         })

@@ -1,5 +1,6 @@
 //! The run loop: per scenario, start the backends and every target, warm them
 //! up, then drive them in interleaved rounds and collect what each one cost.
+//! (The idle-connection scenario has its own loop: `idle.rs`.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,9 +10,10 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::HeaderValue;
 
+use crate::idle::IdleMeasured;
 use crate::loadgen::{self, LoadSpec};
 use crate::procs::{self, Proc};
-use crate::scenario::{Paths, Scenario, Target, Tokens};
+use crate::scenario::{Kind, Paths, Reuse, Scenario, Target, Tokens};
 use crate::setup::{self, Setup};
 use crate::sys;
 
@@ -27,12 +29,16 @@ pub struct Options {
     pub out_dir: PathBuf,
     pub gateway: PathBuf,
     pub backend: PathBuf,
+    /// The `pingora-floor` binary (the floor target is skipped when it is missing).
+    pub floor: PathBuf,
     pub pin: bool,
     /// The gateway's `server.threads`.
     pub threads: usize,
     pub access_log: bool,
     /// Distinct tokens in the JWT scenario.
     pub distinct_tokens: usize,
+    /// Clients in the idle-connection scenario.
+    pub idle_connections: usize,
 }
 
 /// One round of one target.
@@ -50,6 +56,8 @@ pub struct Measured {
     pub target: Target,
     /// Shown beside the target (e.g. what the pipeline stand-in lacks).
     pub note: Option<String>,
+    /// What the TLS handshake negotiated (HTTPS scenarios).
+    pub tls: Option<String>,
     pub rounds: Vec<Round>,
     /// Merged latency of every round (none when no round ran).
     pub latency: Option<Histogram<u64>>,
@@ -82,6 +90,11 @@ impl Measured {
         cpu / (self.requests().max(1) as f64) * 10_000.0
     }
 
+    /// Target CPU microseconds per request (over all rounds).
+    pub fn cpu_us_per_request(&self) -> f64 {
+        self.cpu_per_10k() * 100.0
+    }
+
     /// Latency quantile in milliseconds.
     pub fn latency_ms(&self, q: f64) -> f64 {
         self.latency
@@ -93,15 +106,45 @@ impl Measured {
 pub struct ScenarioResult {
     pub key: &'static str,
     pub title: &'static str,
+    pub kind: Kind,
     pub connections: usize,
     pub measured: Vec<Measured>,
+    /// What the idle-connection scenario measured (its only results).
+    pub idle: Vec<IdleMeasured>,
     /// Targets not measured, and why.
     pub skipped: Vec<(Target, String)>,
 }
 
 impl ScenarioResult {
+    /// Nothing measured yet.
+    pub fn empty(sc: &Scenario, connections: usize) -> Self {
+        Self {
+            key: sc.key,
+            title: sc.title,
+            kind: sc.kind,
+            connections,
+            measured: Vec::new(),
+            idle: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Every selected target of `sc` skipped for one reason.
+    pub fn skip_all(&mut self, sc: &Scenario, opts: &Options, why: &str) {
+        for &t in sc.targets.iter().filter(|&&t| opts.wants(t)) {
+            self.skipped.push((t, why.to_string()));
+        }
+    }
+
     pub fn get(&self, t: Target) -> Option<&Measured> {
         self.measured.iter().find(|m| m.target == t)
+    }
+}
+
+impl Options {
+    /// Whether target `t` was selected (no selection: every target).
+    pub fn wants(&self, t: Target) -> bool {
+        self.targets.is_empty() || self.targets.contains(&t)
     }
 }
 
@@ -123,7 +166,10 @@ pub fn run_all(opts: &Options, scenarios: &[Scenario]) -> Vec<ScenarioResult> {
     for (k, sc) in scenarios.iter().enumerate() {
         let tag = format!("[{}/{total} {}]", k + 1, sc.key);
         eprintln!("{tag} {}", sc.title);
-        out.push(run_scenario(opts, sc, &tag, target_cpu, load_cpu));
+        out.push(match sc.kind {
+            Kind::Load => run_scenario(opts, sc, &tag, target_cpu, load_cpu),
+            Kind::Idle => crate::idle::run_scenario(opts, sc, &tag, target_cpu, load_cpu),
+        });
     }
     out
 }
@@ -132,6 +178,7 @@ struct Live {
     target: Target,
     proc: Proc,
     note: Option<String>,
+    tls: Option<String>,
     pids: Vec<u32>,
     rounds: Vec<Round>,
     latency: Option<Histogram<u64>>,
@@ -144,13 +191,7 @@ fn run_scenario(
     target_cpu: Option<usize>,
     load_cpu: Option<usize>,
 ) -> ScenarioResult {
-    let mut result = ScenarioResult {
-        key: sc.key,
-        title: sc.title,
-        connections: sc.connections,
-        measured: Vec::new(),
-        skipped: Vec::new(),
-    };
+    let mut result = ScenarioResult::empty(sc, sc.connections);
     let dir = opts.out_dir.join("work").join(sc.key);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("{tag} cannot create {}: {e}", dir.display());
@@ -164,22 +205,34 @@ fn run_scenario(
             return result;
         }
     };
+    if sc.tls {
+        if let Err(why) = s.enable_tls() {
+            eprintln!("{tag} {why}");
+            result.skip_all(sc, opts, &why);
+            return result;
+        }
+    }
+    let tls_client = s.tls_client();
     let mut live = Vec::new();
     for &t in sc.targets {
-        if !opts.targets.is_empty() && !opts.targets.contains(&t) {
+        if !opts.wants(t) {
             continue;
         }
         let probe_token = tokens.first().and_then(|v| v.to_str().ok()).unwrap_or("");
         match setup::start(&mut s, t, sc, probe_token) {
-            Ok((proc, note)) => {
+            Ok(setup::Started { proc, note, tls }) => {
                 if let Some(n) = &note {
                     eprintln!("{tag} note: {}: {n}", t.name());
+                }
+                if let Some(n) = &tls {
+                    eprintln!("{tag} {}: {n}", t.name());
                 }
                 let pids = proc.tree();
                 live.push(Live {
                     target: t,
                     proc,
                     note,
+                    tls,
                     pids,
                     rounds: Vec::new(),
                     latency: None,
@@ -192,7 +245,11 @@ fn run_scenario(
         }
     }
     let tokens = Arc::new(tokens);
-    let spec_for = |l: &Live, duration| spec(sc, l.proc.addr, &tokens, duration, load_cpu);
+    let spec_for = |l: &Live, duration| {
+        let mut spec = spec(sc, l.proc.addr, &tokens, duration, load_cpu);
+        spec.tls = tls_client.clone();
+        spec
+    };
 
     if !opts.warmup.is_zero() {
         for l in &live {
@@ -242,6 +299,7 @@ fn run_scenario(
         result.measured.push(Measured {
             target: l.target,
             note: l.note,
+            tls: l.tls,
             rounds: l.rounds,
             latency: l.latency,
             peak_rss,
@@ -251,7 +309,8 @@ fn run_scenario(
     result
 }
 
-fn make_tokens(opts: &Options, sc: &Scenario) -> Vec<HeaderValue> {
+/// The `Authorization` values scenario `sc` sends (one, or `distinct_tokens`).
+pub fn make_tokens(opts: &Options, sc: &Scenario) -> Vec<HeaderValue> {
     let n = match sc.tokens {
         Tokens::One => 1,
         Tokens::Many => opts.distinct_tokens.max(1),
@@ -262,7 +321,8 @@ fn make_tokens(opts: &Options, sc: &Scenario) -> Vec<HeaderValue> {
         .collect()
 }
 
-fn spec(
+/// The load of scenario `sc` against `addr` (plain TCP; the caller adds TLS).
+pub fn spec(
     sc: &Scenario,
     addr: std::net::SocketAddr,
     tokens: &Arc<Vec<HeaderValue>>,
@@ -284,6 +344,8 @@ fn spec(
         connections: sc.connections,
         duration,
         cpu,
+        tls: None,
+        new_connection_per_request: sc.reuse == Reuse::NewConnection,
     }
 }
 

@@ -1,16 +1,19 @@
 //! Starting the targets of one scenario: the upstream backends, redis, and each
-//! target (direct backend, gateway plain / pipeline, nginx, haproxy) on free
-//! loopback ports, pinned to the target CPU.
+//! target (direct backend, Pingora floor, gateway plain / pipeline, nginx,
+//! haproxy) on free loopback ports, pinned to the target CPU; over TLS when the
+//! scenario asks for it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use crate::configs::{self, GatewayBase};
 use crate::procs::{self, Proc, StartError};
 use crate::run::Options;
-use crate::scenario::{Paths, Scenario, Target};
+use crate::scenario::{Kind, Paths, Scenario, Target};
 use crate::sys;
+use crate::tls::{self, TlsFiles};
 
 /// Routes in the 1,000-route scenario.
 pub const MANY_ROUTES: usize = 1000;
@@ -21,8 +24,18 @@ pub struct Setup<'a> {
     dir: &'a Path,
     upstreams: [Proc; 2],
     redis: Option<Proc>,
+    tls: Option<TlsFiles>,
     load_cpu: Option<usize>,
     target_cpu: Option<usize>,
+}
+
+/// A target that answers.
+pub struct Started {
+    pub proc: Proc,
+    /// Shown beside the target (e.g. what the pipeline stand-in lacks).
+    pub note: Option<String>,
+    /// What the TLS handshake negotiated (HTTPS scenarios).
+    pub tls: Option<String>,
 }
 
 impl<'a> Setup<'a> {
@@ -41,9 +54,23 @@ impl<'a> Setup<'a> {
             dir,
             upstreams: [a, b],
             redis: None,
+            tls: None,
             load_cpu,
             target_cpu,
         })
+    }
+
+    /// Make the test certificate: targets started from now on terminate TLS.
+    pub fn enable_tls(&mut self) -> Result<(), String> {
+        if self.tls.is_none() {
+            self.tls = Some(tls::generate(self.dir)?);
+        }
+        Ok(())
+    }
+
+    /// The client config trusting the test certificate, once TLS is enabled.
+    pub fn tls_client(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.as_ref().map(|t| t.client.clone())
     }
 
     fn upstream_addrs(&self) -> [SocketAddr; 2] {
@@ -57,7 +84,52 @@ impl<'a> Setup<'a> {
             upstreams: self.upstream_addrs(),
             threads: self.opts.threads,
             access_log: self.opts.access_log,
+            tls: self
+                .tls
+                .as_ref()
+                .map(|t| (t.cert.display().to_string(), t.key.display().to_string())),
         })
+    }
+
+    fn peer_listen(&self, connections: usize) -> Result<configs::PeerListen<'_>, String> {
+        Ok(configs::PeerListen {
+            addr: loopback()?,
+            tls: self.tls.as_ref(),
+            connections,
+        })
+    }
+
+    /// The Pingora floor with the gateway's worker threads, over the same upstreams.
+    fn floor(&self) -> Result<Proc, String> {
+        let bin = &self.opts.floor;
+        if !bin.is_file() {
+            return Err(format!("no pingora-floor binary at {}", bin.display()));
+        }
+        let listen = loopback()?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--listen")
+            .arg(listen.to_string())
+            .arg("--threads")
+            .arg(self.opts.threads.to_string());
+        for u in self.upstream_addrs() {
+            cmd.arg("--upstream").arg(u.to_string());
+        }
+        if let Some(t) = &self.tls {
+            cmd.arg("--tls-cert")
+                .arg(&t.cert)
+                .arg("--tls-key")
+                .arg(&t.key);
+        }
+        let log = self.logs()?.join("pingora-floor.log");
+        procs::spawn("pingora-floor", cmd, listen, &log, self.target_cpu).map_err(|e| e.to_string())
+    }
+
+    fn logs(&self) -> Result<PathBuf, String> {
+        // logs live apart from the config: the gateway watches its config's folder
+        let logs = self.dir.join("logs");
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+        Ok(logs)
     }
 
     fn redis(&mut self) -> Result<SocketAddr, String> {
@@ -89,11 +161,7 @@ impl<'a> Setup<'a> {
         if !self.opts.access_log {
             cmd.env("RUST_LOG", "warn");
         }
-        // logs live apart from the config: the gateway watches its config's folder
-        let logs = self.dir.join("logs");
-        std::fs::create_dir_all(&logs)
-            .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
-        let log = logs.join(format!("{name}.log"));
+        let log = self.logs()?.join(format!("{name}.log"));
         procs::spawn(name, cmd, addr, &log, self.target_cpu).map_err(|e| e.to_string())
     }
 
@@ -119,20 +187,26 @@ impl<'a> Setup<'a> {
     }
 }
 
-/// Start target `t` for scenario `sc`; the process, ready, and a note for the report.
-pub fn start(
-    s: &mut Setup<'_>,
-    t: Target,
-    sc: &Scenario,
-    token: &str,
-) -> Result<(Proc, Option<String>), String> {
+/// Start target `t` for scenario `sc` and wait until it answers.
+pub fn start(s: &mut Setup<'_>, t: Target, sc: &Scenario, token: &str) -> Result<Started, String> {
     let many = sc.paths == Paths::ManyRoutes;
+    // client connections the peers must accept at once
+    let connections = match sc.kind {
+        Kind::Load => sc.connections,
+        Kind::Idle => s.opts.idle_connections,
+    };
     let probe = if many { "/svc0/item" } else { "/small" };
     let mut note = None;
     let mut auth_header = Vec::new();
     let mut proc = match t {
-        Target::Direct => procs::spawn_backend(&s.opts.backend, "direct", s.target_cpu)
-            .map_err(|e| e.to_string())?,
+        Target::Direct => {
+            if s.tls.is_some() {
+                return Err("the direct backend speaks plain HTTP only".into());
+            }
+            procs::spawn_backend(&s.opts.backend, "direct", s.target_cpu)
+                .map_err(|e| e.to_string())?
+        }
+        Target::Floor => s.floor()?,
         Target::Gateway => {
             let base = s.base()?;
             let text = if many {
@@ -174,12 +248,13 @@ pub fn start(
         }
         Target::Nginx => {
             let bin = procs::which("nginx").ok_or("nginx is not installed")?;
-            let listen = loopback()?;
+            let listen = s.peer_listen(connections)?;
             let routes = if many { MANY_ROUTES } else { 0 };
             let conf = s.write(
                 "nginx.conf",
-                &configs::nginx(s.dir, listen, s.upstream_addrs(), routes),
+                &configs::nginx(s.dir, &listen, s.upstream_addrs(), routes),
             )?;
+            let listen = listen.addr;
             let mut cmd = Command::new(bin);
             cmd.arg("-p").arg(s.dir).arg("-c").arg(&conf);
             cmd.arg("-e").arg(s.dir.join("nginx-error.log"));
@@ -188,13 +263,14 @@ pub fn start(
         }
         Target::Haproxy => {
             let bin = procs::which("haproxy").ok_or("haproxy is not installed")?;
-            let listen = loopback()?;
+            let listen = s.peer_listen(connections)?;
             let map = if many {
                 Some(s.write("routes.map", &configs::haproxy_routes_map(MANY_ROUTES))?)
             } else {
                 None
             };
-            let cfg = configs::haproxy(listen, s.upstream_addrs(), map.as_deref());
+            let cfg = configs::haproxy(&listen, s.upstream_addrs(), map.as_deref());
+            let listen = listen.addr;
             let file = s.write("haproxy.cfg", &cfg)?;
             let mut cmd = Command::new(bin);
             cmd.arg("-db").arg("-f").arg(&file);
@@ -208,9 +284,26 @@ pub fn start(
             .map_err(|e| e.to_string())?
         }
     };
-    proc.wait_http(probe, &auth_header)
-        .map_err(|e| e.to_string())?;
-    Ok((proc, note))
+    let tls = match s.tls_client() {
+        Some(client) => {
+            let answers = |a| {
+                matches!(
+                    tls::https_status(a, probe, &auth_header, &client),
+                    Ok((200..=299, _))
+                )
+            };
+            proc.wait_until(answers).map_err(|e| e.to_string())?;
+            tls::https_status(proc.addr, probe, &auth_header, &client)
+                .ok()
+                .map(|(_, negotiated)| negotiated)
+        }
+        None => {
+            proc.wait_http(probe, &auth_header)
+                .map_err(|e| e.to_string())?;
+            None
+        }
+    };
+    Ok(Started { proc, note, tls })
 }
 
 fn loopback() -> Result<SocketAddr, String> {

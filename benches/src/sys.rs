@@ -1,5 +1,6 @@
-//! Linux process facts the harness reads and sets: CPU affinity, CPU time and
-//! peak memory of a process tree (from `/proc`), and free loopback ports.
+//! Linux process facts the harness reads and sets: CPU affinity, the open-files
+//! limit, CPU time and memory of a process tree (from `/proc`), and free
+//! loopback ports.
 
 use std::io;
 use std::net::TcpListener;
@@ -63,17 +64,40 @@ pub fn prepare_command(cmd: &mut std::process::Command, cpu: Option<usize>) {
     }
 }
 
-/// Raise the soft open-files limit to the hard one (1,000 connections need it);
-/// children started later inherit it. Returns the new soft limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
+/// Raise the soft open-files limit to the hard one, and both to `want` when the
+/// hard one is lower and the process may raise it (root); children started later
+/// inherit it. Returns the new soft limit.
+pub fn raise_nofile_limit(want: u64) -> io::Result<u64> {
     // SAFETY: getrlimit/setrlimit read and write a plain struct we own.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return Err(io::Error::last_os_error());
         }
+        if (lim.rlim_max as u64) < want {
+            let higher = libc::rlimit {
+                rlim_cur: want as libc::rlim_t,
+                rlim_max: want as libc::rlim_t,
+            };
+            // without the privilege this fails: keep the hard limit we have
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &higher) == 0 {
+                return Ok(want);
+            }
+        }
         lim.rlim_cur = lim.rlim_max;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(lim.rlim_cur as u64)
+    }
+}
+
+/// The current soft open-files limit.
+pub fn nofile_limit() -> io::Result<u64> {
+    // SAFETY: getrlimit writes a plain struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(lim.rlim_cur as u64)
@@ -144,6 +168,14 @@ pub fn peak_rss(pids: &[u32]) -> u64 {
         * 1024
 }
 
+/// Resident memory now (sum of `VmRSS`) of a process tree, in bytes.
+pub fn rss(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|&p| status_kb(p, "VmRSS:"))
+        .sum::<u64>()
+        * 1024
+}
+
 fn status_kb(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
@@ -180,6 +212,7 @@ mod tests {
         std::hint::black_box(x);
         assert!(cpu_seconds(&[me]) > 0.0);
         assert!(peak_rss(&[me]) > 1024 * 1024);
+        assert!(rss(&[me]) > 1024 * 1024 && rss(&[me]) <= peak_rss(&[me]));
         assert!(process_tree(me).contains(&me));
     }
 }

@@ -1,6 +1,7 @@
 //! The load harness end to end in `--quick` mode: real backends, the real gateway
-//! binary (and nginx/haproxy when installed), every scenario, results written.
-//! Checks that every target answered and nothing failed; never checks speed.
+//! binary, the Pingora floor (and nginx/haproxy when installed), every scenario
+//! (HTTPS and 200 idle connections included), results written.
+//! Checks that every target answered and nothing failed; never checks speed or memory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +37,10 @@ fn quick_mode_measures_every_target_without_errors() {
         .arg(&gateway)
         .arg("--backend")
         .arg(env!("CARGO_BIN_EXE_bench-backend"))
+        .arg("--floor")
+        .arg(env!("CARGO_BIN_EXE_pingora-floor"))
+        .arg("--idle-conns")
+        .arg("200")
         .arg("--out")
         .arg(out.path())
         .arg("--tokens")
@@ -68,19 +73,31 @@ fn quick_mode_measures_every_target_without_errors() {
             "post-1m",
             "conns-1000",
             "routes-1000",
-            "jwt-tokens"
+            "jwt-tokens",
+            "https-keepalive",
+            "https-handshake",
+            "idle-10k"
         ]
     );
     for sc in scenarios {
         let name = sc["scenario"].as_str().unwrap_or("?");
+        if name == "idle-10k" {
+            check_idle(sc, &md);
+            continue;
+        }
         let targets = sc["targets"].as_array().expect("targets");
         let measured: Vec<&str> = targets
             .iter()
             .filter_map(|t| t["target"].as_str())
             .collect();
+        let https = name.starts_with("https");
         assert!(
-            measured.contains(&"direct"),
+            https || measured.contains(&"direct"),
             "{name}: direct missing: {measured:?}"
+        );
+        assert!(
+            measured.contains(&"pingora-floor"),
+            "{name}: the floor missing: {measured:?}\n{md}"
         );
         let wants_gateway = name != "jwt-tokens";
         assert!(
@@ -102,7 +119,17 @@ fn quick_mode_measures_every_target_without_errors() {
                 t["peak_rss_bytes"].as_u64().unwrap_or(0) > 0,
                 "{name}/{who}: rss"
             );
+            assert_eq!(
+                t["tls"].is_string(),
+                https,
+                "{name}/{who}: TLS negotiated {}",
+                t["tls"]
+            );
         }
+        assert!(
+            md.contains("Our cost over the engine"),
+            "{name}: no floor summary\n{md}"
+        );
         // every table row is in the markdown too
         for who in &measured {
             assert!(
@@ -110,5 +137,35 @@ fn quick_mode_measures_every_target_without_errors() {
                 "{name}: {who} not in the table"
             );
         }
+    }
+}
+
+/// The idle scenario: the floor and the gateway (and the peers when installed)
+/// each held every connection, and their memory was read.
+fn check_idle(sc: &serde_json::Value, md: &str) {
+    let idle = sc["idle"].as_array().expect("idle results");
+    let held: Vec<&str> = idle.iter().filter_map(|t| t["target"].as_str()).collect();
+    for who in ["pingora-floor", "gateway"] {
+        assert!(held.contains(&who), "idle: {who} missing: {held:?}\n{md}");
+    }
+    for t in idle {
+        let who = t["target"].as_str().unwrap_or("?");
+        assert_eq!(t["requested"].as_u64(), Some(200), "idle/{who}");
+        assert_eq!(t["opened"].as_u64(), Some(200), "idle/{who}: opened\n{md}");
+        assert_eq!(t["failed"].as_u64(), Some(0), "idle/{who}: failed\n{md}");
+        assert_eq!(
+            t["still_open"].as_u64(),
+            Some(200),
+            "idle/{who}: closed by the target\n{md}"
+        );
+        assert!(
+            t["rss_before_bytes"].as_u64().unwrap_or(0) > 0
+                && t["rss_after_bytes"].as_u64().unwrap_or(0) > 0,
+            "idle/{who}: rss"
+        );
+        assert!(
+            md.contains(&format!("| {who} |")),
+            "idle: {who} not in the table"
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! `loadtest`: start the backends, the gateway, nginx and haproxy on loopback,
-//! drive them with the same load in interleaved rounds, and write the results
-//! (markdown, JSON, SVG) to `results/<timestamp>/`.
+//! `loadtest`: start the backends, the gateway, the bare Pingora floor, nginx and
+//! haproxy on loopback, drive them with the same load in interleaved rounds (or,
+//! in `idle-10k`, hold idle connections and read their memory), and write the
+//! results (markdown, JSON, SVG) to `results/<timestamp>/`.
 
 #![deny(clippy::unwrap_used)]
 
@@ -13,23 +14,23 @@ use clap::Parser;
 use benches::report::RunInfo;
 use benches::run::{self, Options};
 use benches::scenario::{self, Target};
-use benches::{chart, report, sys};
+use benches::{chart, idle, report, sys};
 
 #[derive(Parser)]
 #[command(
     name = "loadtest",
-    about = "Compare the gateway with nginx, haproxy and the bare backend on loopback"
+    about = "Compare the gateway with the Pingora floor, nginx, haproxy and the bare backend on loopback"
 )]
 struct Cli {
     /// Smoke mode: one short round per target (a few seconds in all).
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (comma-separated; default all): small-get, get-64k, post-1m,
-    /// conns-1000, routes-1000, jwt-tokens.
+    /// conns-1000, routes-1000, jwt-tokens, https-keepalive, https-handshake, idle-10k.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// Targets to run (comma-separated; default all): direct, gateway,
-    /// gateway-pipeline, nginx, haproxy.
+    /// Targets to run (comma-separated; default all): direct, pingora-floor (or
+    /// floor), gateway, gateway-pipeline, nginx, haproxy.
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
     /// Interleaved rounds per target.
@@ -50,6 +51,9 @@ struct Cli {
     /// Distinct tokens in the jwt-tokens scenario.
     #[arg(long)]
     tokens: Option<usize>,
+    /// Clients in the idle-10k scenario (default 10,000; 200 with --quick).
+    #[arg(long)]
+    idle_conns: Option<usize>,
     /// Do not pin targets and the load generator to separate CPUs.
     #[arg(long)]
     no_pin: bool,
@@ -62,6 +66,9 @@ struct Cli {
     /// The bench-backend binary (default: build it with cargo, beside this binary).
     #[arg(long)]
     backend: Option<PathBuf>,
+    /// The pingora-floor binary (default: build it with cargo, beside this binary).
+    #[arg(long)]
+    floor: Option<PathBuf>,
     /// Use the binaries beside this one as they are.
     #[arg(long)]
     no_build: bool,
@@ -79,7 +86,18 @@ fn main() -> ExitCode {
 }
 
 fn run_cli(cli: Cli) -> Result<(), String> {
-    match sys::raise_nofile_limit() {
+    let idle_connections = cli
+        .idle_conns
+        .unwrap_or(if cli.quick {
+            200
+        } else {
+            scenario::IDLE_CONNECTIONS
+        })
+        .clamp(1, 100_000);
+    // the harness holds the idle clients; each target (which inherits the limit)
+    // holds them too, plus its upstream connections
+    let want = (idle_connections as u64 + idle::SPARE_FDS).max(4096) * 2;
+    match sys::raise_nofile_limit(want) {
         Ok(n) if n < 4096 => eprintln!("open-files limit is {n}: 1,000 connections may fail"),
         Ok(_) => {}
         Err(e) => eprintln!("cannot raise the open-files limit: {e}"),
@@ -110,12 +128,15 @@ fn run_cli(cli: Cli) -> Result<(), String> {
         .ok()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()))
         .unwrap_or_default();
-    let need_build = !cli.no_build && (cli.gateway.is_none() || cli.backend.is_none());
+    let need_build =
+        !cli.no_build && (cli.gateway.is_none() || cli.backend.is_none() || cli.floor.is_none());
     if need_build {
         build_binaries(&here)?;
     }
     let gateway = cli.gateway.unwrap_or_else(|| here.join("gateway"));
     let backend = cli.backend.unwrap_or_else(|| here.join("bench-backend"));
+    // a missing floor only skips its target
+    let floor = cli.floor.unwrap_or_else(|| here.join("pingora-floor"));
     for (what, p) in [("gateway", &gateway), ("bench-backend", &backend)] {
         if !p.is_file() {
             return Err(format!("no {what} binary at {}", p.display()));
@@ -149,10 +170,12 @@ fn run_cli(cli: Cli) -> Result<(), String> {
         out_dir: out_dir.clone(),
         gateway,
         backend,
+        floor,
         pin: !cli.no_pin,
         threads: cli.threads.max(1),
         access_log: cli.access_log,
         distinct_tokens: cli.tokens.unwrap_or(if cli.quick { 500 } else { 100_000 }),
+        idle_connections,
     };
     for (name, path) in run::peers() {
         match path {
@@ -185,13 +208,16 @@ fn run_cli(cli: Cli) -> Result<(), String> {
     }
     println!("{md}");
     eprintln!("results written to {}", out_dir.display());
-    if results.iter().all(|r| r.measured.is_empty()) {
+    if results
+        .iter()
+        .all(|r| r.measured.is_empty() && r.idle.is_empty())
+    {
         return Err("nothing was measured".into());
     }
     Ok(())
 }
 
-/// `cargo build` the gateway and the backend in this binary's profile.
+/// `cargo build` the gateway, the backend and the floor in this binary's profile.
 fn build_binaries(here: &std::path::Path) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -214,13 +240,15 @@ fn build_binaries(here: &std::path::Path) -> Result<(), String> {
         "gateway",
         "--bin",
         "bench-backend",
+        "--bin",
+        "pingora-floor",
     ]);
     eprintln!("building: {cmd:?}");
     let status = cmd
         .status()
-        .map_err(|e| format!("cannot run cargo (pass --gateway and --backend): {e}"))?;
+        .map_err(|e| format!("cannot run cargo (pass --gateway, --backend and --floor): {e}"))?;
     if !status.success() {
-        return Err("cargo build failed (pass --gateway/--backend, or --no-build)".into());
+        return Err("cargo build failed (pass --gateway/--backend/--floor, or --no-build)".into());
     }
     Ok(())
 }
