@@ -1,28 +1,35 @@
-//! The request pipeline: `impl ProxyHttp for Gateway`, one hook per stage, in
-//! request order. Each hook is a few lines that call its stage in a submodule.
+//! The request pipeline: `impl ProxyHttp for Gateway`, one hook per stage, in the
+//! order the engine calls them. Each hook is a few lines that call its stage in a
+//! submodule; `RequestCtx` carries what one stage hands to the next.
 //!
-//! early_request_filter    -> request::sanitize (client header hygiene, see crate::edge),
-//!                            request id, request::select_route (path policy, route)
-//! request_filter          -> request::admit (answer what was refused early, no route, a
-//!                            declared body over the limit), request::run_plugins (the
-//!                            route's chain: cors, rate limit, auth; see
-//!                            config::compile::route::plugin_chain), the hash key, and
-//!                            retry buffering if the route's retry policy wants it
-//! request_body_filter     -> body_limit (cut a streamed body at the route's limit)
-//! upstream_peer           -> peer::pick (balancer; a retry prefers an untried instance),
+//! early_request_filter    -> request::sanitize (client header hygiene: crate::edge),
+//!                            request::request_id, request::select_route (path policy,
+//!                            route on this request's config snapshot)
+//! request_filter          -> request::admit (what was refused early, no route, a declared
+//!                            body over the limit), request::run_plugins (the route's chain:
+//!                            cors, rate limit, auth; built by
+//!                            config::compile::route::plugin_chain), request::hash_key,
+//!                            retry buffering when the route's retry policy wants it
+//! upstream_peer           -> peer::pick (the balancer; where the retry policy says),
 //!                            peer::http_peer
-//! fail_to_connect         -> passive health, retry::ask (a connect failure)
-//! error_while_proxy       -> passive health, retry::ask (a failure after sending)
-//! upstream_request_filter -> forward (rewrite path, route + identity headers and their
-//!                            signature, X-Forwarded-*), X-Request-Id; once per attempt
-//! upstream_response_filter-> passive health, retry::ask (a retryable upstream status)
-//! response_filter         -> response (revoke on success for a logout, header rules,
+//! fail_to_connect         -> peer::report_failure (passive health), retry::ask
+//! upstream_request_filter -> forward::rewrite_path, forward::apply_request_rules (header
+//!                            rules, then identity headers), forward::forwarded_headers,
+//!                            X-Request-Id, forward::sign_identity; once per attempt,
+//!                            retries included
+//! request_body_filter     -> body_limit (a streamed body is cut at the route's limit)
+//! upstream_response_filter-> peer::report_status (passive health), retry::ask (a status
+//!                            in the route's `retries.on_status`)
+//! response_filter         -> response (revocation on success for a logout, header rules,
 //!                            plugin headers, X-Request-Id)
-//! fail_to_proxy           -> refusal::Refusal::for_error, respond::respond
+//! error_while_proxy       -> peer::report_failure (passive health), retry::ask
+//! fail_to_proxy           -> Refusal::for_error, respond::respond (`Connection: close`)
 //! logging                 -> finish::record (route metrics + access log)
 //!
-//! Every answer the gateway writes itself (a `refusal::Refusal`, a plugin's rejection
-//! or preflight answer) goes through the one responder, `respond::respond`.
+//! Whether and where a failed attempt is retried is decided in one place, the route's
+//! `RetryPolicy` (`retry`). Every answer the gateway writes itself (a `refusal::Refusal`,
+//! a plugin's rejection, a CORS preflight answer) is a `respond::LocalResponse` written
+//! by the one responder, `respond::respond`.
 
 mod body_limit;
 mod finish;
@@ -151,23 +158,6 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        let chunk = body.as_ref().map_or(0, |b| b.len());
-        if body_limit::streamed_over(&mut ctx.body_seen, chunk, ctx.body_limit) {
-            // nothing past the limit is forwarded: the chunk is dropped and the attempt ends
-            *body = None;
-            let limit = ctx.body_limit;
-            return Err(fail(ctx, Refusal::BodyTooLarge { limit }));
-        }
-        Ok(())
-    }
-
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -205,30 +195,6 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    fn error_while_proxy(
-        &self,
-        peer: &HttpPeer,
-        session: &mut Session,
-        e: Box<Error>,
-        ctx: &mut RequestCtx,
-        client_reused: bool,
-    ) -> Box<Error> {
-        let mut e = e.more_context(format!("peer: {peer}"));
-        let failure = retry::failure_of(&e, client_reused);
-        // a status already counted in upstream_response_filter, or the gateway's own 413
-        if matches!(failure, Failure::Exchange { .. }) && e.esource() == &ErrorSource::Upstream {
-            peer::report_failure(ctx);
-        }
-        e.set_retry(retry::ask(ctx, session, failure).retries());
-        if matches!(
-            e.etype(),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-        ) {
-            ctx.failure.get_or_insert(Refusal::UpstreamTimeout);
-        }
-        e
-    }
-
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -250,6 +216,23 @@ impl ProxyHttp for Gateway {
         forwarded_headers(session, req, ctx.trusted_peer)?;
         req.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         sign_identity(route, req, out, &ctx.request_id)?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let chunk = body.as_ref().map_or(0, |b| b.len());
+        if body_limit::streamed_over(&mut ctx.body_seen, chunk, ctx.body_limit) {
+            // nothing past the limit is forwarded: the chunk is dropped and the attempt ends
+            *body = None;
+            let limit = ctx.body_limit;
+            return Err(fail(ctx, Refusal::BodyTooLarge { limit }));
+        }
         Ok(())
     }
 
@@ -275,6 +258,30 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         response::revoke_on_success(resp, ctx).await;
         response::set_headers(resp, ctx)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        let failure = retry::failure_of(&e, client_reused);
+        // counts against the instance (a status was counted in upstream_response_filter)
+        if matches!(failure, Failure::Exchange { .. }) && e.esource() == &ErrorSource::Upstream {
+            peer::report_failure(ctx);
+        }
+        e.set_retry(retry::ask(ctx, session, failure).retries());
+        if matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        ) {
+            ctx.failure.get_or_insert(Refusal::UpstreamTimeout);
+        }
+        e
     }
 
     async fn fail_to_proxy(
