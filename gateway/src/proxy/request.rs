@@ -79,7 +79,7 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<Arc<R
 }
 
 /// What routing decided for a request whose path the policy accepted.
-pub(super) struct Routed {
+struct Routed {
     pub route: Option<Arc<Route>>,
     /// The path to forward when the route's `strip_prefix`/`rewrite` changed it.
     pub upstream_path: Option<String>,
@@ -88,10 +88,7 @@ pub(super) struct Routed {
 /// Check the path (see `routing::path_policy`), pick the route for its decoded form
 /// from the snapshot this request holds, and derive the path to forward. The one
 /// place a path is judged: routing, rewriting and forwarding all follow from here.
-pub(super) fn route_request(
-    config: &RuntimeConfig,
-    req: &RequestHeader,
-) -> Result<Routed, PathRefusal> {
+fn route_request(config: &RuntimeConfig, req: &RequestHeader) -> Result<Routed, PathRefusal> {
     // the Uri holds a lossy copy of a non-UTF-8 target; the wire would get the bytes
     if !req.raw_path_is_utf8() {
         return Err(PathRefusal::NotUtf8);
