@@ -86,8 +86,8 @@ impl RetryPolicy {
         }
     }
 
-    /// Whether to keep the request body for a resend: when an upstream status may ask
-    /// for one (a failure before the status is covered by the engine's own buffering).
+    /// Whether request_filter turns on the engine's retry buffer (the body kept for a
+    /// resend, up to the engine's limit): when a listed status may ask for a resend.
     pub(crate) fn buffers_body(&self, method: &Method) -> bool {
         !self.on_status.is_empty() && self.attempts > 0 && self.repeats(method)
     }
