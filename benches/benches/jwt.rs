@@ -66,6 +66,7 @@ fn plugin(rt: &tokio::runtime::Runtime, cache_entries: usize) -> Arc<dyn Plugin>
     });
     let cfg: AuthConfig = serde_json::from_value(cfg).expect("bench auth config");
     let auth = AuthRuntime::compile(Some(&cfg), None, rt.handle()).expect("compile auth");
+    auth.activate(rt.handle());
     let route: RouteAuthConfig = serde_json::from_str(r#"{"jwt":{}}"#).expect("route policy");
     auth.route_plugins(&route, "bench")
         .expect("route plugins")

@@ -82,7 +82,8 @@ fn auth_chain(rt: &tokio::runtime::Runtime) -> Result<Vec<Arc<dyn Plugin>>, Stri
         previous: None,
         rt: rt.handle(),
     })
-    .map_err(|e| format!("{e:?}"))?;
+    .map_err(|e| format!("{e:?}"))?
+    .runtime;
     let route = cfg.routes.routes().first().ok_or("no route")?;
     if route.plugins.is_empty() {
         return Err("the route has no plugins (no auth support in this build)".into());

@@ -29,6 +29,7 @@ fn compiled(n: usize, rt: &tokio::runtime::Runtime) -> RuntimeConfig {
         rt: rt.handle(),
     })
     .expect("bench config compiles")
+    .runtime
 }
 
 fn route_match(c: &mut Criterion) {

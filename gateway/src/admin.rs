@@ -1,10 +1,10 @@
 //! Admin listener: `/metrics`, `/health`, `/ready`, `/config` (a view of the
-//! running config without secrets). Runs on the control-plane runtime, never on
-//! the proxy's workers. The registry (`/registry/...`) and `/discovery` routes
-//! live in `upstream::discovery::registry_api` and are merged in here. Who may
-//! call what: [`access`].
+//! running config without secrets), and the registry and discovery routes
+//! ([`registry`]). Runs on the control-plane runtime, never on the proxy's
+//! workers. Who may call what: [`access`].
 
 pub mod access;
+pub mod registry;
 
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/config", get(config_view))
-        .merge(crate::upstream::discovery::registry_api::router())
+        .merge(registry::router())
         .with_state(shared)
 }
 
@@ -68,9 +68,9 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
         .map(|s| &*s.name)
         .collect();
     let mut closed = Vec::new();
-    for l in &cfg.file.listeners {
-        if !accepts(&l.address).await {
-            closed.push(l.address.as_str());
+    for l in &shared.startup.listeners {
+        if !accepts(l.address).await {
+            closed.push(l.address.to_string());
         }
     }
     // revocation state known and every JWKS loaded
@@ -92,10 +92,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// Whether a proxy listener accepts connections yet (the admin API comes up first).
-async fn accepts(address: &str) -> bool {
-    let Ok(mut addr) = address.parse::<std::net::SocketAddr>() else {
-        return false;
-    };
+async fn accepts(mut addr: std::net::SocketAddr) -> bool {
     if addr.ip().is_unspecified() {
         let local: std::net::IpAddr = if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()
@@ -142,8 +139,10 @@ async fn config_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
                 })
                 .collect();
             let v = json!({
-                "load_balancer": s.config.load_balancer,
-                "health_check": s.config.health_check,
+                "load_balancer": s.spec.balance,
+                "health_check": s.spec.health_check,
+                "passive_health": s.spec.passive_health,
+                "discovery": s.spec.discovery.kind(),
                 "instances": instances,
             });
             (name.clone(), v)
@@ -154,12 +153,11 @@ async fn config_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
         .routes()
         .iter()
         .map(|r| {
-            let rc = cfg.file.routes.get(r.index);
             json!({
                 "id": &*r.id,
-                "match": rc.map(|c| &c.matcher),
+                "match": r.summary.get("match"),
                 "service": &*r.service.name,
-                "auth": rc.map(|c| &c.auth),
+                "auth": r.summary.get("auth"),
                 "plugins": r.plugins.iter().map(|p| p.name()).collect::<Vec<_>>(),
             })
         })
@@ -167,7 +165,7 @@ async fn config_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
     Json(json!({
         "version": cfg.version,
         "loaded_at_unix": loaded,
-        "listeners": cfg.file.listeners.iter().map(|l| json!({"address": l.address, "tls": l.tls.is_some()})).collect::<Vec<_>>(),
+        "listeners": shared.startup.listeners.iter().map(|l| json!({"address": l.address.to_string(), "tls": l.tls.is_some()})).collect::<Vec<_>>(),
         "services": services,
         "routes": routes,
     }))

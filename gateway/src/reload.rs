@@ -9,9 +9,9 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::config::{self, CompileInput, ConfigError};
+use crate::config::{self, CompileInput, Compiled, ConfigError};
 use crate::observe::{self, METRICS};
-use crate::runtime::Shared;
+use crate::runtime::{Shared, Startup};
 
 /// Why a reload did not happen.
 #[derive(Debug)]
@@ -59,7 +59,6 @@ fn try_reload(shared: &Shared) -> ReloadOutcome {
         Ok(f) => f,
         Err(e) => return ReloadOutcome::Rejected(e),
     };
-    warn_restart_only_changes(&current.file, &file);
     let compiled = config::compile(CompileInput {
         file,
         version: version.clone(),
@@ -67,9 +66,11 @@ fn try_reload(shared: &Shared) -> ReloadOutcome {
         rt: &shared.rt,
     });
     match compiled {
-        Ok(next) => {
-            shared.config.store(Arc::new(next));
-            observe::set_config_version(Some(&current.version), &version);
+        Ok(Compiled { runtime, startup }) => {
+            warn_restart_only_changes(&shared.startup, &startup);
+            drop(current);
+            let old = shared.swap_in(runtime);
+            observe::set_config_version(Some(&old.version), &version);
             ReloadOutcome::Applied { version }
         }
         Err(e) => ReloadOutcome::Rejected(e),
@@ -77,38 +78,25 @@ fn try_reload(shared: &Shared) -> ReloadOutcome {
 }
 
 /// Listener and process settings are bound at start: say so instead of ignoring them.
-fn warn_restart_only_changes(old: &config::GatewayConfig, new: &config::GatewayConfig) {
-    if old.listeners != new.listeners {
+fn warn_restart_only_changes(running: &Startup, new: &Startup) {
+    if running.listeners != new.listeners {
         tracing::warn!("listeners changed: the new listeners take effect after a restart");
     }
-    if old.admin.as_ref().map(|a| &a.address) != new.admin.as_ref().map(|a| &a.address) {
+    if running.admin_address != new.admin_address {
         tracing::warn!("admin.address changed: takes effect after a restart");
     }
-    // the registry's limits apply per registration from the running config
-    let store = |c: &config::GatewayConfig| {
-        c.admin.as_ref().and_then(|a| a.registry.clone()).map(|r| {
-            config::discovery::RegistryConfig {
-                limits: Default::default(),
-                ..r
-            }
-        })
-    };
-    if store(old) != store(new) {
+    if running.registry != new.registry {
         tracing::warn!(
-            "admin.registry changed: the registry store is chosen at start; restart to apply"
+            "admin.registry changed: the registry store is chosen at start; restart to apply (its limits apply now)"
         );
     }
-    // the header policy is compiled into each config and applies at once
-    let restart_only = |s: &config::file::ServerConfig| config::file::ServerConfig {
-        trusted_proxies: Vec::new(),
-        headers_with_underscores: Default::default(),
-        // read per connection or per request from the running config
-        client_header_timeout: Default::default(),
-        keepalive_timeout: Default::default(),
-        max_body_size: Default::default(),
+    let process = |s: &Startup| Startup {
+        listeners: Vec::new(),
+        admin_address: None,
+        registry: Default::default(),
         ..s.clone()
     };
-    if restart_only(&old.server) != restart_only(&new.server) {
+    if process(running) != process(new) {
         tracing::warn!("server settings changed: they take effect after a restart");
     }
 }

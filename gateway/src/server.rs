@@ -6,14 +6,14 @@ mod client_limits;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 
-use crate::config::{self, file::LogFormat, CompileInput, ConfigError};
+use crate::config::{self, CompileInput, Compiled, ConfigError};
+use crate::logging::LogFormat;
 use crate::proxy::Gateway;
 use crate::runtime::Shared;
 
@@ -73,6 +73,7 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
     };
     let text = config::read(&opts.config_path).map_err(config_err)?;
     let file = config::parse(&text).map_err(config_err)?;
+    // before compiling, so what compile warns about is written in the chosen format
     crate::logging::init(opts.log_format.unwrap_or(file.server.log.format));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -82,12 +83,7 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     let version = config::version_of(&text);
-    crate::upstream::discovery::registry::install(
-        file.admin.as_ref().and_then(|a| a.registry.as_ref()),
-        rt.handle(),
-    )
-    .map_err(|e| config_err(vec![ConfigError::new("admin.registry", e.to_string())]))?;
-    let compiled = {
+    let Compiled { runtime, startup } = {
         let _guard = rt.enter();
         config::compile(CompileInput {
             file,
@@ -97,27 +93,24 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
         })
         .map_err(config_err)?
     };
+    // the registry exists before any `type: registry` service starts reading it
+    crate::upstream::discovery::registry::install(startup.registry.clone(), rt.handle())
+        .map_err(|e| config_err(vec![ConfigError::new("admin.registry", e.to_string())]))?;
     crate::observe::set_config_version(None, &version);
-    let server_cfg = compiled.file.server.clone();
-    let listeners = compiled.file.listeners.clone();
-    let admin = compiled.file.admin.clone();
-    let shared = Arc::new(Shared {
-        config: ArcSwap::from_pointee(compiled),
-        config_path: opts.config_path.clone(),
-        rt: rt.handle().clone(),
-    });
+    let shared = Arc::new(Shared::new(
+        runtime,
+        startup.clone(),
+        opts.config_path.clone(),
+        rt.handle().clone(),
+    ));
 
     rt.spawn(crate::reload::watch(shared.clone()));
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some(admin) = admin {
-        let addr = admin.address.parse().map_err(|_| StartError::Listener {
-            address: admin.address.clone(),
-            reason: "not an ip:port address".into(),
-        })?;
+    if let Some(addr) = startup.admin_address {
         let shared = shared.clone();
         // bind now so a taken port fails the start, not a background task
         let std_listener = std::net::TcpListener::bind(addr).map_err(|e| StartError::Listener {
-            address: admin.address.clone(),
+            address: addr.to_string(),
             reason: e.to_string(),
         })?;
         drop(std_listener);
@@ -132,16 +125,16 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
     }
 
     let conf = ServerConf {
-        threads: server_cfg.threads,
+        threads: startup.threads,
         // one worker has nothing to steal from: Pingora's no-steal runtime is a
         // plain current-thread runtime, without the multi-thread scheduler's
         // cross-thread bookkeeping on every wake
-        work_stealing: server_cfg.threads > 1,
+        work_stealing: startup.threads > 1,
         // Pingora's "grace period" is the time in-flight requests get after the
         // listeners close: our shutdown_timeout (the drain watch ends it early)
-        grace_period_seconds: Some(server_cfg.shutdown_timeout.get().as_secs().max(1)),
+        grace_period_seconds: Some(startup.shutdown_timeout.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
-        upstream_keepalive_pool_size: server_cfg.upstream_keepalive_pool,
+        upstream_keepalive_pool_size: startup.upstream_keepalive_pool,
         // retries are decided per route; this only caps them
         max_retries: 12,
         ..ServerConf::default()
@@ -157,48 +150,40 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
     let mut options = HttpServerOptions::default();
     options.h2c = true;
     // an idle h2 connection is closed like an idle HTTP/1 keep-alive one
-    options.h2_idle_timeout = Some(server_cfg.keepalive_timeout.get()).filter(|d| !d.is_zero());
+    options.h2_idle_timeout = shared.current().client.keepalive;
     http.server_options = Some(options);
-    let mut budgets = Vec::new();
-    for l in &listeners {
-        let address = l.address.parse().map_err(|_| StartError::Listener {
-            address: l.address.clone(),
-            reason: "not an ip:port address".into(),
-        })?;
-        budgets.push(client_limits::ListenerLimit::new(
-            address,
-            l.max_connections,
-        ));
-    }
+    let budgets = startup
+        .listeners
+        .iter()
+        .map(|l| client_limits::ListenerLimit::new(l.address, l.max_connections))
+        .collect();
     let app = client_limits::ClientLimits::new(http, shared.clone(), budgets);
     let mut proxy = Service::new("gateway".to_string(), app);
-    for l in &listeners {
+    for l in &startup.listeners {
+        let address = l.address.to_string();
         match &l.tls {
-            None => proxy.add_tcp(&l.address),
+            None => proxy.add_tcp(&address),
             Some(tls) => {
                 let mut settings = TlsSettings::intermediate(&tls.cert, &tls.key).map_err(|e| {
                     StartError::Listener {
-                        address: l.address.clone(),
+                        address: address.clone(),
                         reason: e.to_string(),
                     }
                 })?;
                 if tls.http2 {
                     settings.enable_h2();
                 }
-                proxy.add_tls_with_settings(&l.address, None, settings);
+                proxy.add_tls_with_settings(&address, None, settings);
             }
         }
-        tracing::info!(address = %l.address, tls = l.tls.is_some(), "listener configured");
+        tracing::info!(%address, tls = l.tls.is_some(), "listener configured");
     }
     server.add_service(proxy);
     tracing::info!(config = %path_str, %version, "gateway starting");
-    crate::shutdown::spawn_drain_watch(
-        server.watch_execution_phase(),
-        server_cfg.shutdown_timeout.get(),
-    );
+    crate::shutdown::spawn_drain_watch(server.watch_execution_phase(), startup.shutdown_timeout);
     server.run(RunArgs {
         shutdown_signal: Box::new(crate::shutdown::GracefulOnIntOrTerm {
-            grace_period: server_cfg.grace_period.get(),
+            grace_period: startup.grace_period,
         }),
     });
     let _ = stop_admin.send(());

@@ -3,27 +3,36 @@
 //! reload (unless explicitly allowed, then warned about); reads can be protected by
 //! the token; registrations are held to the registry's caps, each refusal a JSON 4xx
 //! counted in `gateway_admin_refusals_total{reason}`.
-//!
-//! Configs are JSON (a subset of YAML) built with `serde_json::json!`.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use testkit::config::{
+    AdminConfig, GatewayConfigBuilder, RegistryConfig, RegistryLimitsConfig, ServiceBuilder,
+    ADMIN_ADDRESS,
+};
 use testkit::{check_config, wait_until, Backend, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 const TOKEN: &str = "admin-test-token-0123456789abcdef";
 const T: Duration = Duration::from_secs(10);
 
-fn config(admin: Value) -> String {
-    json!({
-        "listeners": [{"address": "127.0.0.1:$HTTP_PORT"}],
-        "admin": admin,
-        "services": {"member": {"discovery": {"type": "registry"}}},
-        "routes": [{"match": {"prefix": "/"}, "service": "member"}],
-    })
-    .to_string()
+fn config(admin: AdminConfig) -> String {
+    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::registry())
+        .admin_config(admin)
+        .yaml()
+}
+
+/// An admin section on `address`, changed by `f`.
+fn admin(address: &str, f: impl FnOnce(&mut AdminConfig)) -> AdminConfig {
+    let mut admin = AdminConfig::new(address);
+    f(&mut admin);
+    admin
+}
+
+fn token(a: &mut AdminConfig) {
+    a.token = Some(TOKEN.into());
 }
 
 fn http() -> reqwest::blocking::Client {
@@ -51,13 +60,13 @@ fn instance(port: u16) -> Value {
 }
 
 /// `config` for `gateway check` (which binds nothing, so any port will do).
-fn check(admin: Value) -> testkit::CheckOutput {
+fn check(admin: AdminConfig) -> testkit::CheckOutput {
     check_config(BIN, &config(admin).replace("$HTTP_PORT", "8080"))
 }
 
 #[test]
 fn check_refuses_open_registry_on_a_reachable_admin_address() {
-    let open = check(json!({"address": "0.0.0.0:9999"}));
+    let open = check(AdminConfig::new("0.0.0.0:9999"));
     assert!(!open.success, "{open:?}");
     let said = format!("{}{}", open.stdout, open.stderr);
     assert!(said.contains("admin.token"), "{said}");
@@ -65,17 +74,17 @@ fn check_refuses_open_registry_on_a_reachable_admin_address() {
     assert!(said.contains("127.0.0.1"), "the fix is named: {said}");
 
     for ok in [
-        json!({"address": "127.0.0.1:9999"}),
-        json!({"address": "[::1]:9999"}),
-        json!({"address": "0.0.0.0:9999", "token": TOKEN}),
-        json!({"address": "0.0.0.0:9999", "allow_unauthenticated_writes": true}),
+        AdminConfig::new("127.0.0.1:9999"),
+        AdminConfig::new("[::1]:9999"),
+        admin("0.0.0.0:9999", token),
+        admin("0.0.0.0:9999", |a| a.allow_unauthenticated_writes = true),
     ] {
         let out = check(ok.clone());
-        assert!(out.success, "{ok}: {out:?}");
+        assert!(out.success, "{ok:?}: {out:?}");
     }
-    let empty = check(json!({"address": "0.0.0.0:9999", "token": " "}));
+    let empty = check(admin("0.0.0.0:9999", |a| a.token = Some(" ".into())));
     assert!(!empty.success && format!("{empty:?}").contains("admin.token"));
-    let reads = check(json!({"address": "127.0.0.1:9999", "protect_reads": true}));
+    let reads = check(admin("127.0.0.1:9999", |a| a.protect_reads = true));
     assert!(
         !reads.success && format!("{reads:?}").contains("admin.protect_reads"),
         "{reads:?}"
@@ -88,7 +97,7 @@ fn run_refuses_open_registry_on_a_reachable_admin_address() {
     let path = dir.path().join("gateway.yaml");
     let port = testkit::free_port();
     let admin = testkit::free_port();
-    let yaml = config(json!({"address": format!("0.0.0.0:{admin}")}))
+    let yaml = config(AdminConfig::new(format!("0.0.0.0:{admin}")))
         .replace("$HTTP_PORT", &port.to_string());
     std::fs::write(&path, yaml).unwrap();
     let mut child = Command::new(BIN)
@@ -125,16 +134,18 @@ fn run_refuses_open_registry_on_a_reachable_admin_address() {
 
 #[test]
 fn reload_refuses_open_registry_and_the_opt_out_warns_every_time() {
-    let gw = GatewayProcess::start(BIN, &config(json!({"address": "127.0.0.1:$ADMIN_PORT"})));
+    let gw = GatewayProcess::start(BIN, &config(AdminConfig::new(ADMIN_ADDRESS)));
     let failures = || gw.metric("gateway_config_reloads_total", &[("result", "failure")]);
     // the same port on every interface, no token: refused, the old config serves on
-    gw.rewrite_config(&config(json!({"address": "0.0.0.0:$ADMIN_PORT"})));
+    gw.rewrite_config(&config(AdminConfig::new("0.0.0.0:$ADMIN_PORT")));
     assert!(wait_until(T, || failures() >= 1.0), "{}", gw.log());
     assert!(gw.wait_for_log("admin.token", T), "{}", gw.log());
 
     // the explicit opt-out is accepted, and said loudly at start and at each reload
     drop(gw);
-    let open = json!({"address": "0.0.0.0:$ADMIN_PORT", "allow_unauthenticated_writes": true});
+    let open = admin("0.0.0.0:$ADMIN_PORT", |a| {
+        a.allow_unauthenticated_writes = true
+    });
     let gw = GatewayProcess::start(BIN, &config(open.clone()));
     let warning = "WITHOUT a token";
     assert!(gw.wait_for_log(warning, T), "{}", gw.log());
@@ -161,7 +172,10 @@ fn reload_refuses_open_registry_and_the_opt_out_warns_every_time() {
 fn protected_reads_need_the_token_and_probes_stay_open() {
     let gw = GatewayProcess::start(
         BIN,
-        &config(json!({"address": "127.0.0.1:$ADMIN_PORT", "token": TOKEN, "protect_reads": true})),
+        &config(admin(ADMIN_ADDRESS, |a| {
+            token(a);
+            a.protect_reads = true;
+        })),
     );
     for path in [
         "/config",
@@ -211,15 +225,17 @@ fn protected_reads_need_the_token_and_probes_stay_open() {
 fn registry_caps_refuse_with_a_json_4xx_and_a_metric() {
     let gw = GatewayProcess::start(
         BIN,
-        &config(json!({
-            "address": "127.0.0.1:$ADMIN_PORT",
-            "token": TOKEN,
-            "registry": {"limits": {
-                "max_services": 2,
-                "max_instances_per_service": 2,
-                "max_metadata_bytes": 64,
-                "allowed_networks": ["127.0.0.0/8"],
-            }},
+        &config(admin(ADMIN_ADDRESS, |a| {
+            token(a);
+            a.registry = Some(RegistryConfig {
+                limits: RegistryLimitsConfig {
+                    max_services: 2,
+                    max_instances_per_service: 2,
+                    max_metadata_bytes: 64,
+                    allowed_networks: vec!["127.0.0.0/8".into()],
+                },
+                ..RegistryConfig::default()
+            });
         })),
     );
     let refused = |reason: &str| gw.metric("gateway_admin_refusals_total", &[("reason", reason)]);
@@ -296,10 +312,7 @@ fn registry_caps_refuse_with_a_json_4xx_and_a_metric() {
 
 #[test]
 fn default_caps_hold_without_a_limits_section() {
-    let gw = GatewayProcess::start(
-        BIN,
-        &config(json!({"address": "127.0.0.1:$ADMIN_PORT", "token": TOKEN})),
-    );
+    let gw = GatewayProcess::start(BIN, &config(admin(ADMIN_ADDRESS, token)));
     for i in 0..256u16 {
         assert_eq!(
             register(&gw, "member", &format!("i{i}"), instance(2000 + i)).0,

@@ -2,15 +2,20 @@
 //! refused token case, token sources, claim rules, identity headers (spoofed
 //! copies stripped on public and protected routes) and their HMAC signature.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use plugins::auth::identity::{verify_signature, ReceivedRequest};
 use plugins::auth::mint::{mint_token, MintKey, MintOptions};
 use serde_json::{json, Value};
+use testkit::config::{
+    hs256_issuer, require, secs, AuthConfig, GatewayConfigBuilder, IdentityConfig, IssuerConfig,
+    JwtRouteConfig, RevocationConfig, RouteBuilder, ServiceBuilder, SignatureConfig, TokenConfig,
+};
 use testkit::{check_config, client, Backend, Echo, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
-const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+const SECRET: &str = testkit::config::TEST_SECRET;
 const SIG_SECRET: &str = "signature-secret-0123456789abcdef";
 
 fn key_path(name: &str) -> String {
@@ -56,32 +61,60 @@ fn now() -> u64 {
 }
 
 fn config(backend: &Backend) -> String {
-    format!(
-        r#"listeners: [{{address: "127.0.0.1:$HTTP_PORT"}}]
-admin: {{address: "127.0.0.1:$ADMIN_PORT"}}
-services:
-  echo: {{instances: ["{addr}"]}}
-auth:
-  issuers:
-    - {{name: dev, issuer: dev, audiences: [gateway], algorithms: [HS256], secret: "{SECRET}", required_claims: [sub]}}
-    - {{name: member, issuer: demo-member, audiences: [gateway], algorithms: [RS256], public_key_file: "{rsa}"}}
-    - {{name: ed, issuer: ed, algorithms: [EdDSA], public_key_file: "{ed}", leeway: 5s}}
-  token: {{cookie: access_token}}
-  identity:
-    headers: {{Authenticated-User: "{{email}}", X-User-Id: "{{sub}}", X-User-Roles: "{{roles}}"}}
-    strip: [X-Internal-Secret]
-    signature: {{secret: "{SIG_SECRET}"}}
-routes:
-  - {{id: public, match: {{prefix: /public/}}, service: echo}}
-  - {{id: admin, match: {{prefix: /admin/}}, service: echo, auth: {{jwt: {{require: {{roles: [ADMIN, OPS]}}}}}}}}
-  - {{id: member, match: {{prefix: /member/}}, service: echo, auth: {{jwt: {{issuers: [member]}}}}}}
-  - {{id: query, match: {{prefix: /q/}}, service: echo, auth: {{jwt: {{allow_query_token: true}}}}}}
-  - {{id: api, match: {{prefix: /api/}}, service: echo, auth: {{jwt: {{}}}}}}
-"#,
-        addr = backend.addr(),
-        rsa = demo_key("member-public.pem"),
-        ed = key_path("ed-public.pem"),
-    )
+    let issuer = |name: &str, iss: &str, alg: &str| IssuerConfig {
+        issuer: Some(iss.into()),
+        ..IssuerConfig::new(name, vec![alg.into()])
+    };
+    let auth = AuthConfig {
+        issuers: vec![
+            IssuerConfig {
+                audiences: vec!["gateway".into()],
+                required_claims: vec!["sub".into()],
+                ..hs256_issuer(SECRET)
+            },
+            IssuerConfig {
+                audiences: vec!["gateway".into()],
+                public_key_file: Some(demo_key("member-public.pem")),
+                ..issuer("member", "demo-member", "RS256")
+            },
+            IssuerConfig {
+                public_key_file: Some(key_path("ed-public.pem")),
+                leeway: secs(5),
+                ..issuer("ed", "ed", "EdDSA")
+            },
+        ],
+        token: TokenConfig {
+            cookie: Some("access_token".into()),
+            ..TokenConfig::default()
+        },
+        identity: IdentityConfig {
+            headers: BTreeMap::from([
+                ("Authenticated-User".into(), "{email}".into()),
+                ("X-User-Id".into(), "{sub}".into()),
+                ("X-User-Roles".into(), "{roles}".into()),
+            ]),
+            strip: vec!["X-Internal-Secret".into()],
+            signature: Some(SignatureConfig::with_secret(SIG_SECRET)),
+        },
+        ..AuthConfig::default()
+    };
+    let route = |id: &str| RouteBuilder::to("echo").id(id).prefix(&format!("/{id}/"));
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .auth(auth)
+        .route(route("public"))
+        .route(route("admin").jwt(require("roles", &["ADMIN", "OPS"])))
+        .route(route("member").jwt(JwtRouteConfig {
+            issuers: vec!["member".into()],
+            ..JwtRouteConfig::default()
+        }))
+        .route(route("q").id("query").jwt(JwtRouteConfig {
+            allow_query_token: true,
+            ..JwtRouteConfig::default()
+        }))
+        .route(route("api").protected())
+        .yaml()
 }
 
 struct Answer {
@@ -377,46 +410,81 @@ async fn identity_headers_are_injected_signed_and_never_spoofed() {
 
 #[test]
 fn config_mistakes_are_reported_with_their_key_path() {
+    let issuer = |algorithms: &[&str], f: fn(&mut IssuerConfig)| {
+        let mut issuer = IssuerConfig {
+            issuer: Some("a".into()),
+            ..IssuerConfig::new("a", algorithms.iter().map(|a| a.to_string()).collect())
+        };
+        f(&mut issuer);
+        issuer
+    };
+    let secret = |i: &mut IssuerConfig| i.secret = Some("s".into());
     let cases = [
+        (issuer(&["none"], secret), "auth.issuers[0].algorithms[0]"),
         (
-            "algorithms: [none], secret: s",
-            "auth.issuers[0].algorithms[0]",
-        ),
-        (
-            "algorithms: [HS256, RS256], secret: s",
+            issuer(&["HS256", "RS256"], secret),
             "auth.issuers[0].algorithms",
         ),
-        ("algorithms: [RS256], secret: s", "auth.issuers[0].secret"),
-        ("algorithms: [HS256]", "set exactly one key source"),
+        (issuer(&["RS256"], secret), "auth.issuers[0].secret"),
+        (issuer(&["HS256"], |_| {}), "set exactly one key source"),
         (
-            "algorithms: [HS256], secret: s, jwks_url: \"http://x\"",
+            issuer(&["HS256"], |i| {
+                i.secret = Some("s".into());
+                i.jwks_url = Some("http://x".into());
+            }),
             "set exactly one key source",
         ),
         (
-            "algorithms: [RS256], public_key_file: /nonexistent.pem",
+            issuer(&["RS256"], |i| {
+                i.public_key_file = Some("/nonexistent.pem".into())
+            }),
             "auth.issuers[0].public_key_file",
         ),
         (
-            "algorithms: [HS256], secret_env: GATEWAY_TEST_UNSET_VAR",
+            issuer(&["HS256"], |i| {
+                i.secret_env = Some("GATEWAY_TEST_UNSET_VAR".into())
+            }),
             "auth.issuers[0].secret_env",
         ),
     ];
+    let config = |auth: AuthConfig, route: JwtRouteConfig| {
+        GatewayConfigBuilder::new()
+            .listeners(Vec::new())
+            .service("s", ServiceBuilder::instances(["127.0.0.1:1"]))
+            .auth(auth)
+            .route(RouteBuilder::to("s").prefix("/").jwt(route))
+            .yaml()
+    };
+    let only_b = JwtRouteConfig {
+        issuers: vec!["b".into()],
+        ..JwtRouteConfig::default()
+    };
     for (issuer, needle) in cases {
-        let yaml = format!(
-            "services: {{s: {{instances: [\"127.0.0.1:1\"]}}}}\n\
-             auth: {{issuers: [{{name: a, issuer: a, {issuer}}}]}}\n\
-             routes: [{{match: {{prefix: /}}, service: s, auth: {{jwt: {{}}}}}}]\n"
-        );
-        let out = check_config(BIN, &yaml);
-        assert!(!out.success, "{issuer} passed");
-        assert!(out.stderr.contains(needle), "{issuer}: {}", out.stderr);
+        let auth = AuthConfig {
+            issuers: vec![issuer.clone()],
+            ..AuthConfig::default()
+        };
+        let out = check_config(BIN, &config(auth, JwtRouteConfig::default()));
+        assert!(!out.success, "{issuer:?} passed");
+        assert!(out.stderr.contains(needle), "{issuer:?}: {}", out.stderr);
     }
-    let yaml = "services: {s: {instances: [\"127.0.0.1:1\"]}}\n\
-                auth:\n  issuers: [{name: a, algorithms: [HS256], secret: s}]\n  \
-                revocation: {redis_url: \"http://x\", blacklist_key: nothing}\n  \
-                identity: {headers: {X-Id: \"{sub\"}}\n\
-                routes: [{match: {prefix: /}, service: s, auth: {jwt: {issuers: [b]}}}]\n";
-    let out = check_config(BIN, yaml);
+    let a = IssuerConfig {
+        secret: Some("s".into()),
+        ..IssuerConfig::new("a", vec!["HS256".into()])
+    };
+    let auth = AuthConfig {
+        issuers: vec![a.clone()],
+        revocation: Some(RevocationConfig {
+            blacklist_key: "nothing".into(),
+            ..RevocationConfig::new("http://x")
+        }),
+        identity: IdentityConfig {
+            headers: BTreeMap::from([("X-Id".into(), "{sub".into())]),
+            ..IdentityConfig::default()
+        },
+        ..AuthConfig::default()
+    };
+    let out = check_config(BIN, &config(auth, only_b.clone()));
     for needle in [
         "auth.revocation.redis_url",
         "auth.revocation.blacklist_key",
@@ -424,10 +492,11 @@ fn config_mistakes_are_reported_with_their_key_path() {
     ] {
         assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
     }
-    let yaml = "services: {s: {instances: [\"127.0.0.1:1\"]}}\n\
-                auth: {issuers: [{name: a, algorithms: [HS256], secret: s}]}\n\
-                routes: [{match: {prefix: /}, service: s, auth: {jwt: {issuers: [b]}}}]\n";
-    let out = check_config(BIN, yaml);
+    let auth = AuthConfig {
+        issuers: vec![a],
+        ..AuthConfig::default()
+    };
+    let out = check_config(BIN, &config(auth, only_b));
     assert!(
         out.stderr
             .contains("routes[0].auth.jwt.issuers[0]: unknown issuer \"b\" (known: a)"),

@@ -13,6 +13,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use plugins::auth::mint::{mint_token, public_jwk, MintKey, MintOptions};
 use serde_json::{json, Value};
+use testkit::config::{
+    ms, secs, AuthConfig, GatewayConfigBuilder, IssuerConfig, RouteBuilder, ServiceBuilder,
+};
 use testkit::{client, wait_until_async, Backend, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
@@ -76,19 +79,22 @@ async fn jwks_rotation_unknown_kid_refetch_and_last_good_set() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let backend = Backend::start("echo");
-    let yaml = format!(
-        r#"listeners: [{{address: "127.0.0.1:$HTTP_PORT"}}]
-admin: {{address: "127.0.0.1:$ADMIN_PORT"}}
-services:
-  echo: {{instances: ["{}"]}}
-auth:
-  issuers:
-    - {{name: idp, issuer: idp, algorithms: [ES256], jwks_url: "http://{jwks_addr}/.well-known/jwks.json", jwks_refresh: 1h, jwks_min_refetch: 500ms}}
-routes:
-  - {{match: {{prefix: /}}, service: echo, auth: {{jwt: {{}}}}}}
-"#,
-        backend.addr()
-    );
+    let idp = IssuerConfig {
+        issuer: Some("idp".into()),
+        jwks_url: Some(format!("http://{jwks_addr}/.well-known/jwks.json")),
+        jwks_refresh: secs(3600),
+        jwks_min_refetch: ms(500),
+        ..IssuerConfig::new("idp", vec!["ES256".into()])
+    };
+    let yaml = GatewayConfigBuilder::new()
+        .admin()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .auth(AuthConfig {
+            issuers: vec![idp],
+            ..AuthConfig::default()
+        })
+        .route(RouteBuilder::to("echo").prefix("/").protected())
+        .yaml();
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     let url = gw.url("/x");

@@ -6,7 +6,11 @@
 use std::time::Duration;
 
 use plugins::auth::mint::{mint_token, MintOptions};
-use serde_json::{json, Value};
+use serde_json::Value;
+use testkit::config::{
+    jwt_auth, revocation, secs, GatewayConfigBuilder, JwtRouteConfig, RevocationConfig,
+    RevocationMode, RevokeWhen, RouteBuilder, ServiceBuilder,
+};
 use testkit::{check_config, client, wait_until_async, Backend, GatewayProcess, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
@@ -27,28 +31,38 @@ fn jti(token: &str) -> String {
     v["jti"].as_str().unwrap().to_string()
 }
 
-fn config(backend: &Backend, redis: Option<&RedisServer>, mode: &str) -> String {
-    let mut auth = json!({
-        "issuers": [{"name": "dev", "issuer": "dev", "algorithms": ["HS256"], "secret": SECRET}],
-    });
+fn config(backend: &Backend, redis: Option<&RedisServer>, mode: RevocationMode) -> String {
+    let mut auth = jwt_auth(SECRET);
     if let Some(r) = redis {
         // a long resync: only pub/sub (or the gateway's own write) can bring a revocation
-        auth["revocation"] = json!({"redis_url": r.url(), "mode": mode, "resync_interval": "60s"});
+        auth.revocation = Some(RevocationConfig {
+            mode,
+            resync_interval: secs(60),
+            ..revocation(&r.url())
+        });
     }
-    json!({
-        "listeners": [{"address": "127.0.0.1:$HTTP_PORT"}],
-        "admin": {"address": "127.0.0.1:$ADMIN_PORT"},
-        "services": {"member": {"instances": [backend.addr()]}},
-        "auth": auth,
-        "routes": [
-            {"id": "logout", "match": {"path": "/member/logout", "methods": ["POST"]},
-             "service": "member", "auth": {"jwt": {"revoke": "on_success"}}},
-            {"id": "logout-by-service-only", "match": {"path": "/member/logout-plain", "methods": ["POST"]},
-             "service": "member", "auth": {"jwt": {}}},
-            {"id": "member", "match": {"prefix": "/member/"}, "service": "member", "auth": {"jwt": {}}},
-        ],
-    })
-    .to_string()
+    let post = |id: &str, path: &str| {
+        RouteBuilder::to("member")
+            .id(id)
+            .path(path)
+            .methods(&["POST"])
+    };
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("member", ServiceBuilder::instances([backend.addr()]))
+        .auth(auth)
+        .route(post("logout", "/member/logout").jwt(JwtRouteConfig {
+            revoke: Some(RevokeWhen::OnSuccess),
+            ..JwtRouteConfig::default()
+        }))
+        .route(post("logout-by-service-only", "/member/logout-plain").protected())
+        .route(
+            RouteBuilder::to("member")
+                .id("member")
+                .prefix("/member/")
+                .protected(),
+        )
+        .yaml()
 }
 
 async fn get(c: &reqwest::Client, url: &str, token: &str) -> (u16, String) {
@@ -80,7 +94,7 @@ fn revoked() -> (u16, String) {
 async fn logout_refuses_the_same_token_on_the_very_next_request() {
     let redis = RedisServer::start();
     let member = Backend::start("member");
-    let gw = GatewayProcess::start(BIN, &config(&member, Some(&redis), "mirror"));
+    let gw = GatewayProcess::start(BIN, &config(&member, Some(&redis), RevocationMode::Mirror));
     let c = client();
     ready(&c, &gw).await;
     let me = gw.url("/member/me");
@@ -134,7 +148,7 @@ async fn logout_refuses_the_same_token_on_the_very_next_request() {
 async fn logout_holds_here_while_redis_takes_no_writes_and_pubsub_is_paused() {
     let redis = RedisServer::start();
     let member = Backend::start("member");
-    let gw = GatewayProcess::start(BIN, &config(&member, Some(&redis), "mirror"));
+    let gw = GatewayProcess::start(BIN, &config(&member, Some(&redis), RevocationMode::Mirror));
     let c = client();
     ready(&c, &gw).await;
     let me = gw.url("/member/me");
@@ -162,7 +176,7 @@ async fn logout_holds_here_while_redis_takes_no_writes_and_pubsub_is_paused() {
 async fn a_refused_or_failed_logout_revokes_nothing() {
     let redis = RedisServer::start();
     let member = Backend::start("member");
-    let gw = GatewayProcess::start(BIN, &config(&member, Some(&redis), "mirror"));
+    let gw = GatewayProcess::start(BIN, &config(&member, Some(&redis), RevocationMode::Mirror));
     let c = client();
     ready(&c, &gw).await;
     let me = gw.url("/member/me");
@@ -186,9 +200,11 @@ async fn a_refused_or_failed_logout_revokes_nothing() {
 async fn a_logout_reaches_other_gateways_at_once_in_lookup_mode_and_soon_in_mirror_mode() {
     let redis = RedisServer::start();
     let member = Backend::start("member");
-    let a = GatewayProcess::start(BIN, &config(&member, Some(&redis), "mirror"));
-    let b_mirror = GatewayProcess::start(BIN, &config(&member, Some(&redis), "mirror"));
-    let b_lookup = GatewayProcess::start(BIN, &config(&member, Some(&redis), "lookup"));
+    let a = GatewayProcess::start(BIN, &config(&member, Some(&redis), RevocationMode::Mirror));
+    let b_mirror =
+        GatewayProcess::start(BIN, &config(&member, Some(&redis), RevocationMode::Mirror));
+    let b_lookup =
+        GatewayProcess::start(BIN, &config(&member, Some(&redis), RevocationMode::Lookup));
     let c = client();
     for gw in [&a, &b_mirror, &b_lookup] {
         ready(&c, gw).await;
@@ -210,7 +226,7 @@ async fn a_logout_reaches_other_gateways_at_once_in_lookup_mode_and_soon_in_mirr
 #[test]
 fn revoke_needs_revocation_configured() {
     let member = Backend::start("member");
-    let out = check_config(BIN, &config(&member, None, "mirror"));
+    let out = check_config(BIN, &config(&member, None, RevocationMode::Mirror));
     assert!(!out.success, "{}", out.stderr);
     assert!(
         out.stderr.contains("routes[0].auth.jwt.revoke"),

@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 use plugins::auth::mint::{mint_token, MintKey, MintOptions};
 use plugins::revocation::{signed_sha256, RevocationKeys, RevocationWriter};
 use serde_json::{json, Value};
+use testkit::config::{
+    jwt_auth, ms, revocation, secs, AuthConfig, GatewayConfigBuilder, JwtRouteConfig,
+    RedisErrorPolicy, RevocationConfig, RevocationMode, RouteBuilder, ServiceBuilder,
+};
 use testkit::{client, wait_until_async, Backend, GatewayProcess, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
-const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+const SECRET: &str = testkit::config::TEST_SECRET;
 
 fn token(sub: &str, jti: bool, extra: &[(&str, Value)]) -> String {
     mint_token(&MintOptions {
@@ -42,22 +46,43 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn config(backend: &Backend, redis: &RedisServer, mode: &str) -> String {
-    format!(
-        r#"listeners: [{{address: "127.0.0.1:$HTTP_PORT"}}]
-admin: {{address: "127.0.0.1:$ADMIN_PORT"}}
-services:
-  echo: {{instances: ["{addr}"]}}
-auth:
-  issuers: [{{name: dev, issuer: dev, algorithms: [HS256], secret: "{SECRET}"}}]
-  revocation: {{redis_url: "{redis}", mode: {mode}, resync_interval: 1s}}
-routes:
-  - {{id: deny, match: {{prefix: /deny/}}, service: echo, auth: {{jwt: {{}}}}}}
-  - {{id: allow, match: {{prefix: /allow/}}, service: echo, auth: {{jwt: {{on_redis_error: allow}}}}}}
-"#,
-        addr = backend.addr(),
-        redis = redis.url(),
-    )
+/// The dev issuer with `revocation`, and a `deny` and an `allow` route.
+fn config_builder(backend: &Backend, revocation: RevocationConfig) -> GatewayConfigBuilder {
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .auth(AuthConfig {
+            revocation: Some(revocation),
+            ..jwt_auth(SECRET)
+        })
+        .route(
+            RouteBuilder::to("echo")
+                .id("deny")
+                .prefix("/deny/")
+                .protected(),
+        )
+        .route(
+            RouteBuilder::to("echo")
+                .id("allow")
+                .prefix("/allow/")
+                .jwt(JwtRouteConfig {
+                    on_redis_error: Some(RedisErrorPolicy::Allow),
+                    ..JwtRouteConfig::default()
+                }),
+        )
+}
+
+/// Revocation in `redis`, resynced every second.
+fn revocation_in(redis: &RedisServer, mode: RevocationMode) -> RevocationConfig {
+    RevocationConfig {
+        mode,
+        resync_interval: secs(1),
+        ..revocation(&redis.url())
+    }
+}
+
+fn config(backend: &Backend, redis: &RedisServer, mode: RevocationMode) -> String {
+    config_builder(backend, revocation_in(redis, mode)).yaml()
 }
 
 /// Status and error code of one GET with `token`.
@@ -80,7 +105,7 @@ async fn wait_for(c: &reqwest::Client, url: &str, token: &str, want: (u16, &str)
 async fn revocation_by_jti_token_hash_and_revoked_before() {
     let redis = RedisServer::start();
     let backend = Backend::start("echo");
-    let gw = GatewayProcess::start(BIN, &config(&backend, &redis, "mirror"));
+    let gw = GatewayProcess::start(BIN, &config(&backend, &redis, RevocationMode::Mirror));
     let c = client();
     let url = gw.url("/deny/x");
     let w = RevocationWriter::new(&redis.url(), RevocationKeys::default()).unwrap();
@@ -141,7 +166,7 @@ async fn revocation_by_jti_token_hash_and_revoked_before() {
 async fn revocation_takes_effect_while_a_client_keeps_sending() {
     let redis = RedisServer::start();
     let backend = Backend::start("echo");
-    let gw = GatewayProcess::start(BIN, &config(&backend, &redis, "mirror"));
+    let gw = GatewayProcess::start(BIN, &config(&backend, &redis, RevocationMode::Mirror));
     let c = client();
     let url = gw.url("/deny/x");
     let w = RevocationWriter::new(&redis.url(), RevocationKeys::default()).unwrap();
@@ -191,7 +216,7 @@ async fn revocation_takes_effect_while_a_client_keeps_sending() {
     );
 }
 
-async fn outage(mode: &str) {
+async fn outage(mode: RevocationMode) {
     let mut redis = RedisServer::start();
     let backend = Backend::start("echo");
     let gw = GatewayProcess::start(BIN, &config(&backend, &redis, mode));
@@ -231,7 +256,7 @@ async fn outage(mode: &str) {
     redis.stop();
     assert!(
         wait_for(&c, &deny, &t, (503, "revocation_unavailable")).await,
-        "{mode}: deny did not refuse"
+        "{mode:?}: deny did not refuse"
     );
     assert_eq!(get(&c, &allow, &t).await.0, 200);
     assert!(
@@ -251,7 +276,7 @@ async fn outage(mode: &str) {
     redis.restart();
     assert!(
         wait_for(&c, &deny, &t, (200, "")).await,
-        "{mode}: no recovery after Redis came back"
+        "{mode:?}: no recovery after Redis came back"
     );
     stop.store(true, Ordering::Relaxed);
     let sent = traffic.await.unwrap();
@@ -266,19 +291,19 @@ async fn outage(mode: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_mirror_mode_deny_allow_and_recovery() {
-    outage("mirror").await;
+    outage(RevocationMode::Mirror).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_lookup_mode_deny_allow_and_recovery() {
-    outage("lookup").await;
+    outage(RevocationMode::Lookup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_mode_sees_a_revocation_on_the_next_request() {
     let redis = RedisServer::start();
     let backend = Backend::start("echo");
-    let gw = GatewayProcess::start(BIN, &config(&backend, &redis, "lookup"));
+    let gw = GatewayProcess::start(BIN, &config(&backend, &redis, RevocationMode::Lookup));
     let c = client();
     let url = gw.url("/deny/x");
     let t = token("u1", false, &[]);
@@ -305,8 +330,8 @@ async fn lookup_mode_sees_a_revocation_on_the_next_request() {
 async fn a_reload_with_the_same_auth_section_keeps_the_mirror_connected() {
     let redis = RedisServer::start();
     let backend = Backend::start("echo");
-    let yaml = config(&backend, &redis, "mirror");
-    let gw = GatewayProcess::start(BIN, &yaml);
+    let builder = config_builder(&backend, revocation_in(&redis, RevocationMode::Mirror));
+    let gw = GatewayProcess::start(BIN, &builder.yaml());
     let c = client();
     let t = token("u1", true, &[]);
     assert!(wait_for(&c, &gw.url("/deny/x"), &t, (200, "")).await);
@@ -315,9 +340,14 @@ async fn a_reload_with_the_same_auth_section_keeps_the_mirror_connected() {
     assert!(wait_for(&c, &gw.url("/deny/x"), &t, (401, "token_revoked")).await);
 
     // a new route, same auth section: no reconnect, the mirror's content carries over
-    let more = format!(
-        "{yaml}  - {{id: extra, match: {{prefix: /extra/}}, service: echo, auth: {{jwt: {{}}}}}}\n"
-    );
+    let more = builder
+        .route(
+            RouteBuilder::to("echo")
+                .id("extra")
+                .prefix("/extra/")
+                .protected(),
+        )
+        .yaml();
     gw.rewrite_config(&more);
     assert!(wait_for(&c, &gw.url("/extra/x"), &t, (401, "token_revoked")).await);
     assert_eq!(gw.log_count("revocation mirror synced"), 1, "{}", gw.log());
@@ -332,10 +362,15 @@ async fn keyspace_notifications_apply_a_plain_set_at_once() {
     );
     let backend = Backend::start("echo");
     // a long resync period: only the keyspace event can apply the revocation in time
-    let yaml = config(&backend, &redis, "mirror").replace(
-        "resync_interval: 1s",
-        "resync_interval: 1h, keyspace_notifications: true",
-    );
+    let yaml = config_builder(
+        &backend,
+        RevocationConfig {
+            resync_interval: secs(3600),
+            keyspace_notifications: true,
+            ..revocation_in(&redis, RevocationMode::Mirror)
+        },
+    )
+    .yaml();
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     let url = gw.url("/deny/x");
@@ -360,10 +395,14 @@ fn exists_calls(redis: &RedisServer) -> u64 {
 async fn lookup_cache_reuses_answers_for_its_ttl() {
     let redis = RedisServer::start();
     let backend = Backend::start("echo");
-    let yaml = config(&backend, &redis, "lookup").replace(
-        "resync_interval: 1s",
-        "resync_interval: 1s, lookup_cache: 500ms",
-    );
+    let yaml = config_builder(
+        &backend,
+        RevocationConfig {
+            lookup_cache: ms(500),
+            ..revocation_in(&redis, RevocationMode::Lookup)
+        },
+    )
+    .yaml();
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     let url = gw.url("/deny/x");

@@ -11,7 +11,11 @@ use base64::Engine;
 use p256::elliptic_curve::ff::PrimeField;
 use plugins::auth::mint::{mint_token, MintKey, MintOptions};
 use plugins::revocation::{RevocationKeys, RevocationWriter};
-use serde_json::{json, Value};
+use serde_json::Value;
+use testkit::config::{
+    secs, AuthConfig, GatewayConfigBuilder, IssuerConfig, JwtRouteConfig, RevocationConfig,
+    RevocationMode, RevokeWhen, RouteBuilder, ServiceBuilder,
+};
 use testkit::{client, wait_until_async, Backend, GatewayProcess, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
@@ -46,24 +50,47 @@ fn malleate(token: &str) -> String {
     format!("{message}.{}", URL_SAFE_NO_PAD.encode(twin.to_bytes()))
 }
 
-fn config(backend: &Backend, redis: &RedisServer, revocation: Value) -> String {
-    let mut rev = revocation;
-    rev["redis_url"] = json!(redis.url());
-    json!({
-        "listeners": [{"address": "127.0.0.1:$HTTP_PORT"}],
-        "admin": {"address": "127.0.0.1:$ADMIN_PORT"},
-        "services": {"echo": {"instances": [backend.addr()]}},
-        "auth": {
-            "issuers": [{"name": "es", "issuer": "es", "algorithms": ["ES256"], "public_key_file": "es-public.pem"}],
-            "revocation": rev,
-        },
-        "routes": [
-            {"id": "logout", "match": {"path": "/logout", "methods": ["POST"]}, "service": "echo",
-             "auth": {"jwt": {"revoke": "on_success"}}},
-            {"id": "api", "match": {"prefix": "/api/"}, "service": "echo", "auth": {"jwt": {}}},
-        ],
-    })
-    .to_string()
+/// Revocation settings; `config` points them at the test's Redis.
+fn settings(f: impl FnOnce(&mut RevocationConfig)) -> RevocationConfig {
+    let mut revocation = RevocationConfig::new("redis://set-by-config");
+    f(&mut revocation);
+    revocation
+}
+
+fn config(backend: &Backend, redis: &RedisServer, revocation: RevocationConfig) -> String {
+    let es = IssuerConfig {
+        issuer: Some("es".into()),
+        public_key_file: Some("es-public.pem".into()),
+        ..IssuerConfig::new("es", vec!["ES256".into()])
+    };
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .auth(AuthConfig {
+            issuers: vec![es],
+            revocation: Some(RevocationConfig {
+                redis_url: redis.url(),
+                ..revocation
+            }),
+            ..AuthConfig::default()
+        })
+        .route(
+            RouteBuilder::to("echo")
+                .id("logout")
+                .path("/logout")
+                .methods(&["POST"])
+                .jwt(JwtRouteConfig {
+                    revoke: Some(RevokeWhen::OnSuccess),
+                    ..JwtRouteConfig::default()
+                }),
+        )
+        .route(
+            RouteBuilder::to("echo")
+                .id("api")
+                .prefix("/api/")
+                .protected(),
+        )
+        .yaml()
 }
 
 async fn status(c: &reqwest::Client, url: &str, token: &str) -> (u16, String) {
@@ -73,7 +100,7 @@ async fn status(c: &reqwest::Client, url: &str, token: &str) -> (u16, String) {
     (s, body["error"].as_str().unwrap_or("").to_string())
 }
 
-fn start(backend: &Backend, redis: &RedisServer, revocation: Value) -> GatewayProcess {
+fn start(backend: &Backend, redis: &RedisServer, revocation: RevocationConfig) -> GatewayProcess {
     GatewayProcess::start_with_files(
         BIN,
         &config(backend, redis, revocation),
@@ -82,7 +109,7 @@ fn start(backend: &Backend, redis: &RedisServer, revocation: Value) -> GatewayPr
 }
 
 /// Revoke `token` with the writer the services use, then both spellings are refused.
-async fn writer_revocation_binds_the_twin(revocation: Value, keys: RevocationKeys) {
+async fn writer_revocation_binds_the_twin(revocation: RevocationConfig, keys: RevocationKeys) {
     let redis = RedisServer::start();
     let backend = Backend::start("echo");
     let gw = start(&backend, &redis, revocation);
@@ -122,13 +149,20 @@ async fn writer_revocation_binds_the_twin(revocation: Value, keys: RevocationKey
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malleated_es256_twin_of_a_revoked_token_is_refused_in_mirror_mode() {
-    writer_revocation_binds_the_twin(json!({"resync_interval": "60s"}), RevocationKeys::default())
-        .await;
+    writer_revocation_binds_the_twin(
+        settings(|r| r.resync_interval = secs(60)),
+        RevocationKeys::default(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malleated_es256_twin_of_a_revoked_token_is_refused_in_lookup_mode() {
-    writer_revocation_binds_the_twin(json!({"mode": "lookup"}), RevocationKeys::default()).await;
+    writer_revocation_binds_the_twin(
+        settings(|r| r.mode = RevocationMode::Lookup),
+        RevocationKeys::default(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,19 +173,28 @@ async fn a_malleated_twin_is_refused_under_a_spelling_bound_template() {
         ..RevocationKeys::default()
     };
     writer_revocation_binds_the_twin(
-        json!({"blacklist_key": template, "resync_interval": "60s"}),
+        settings(|r| {
+            r.blacklist_key = template.into();
+            r.resync_interval = secs(60);
+        }),
         keys.clone(),
     )
     .await;
-    writer_revocation_binds_the_twin(json!({"blacklist_key": template, "mode": "lookup"}), keys)
-        .await;
+    writer_revocation_binds_the_twin(
+        settings(|r| {
+            r.blacklist_key = template.into();
+            r.mode = RevocationMode::Lookup;
+        }),
+        keys,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logging_out_one_spelling_refuses_the_other() {
     let redis = RedisServer::start();
     let backend = Backend::start("echo");
-    let gw = start(&backend, &redis, json!({"resync_interval": "60s"}));
+    let gw = start(&backend, &redis, settings(|r| r.resync_interval = secs(60)));
     let c = client();
     let url = gw.url("/api/x");
     let token = es256("u2");

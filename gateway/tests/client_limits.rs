@@ -11,7 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use testkit::config::{
+    secs, ByteSize, GatewayConfigBuilder, ListenerConfig, RouteBuilder, ServiceBuilder,
+    HTTP_ADDRESS,
+};
 use testkit::{wait_until, Backend, GatewayProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,28 +24,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 /// Far beyond any timeout configured here; the tests fail if nothing happens by then.
 const BOUND: Duration = Duration::from_secs(15);
 
-fn config(server: Value, listener: Value, services: Value, routes: Value) -> String {
-    let mut l = json!({"address": "127.0.0.1:$HTTP_PORT"});
-    if let (Some(l), Some(extra)) = (l.as_object_mut(), listener.as_object()) {
-        l.extend(extra.clone());
-    }
-    json!({
-        "server": server,
-        "listeners": [l],
-        "admin": {"address": "127.0.0.1:$ADMIN_PORT"},
-        "services": services,
-        "routes": routes,
-    })
-    .to_string()
-}
-
-fn echo_config(b: &Backend, server: Value, listener: Value) -> String {
-    config(
-        server,
-        listener,
-        json!({"echo": {"instances": [b.addr()]}}),
-        json!([{"match": {"prefix": "/"}, "service": "echo"}]),
-    )
+/// The listener and admin, one echo service, one catch-all route.
+fn echo_config(b: &Backend) -> GatewayConfigBuilder {
+    GatewayConfigBuilder::in_front_of("echo", ServiceBuilder::instances([b.addr()]))
 }
 
 /// Read one response with a Content-Length body; the head and the body.
@@ -96,7 +81,9 @@ async fn a_header_sent_one_byte_at_a_time_is_cut_off() {
     let b = Backend::start("b");
     let gw = GatewayProcess::start(
         BIN,
-        &echo_config(&b, json!({"client_header_timeout": "1s"}), json!({})),
+        &echo_config(&b)
+            .server(|s| s.client_header_timeout = secs(1))
+            .yaml(),
     );
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
@@ -151,7 +138,9 @@ async fn an_idle_keepalive_connection_is_closed_after_the_timeout() {
     let b = Backend::start("b");
     let gw = GatewayProcess::start(
         BIN,
-        &echo_config(&b, json!({"keepalive_timeout": "1s"}), json!({})),
+        &echo_config(&b)
+            .server(|s| s.keepalive_timeout = secs(1))
+            .yaml(),
     );
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     for i in 0..2 {
@@ -175,7 +164,12 @@ async fn connections_beyond_max_connections_are_refused_and_counted() {
     let b = Backend::start("b");
     let gw = GatewayProcess::start(
         BIN,
-        &echo_config(&b, json!({}), json!({"max_connections": 2})),
+        &echo_config(&b)
+            .listeners(vec![ListenerConfig {
+                max_connections: 2,
+                ..ListenerConfig::new(HTTP_ADDRESS)
+            }])
+            .yaml(),
     );
     let listener = gw.addr();
     let mut held = Vec::new();
@@ -259,15 +253,18 @@ async fn oversized_bodies_get_413_and_the_backend_never_gets_them() {
     let b = Backend::start("b");
     let gw = GatewayProcess::start(
         BIN,
-        &config(
-            json!({"max_body_size": "1k"}),
-            json!({}),
-            json!({"sink": {"instances": [sink]}, "echo": {"instances": [b.addr()]}}),
-            json!([
-                {"match": {"prefix": "/big/"}, "service": "echo", "max_body_size": "1m"},
-                {"match": {"prefix": "/"}, "service": "sink"},
-            ]),
-        ),
+        &GatewayConfigBuilder::new()
+            .admin()
+            .server(|s| s.max_body_size = ByteSize(1024))
+            .service("sink", ServiceBuilder::instances([sink]))
+            .service("echo", ServiceBuilder::instances([b.addr()]))
+            .route(
+                RouteBuilder::to("echo")
+                    .prefix("/big/")
+                    .max_body_size(ByteSize::mib(1)),
+            )
+            .route(RouteBuilder::to("sink").prefix("/"))
+            .yaml(),
     );
 
     // declared: refused before anything is forwarded

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use testkit::check_config;
+use testkit::config::{GatewayConfigBuilder, ListenerConfig, RouteBuilder, ServiceBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
@@ -230,10 +231,20 @@ fn regroup<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
 
 #[test]
 fn a_good_config_prints_ok() {
-    let out = check_config(
-        BIN,
-        &format!("{BASE}routes: [{{match: {{prefix: /member/}}, service: \"lb://member\", strip_prefix: /member}}]\n"),
+    let mut config =
+        GatewayConfigBuilder::new().listeners(vec![ListenerConfig::new("127.0.0.1:8080")]);
+    for (name, port) in [("member", 9001), ("product", 9002), ("order", 9003)] {
+        config = config.service(
+            name,
+            ServiceBuilder::instances([format!("127.0.0.1:{port}")]),
+        );
+    }
+    let config = config.route(
+        RouteBuilder::to("lb://member")
+            .prefix("/member/")
+            .strip_prefix("/member"),
     );
+    let out = check_config(BIN, &config.yaml());
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "ok\n");
 }

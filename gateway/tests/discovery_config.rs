@@ -3,9 +3,22 @@
 //! path and the message a user will see.
 
 use testkit::check_config;
+use testkit::config::{
+    secs, AdminConfig, DnsDiscoveryConfig, EurekaDiscoveryConfig, GatewayConfigBuilder,
+    InstanceConfig, ListenerConfig, RegistryConfig, RegistryStore, RouteBuilder, ServiceBuilder,
+};
 
 const HEAD: &str = "listeners: [{address: \"127.0.0.1:18080\"}]\n";
 const ROUTE: &str = "routes: [{match: {prefix: /}, service: s}]\n";
+
+const ADMIN: &str = "127.0.0.1:19090";
+
+/// A listener on a fixed port (`check` binds nothing) and a catch-all route to `s`.
+fn base() -> GatewayConfigBuilder {
+    GatewayConfigBuilder::new()
+        .listeners(vec![ListenerConfig::new("127.0.0.1:18080")])
+        .route(RouteBuilder::to("s").prefix("/"))
+}
 
 fn check(yaml: &str) -> testkit::CheckOutput {
     check_config(env!("CARGO_BIN_EXE_gateway"), yaml)
@@ -44,61 +57,94 @@ fn the_reference_discovery_examples_compile() {
 
 #[test]
 fn bad_discovery_settings_name_the_key_and_the_fix() {
-    let admin = "admin: {address: \"127.0.0.1:19090\"}\n";
-    let cases: &[(&str, &str)] = &[
+    let dns = |f: fn(&mut DnsDiscoveryConfig)| {
+        let mut dns = DnsDiscoveryConfig::default();
+        f(&mut dns);
+        ServiceBuilder::dns(dns)
+    };
+    let eureka = |servers: &[&str]| {
+        ServiceBuilder::eureka(EurekaDiscoveryConfig::new(
+            servers.iter().map(|s| s.to_string()).collect(),
+        ))
+    };
+    // (service `s`, whether the config has an admin listener, the message)
+    let cases = [
         (
-            "services: {s: {discovery: {type: dns, host: member.local}}}\n",
+            dns(|d| d.host = Some("member.local".into())),
+            false,
             "services.s.discovery.port: `host` needs a `port`",
         ),
         (
-            "services: {s: {discovery: {type: dns, srv: _http._tcp.x, port: 80}}}\n",
+            dns(|d| {
+                d.srv = Some("_http._tcp.x".into());
+                d.port = Some(80);
+            }),
+            false,
             "services.s.discovery.port: SRV records carry their ports",
         ),
         (
-            "services: {s: {discovery: {type: dns, host: a.local, port: 80, nameservers: [\"x\"]}}}\n",
+            dns(|d| {
+                d.host = Some("a.local".into());
+                d.port = Some(80);
+                d.nameservers = vec!["x".into()];
+            }),
+            false,
             "services.s.discovery.nameservers[0]: \"x\" is not an ip:port address",
         ),
         (
-            "services: {s: {discovery: {type: dns, host: a.local, port: 80, min_interval: 10s, max_interval: 1s}}}\n",
+            dns(|d| {
+                d.host = Some("a.local".into());
+                d.port = Some(80);
+                d.min_interval = secs(10);
+                d.max_interval = secs(1);
+            }),
+            false,
             "services.s.discovery: min_interval must be at least 100ms and at most max_interval",
         ),
         (
-            "services: {s: {discovery: {type: eureka, servers: []}}}\n",
+            eureka(&[]),
+            false,
             "services.s.discovery.servers: at least one Eureka server URL",
         ),
         (
-            "services: {s: {discovery: {type: eureka, servers: [\"eureka:8761\"]}}}\n",
+            eureka(&["eureka:8761"]),
+            false,
             "services.s.discovery.servers[0]: \"eureka:8761\" is not an http(s) URL",
         ),
         (
-            "services: {s: {discovery: {type: registry}}}\n",
+            ServiceBuilder::registry(),
+            false,
             "services.s.discovery: the registry lives on the admin listener",
         ),
         (
-            "services: {s: {instances: [\"127.0.0.1:1\"], discovery: {type: registry}}}\n",
+            ServiceBuilder::registry()
+                .with(|s| s.instances = Some(vec![InstanceConfig::Address("127.0.0.1:1".into())])),
+            true,
             "services.s: give either `instances` or `discovery`, not both",
         ),
     ];
-    for (services, want) in cases {
-        let with_admin = if services.contains("type: registry}}}") && !want.contains("admin") {
-            admin
-        } else {
-            ""
-        };
-        let yaml = format!("{HEAD}{with_admin}{services}{ROUTE}");
+    for (service, with_admin, want) in cases {
+        let mut config = base().service("s", service);
+        if with_admin {
+            config = config.admin_config(AdminConfig::new(ADMIN));
+        }
+        let yaml = config.yaml();
         let out = check(&yaml);
         let all = format!("{}{}", out.stdout, out.stderr);
         assert!(!out.success, "{yaml} should be refused");
-        assert!(
-            all.contains(want),
-            "for {services}\nwant: {want}\ngot: {all}"
-        );
+        assert!(all.contains(want), "for {yaml}\nwant: {want}\ngot: {all}");
     }
 
-    let redis_without_url = format!(
-        "{HEAD}admin: {{address: \"127.0.0.1:19090\", registry: {{store: redis}}}}\n\
-         services: {{s: {{discovery: {{type: registry}}}}}}\n{ROUTE}"
-    );
+    let redis_without_url = base()
+        .admin_with(|a| {
+            a.address = ADMIN.into();
+            a.registry = Some(RegistryConfig {
+                store: RegistryStore::Redis,
+                ..RegistryConfig::default()
+            });
+        })
+        .service("s", ServiceBuilder::registry())
+        .yaml();
     let out = check(&redis_without_url);
     assert!(!out.success);
     assert!(
@@ -108,6 +154,7 @@ fn bad_discovery_settings_name_the_key_and_the_fix() {
         out.stdout,
         out.stderr
     );
+    // a misspelt key: the text is the input here
     let unknown_key =
         format!("{HEAD}services: {{s: {{discovery: {{type: dns, hots: x}}}}}}\n{ROUTE}");
     let out = check(&unknown_key);

@@ -11,6 +11,9 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use testkit::config::{
+    ms, secs, DnsDiscoveryConfig, GatewayConfigBuilder, IpVersion, RouteBuilder, ServiceBuilder,
+};
 use testkit::{wait_until, Backend, GatewayProcess};
 
 type Zone = Arc<Mutex<HashMap<(String, RecordType), Vec<RData>>>>;
@@ -156,6 +159,11 @@ fn backend_name(gw: &GatewayProcess) -> Option<String> {
 
 const T: Duration = Duration::from_secs(10);
 
+/// Listener and admin, the service `member` found by `dns`, one route to it.
+fn member_config(dns: DnsDiscoveryConfig) -> String {
+    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::dns(dns)).yaml()
+}
+
 #[test]
 fn a_records_follow_changes_and_survive_a_silent_server() {
     let dns = DnsServer::start();
@@ -163,15 +171,16 @@ fn a_records_follow_changes_and_survive_a_silent_server() {
     dns.set_a("member.shop.svc.cluster.local", &[Ipv4Addr::LOCALHOST]);
     let gw = GatewayProcess::start(
         env!("CARGO_BIN_EXE_gateway"),
-        &format!(
-            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-             services:\n  member:\n    discovery:\n      type: dns\n      host: member.shop.svc.cluster.local\n      port: {}\n      \
-             ip_version: v4\n      nameservers: [\"{}\"]\n      min_interval: 200ms\n      max_interval: 2s\n      timeout: 300ms\n\
-             routes: [{{match: {{prefix: /}}, service: member}}]\n",
-            a.port(),
-            dns.addr
-        ),
+        &member_config(DnsDiscoveryConfig {
+            host: Some("member.shop.svc.cluster.local".into()),
+            port: Some(a.port()),
+            ip_version: IpVersion::V4,
+            nameservers: vec![dns.addr.to_string()],
+            min_interval: ms(200),
+            max_interval: secs(2),
+            timeout: ms(300),
+            ..DnsDiscoveryConfig::default()
+        }),
     );
     let want_a = format!("127.0.0.1:{}", a.port());
     assert!(
@@ -228,14 +237,14 @@ fn srv_records_give_targets_ports_and_weights() {
     );
     let gw = GatewayProcess::start(
         env!("CARGO_BIN_EXE_gateway"),
-        &format!(
-            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-             services:\n  member:\n    discovery: {{type: dns, srv: _http._tcp.member.service.consul, ip_version: v4, \
-             nameservers: [\"{}\"], min_interval: 200ms, max_interval: 2s}}\n\
-             routes: [{{match: {{prefix: /}}, service: member}}]\n",
-            dns.addr
-        ),
+        &member_config(DnsDiscoveryConfig {
+            srv: Some("_http._tcp.member.service.consul".into()),
+            ip_version: IpVersion::V4,
+            nameservers: vec![dns.addr.to_string()],
+            min_interval: ms(200),
+            max_interval: secs(2),
+            ..DnsDiscoveryConfig::default()
+        }),
     );
     assert!(
         wait_until(T, || instance_ids(&gw, "member").len() == 2),
@@ -277,14 +286,13 @@ fn a_name_without_records_empties_the_service_and_ready_says_so() {
     let dns = DnsServer::start();
     let gw = GatewayProcess::start(
         env!("CARGO_BIN_EXE_gateway"),
-        &format!(
-            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-             services:\n  member:\n    discovery: {{type: dns, host: nothing.example, port: 80, \
-             nameservers: [\"{}\"], min_interval: 200ms}}\n\
-             routes: [{{match: {{prefix: /}}, service: member}}]\n",
-            dns.addr
-        ),
+        &member_config(DnsDiscoveryConfig {
+            host: Some("nothing.example".into()),
+            port: Some(80),
+            nameservers: vec![dns.addr.to_string()],
+            min_interval: ms(200),
+            ..DnsDiscoveryConfig::default()
+        }),
     );
     assert!(wait_until(T, || discovery(&gw)["services"]["member"]
         ["discovery"]["refreshes"]
@@ -311,20 +319,26 @@ fn a_reload_keeps_one_loop_per_service_and_a_dropped_service_ends_its_loop() {
     let dns = DnsServer::start();
     let a = Backend::start("a");
     dns.set_a("member.example", &[Ipv4Addr::LOCALHOST]);
-    let yaml = |service: &str| {
-        format!(
-            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-             services:\n  member:\n    discovery: {{type: dns, host: member.example, port: {}, ip_version: v4, \
-             nameservers: [\"{}\"], min_interval: 200ms, max_interval: 300ms}}\n  \
-             fixed: {{instances: [\"{}\"]}}\n\
-             routes: [{{match: {{prefix: /}}, service: {service}}}]\n",
-            a.port(),
-            dns.addr,
-            a.addr()
-        )
-    };
-    let gw = GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &yaml("member"));
+    let member = ServiceBuilder::dns(DnsDiscoveryConfig {
+        host: Some("member.example".into()),
+        port: Some(a.port()),
+        ip_version: IpVersion::V4,
+        nameservers: vec![dns.addr.to_string()],
+        min_interval: ms(200),
+        max_interval: ms(300),
+        ..DnsDiscoveryConfig::default()
+    });
+    let fixed_only = GatewayConfigBuilder::new()
+        .admin()
+        .service("fixed", ServiceBuilder::instances([a.addr()]));
+    let with_member = fixed_only.clone().service("member", member);
+    let gw = GatewayProcess::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        &with_member
+            .clone()
+            .route(RouteBuilder::to("member").prefix("/"))
+            .yaml(),
+    );
     assert!(wait_until(T, || backend_name(&gw).as_deref() == Some("a")));
 
     // one loop re-resolves about every 300 ms: ~5 queries in 1.5 s, never twice that
@@ -332,10 +346,10 @@ fn a_reload_keeps_one_loop_per_service_and_a_dropped_service_ends_its_loop() {
     assert!((1..=8).contains(&one_loop), "{one_loop} queries");
 
     // a reload that keeps the service (only routes change) keeps that one loop
-    let kept = yaml("member").replace(
-        "routes: [",
-        "routes: [{match: {prefix: /other}, service: fixed}, ",
-    );
+    let kept = with_member
+        .route(RouteBuilder::to("fixed").prefix("/other"))
+        .route(RouteBuilder::to("member").prefix("/"))
+        .yaml();
     gw.rewrite_config(&kept);
     assert!(gw.wait_for_log("config reloaded", T), "{}", gw.log());
     let after_reload = queries_during(&dns, Duration::from_millis(1500));
@@ -345,10 +359,9 @@ fn a_reload_keeps_one_loop_per_service_and_a_dropped_service_ends_its_loop() {
     );
 
     // a reload without the service: its loop ends and the queries stop
-    let dropped = yaml("fixed").replace(
-        &format!("  member:\n    discovery: {{type: dns, host: member.example, port: {}, ip_version: v4, nameservers: [\"{}\"], min_interval: 200ms, max_interval: 300ms}}\n", a.port(), dns.addr),
-        "",
-    );
+    let dropped = fixed_only
+        .route(RouteBuilder::to("fixed").prefix("/"))
+        .yaml();
     assert!(!dropped.contains("member.example"), "{dropped}");
     gw.rewrite_config(&dropped);
     assert!(

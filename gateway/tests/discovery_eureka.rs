@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
+use testkit::config::{ms, EurekaDiscoveryConfig, GatewayConfigBuilder, ServiceBuilder};
 use testkit::{http_get, wait_until, Backend, GatewayProcess};
 
 const T: Duration = Duration::from_secs(10);
@@ -154,18 +155,14 @@ fn application(app: &str, instances: Vec<Value>) -> Value {
 }
 
 fn gateway(servers: &[&EurekaServer]) -> GatewayProcess {
-    let list: Vec<String> = servers.iter().map(|s| format!("\"{}\"", s.url())).collect();
-    GatewayProcess::start(
-        env!("CARGO_BIN_EXE_gateway"),
-        &format!(
-            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-             services:\n  member:\n    discovery: {{type: eureka, servers: [{}], app: member-service, \
-             interval: 200ms, timeout: 500ms}}\n\
-             routes: [{{match: {{prefix: /}}, service: member}}]\n",
-            list.join(", ")
-        ),
-    )
+    let eureka = EurekaDiscoveryConfig {
+        app: Some("member-service".into()),
+        interval: ms(200),
+        timeout: ms(500),
+        ..EurekaDiscoveryConfig::new(servers.iter().map(|s| s.url()).collect())
+    };
+    let config = GatewayConfigBuilder::in_front_of("member", ServiceBuilder::eureka(eureka));
+    GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &config.yaml())
 }
 
 /// `[(id, weight)]` of the service's current instances, sorted.

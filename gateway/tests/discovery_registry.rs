@@ -7,18 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use testkit::config::{
+    Algorithm, DiscoveryConfig, GatewayConfigBuilder, RegistryDiscoveryConfig, RouteBuilder,
+    ServiceBuilder,
+};
 use testkit::{wait_until, Backend, GatewayProcess};
 
 const T: Duration = Duration::from_secs(10);
 
-fn config(extra_admin: &str) -> String {
-    format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"{extra_admin}}}\n\
-         services:\n  member:\n    discovery: {{type: registry}}\n  \
-         shop:\n    discovery: {{type: registry, name: product-service}}\n\
-         routes:\n  - {{match: {{prefix: /shop}}, service: shop}}\n  - {{match: {{prefix: /}}, service: member}}\n"
-    )
+/// `member` and `shop` (registered as `product-service`) from the registry.
+fn config_builder(member: ServiceBuilder) -> GatewayConfigBuilder {
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("member", member)
+        .service(
+            "shop",
+            ServiceBuilder::discovery(DiscoveryConfig::Registry(RegistryDiscoveryConfig {
+                name: Some("product-service".into()),
+            })),
+        )
+        .route(RouteBuilder::to("shop").prefix("/shop"))
+        .route(RouteBuilder::to("member").prefix("/"))
+}
+
+fn config() -> String {
+    config_builder(ServiceBuilder::registry()).yaml()
 }
 
 fn blocking() -> reqwest::blocking::Client {
@@ -93,7 +106,7 @@ fn instances(gw: &GatewayProcess, service: &str) -> usize {
 fn register_heartbeat_expire_and_delete() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let gw = GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &config(""));
+    let gw = GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &config());
 
     // empty at start: the JSON 503 and /ready says which service
     let resp = blocking().get(gw.url("/x")).send().unwrap();
@@ -184,7 +197,9 @@ fn the_admin_token_protects_writes() {
     let a = Backend::start("a");
     let gw = GatewayProcess::start(
         env!("CARGO_BIN_EXE_gateway"),
-        &config(", token: demo-admin-token"),
+        &config_builder(ServiceBuilder::registry())
+            .admin_with(|a| a.token = Some("demo-admin-token".into()))
+            .yaml(),
     );
     let body = json!({"address": "127.0.0.1", "port": a.port()});
     assert_eq!(put(&gw, "member", "a", body.clone(), None), 401);
@@ -202,7 +217,7 @@ fn the_admin_token_protects_writes() {
 fn reloads_keep_or_rebuild_the_service_without_losing_instances() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let gw = GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &config(""));
+    let gw = GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &config());
     assert_eq!(register(&gw, "member", "a", &a, "30s"), 201);
     assert!(wait_until(T, || who(&gw, "/x").as_deref() == Some("a")));
     let refreshes = || {
@@ -212,8 +227,10 @@ fn reloads_keep_or_rebuild_the_service_without_losing_instances() {
     };
 
     // a reload that keeps the service keeps its one loop
-    let mut yaml = config("");
-    yaml.push_str("  - {match: {prefix: /other}, service: member}\n");
+    let with_other = |member: ServiceBuilder| {
+        config_builder(member).route(RouteBuilder::to("member").prefix("/other"))
+    };
+    let yaml = with_other(ServiceBuilder::registry()).yaml();
     // the loop's first refresh and the one for `a` are done before the reload
     assert!(wait_until(T, || refreshes() >= 2));
     gw.rewrite_config(&yaml);
@@ -231,10 +248,7 @@ fn reloads_keep_or_rebuild_the_service_without_losing_instances() {
     );
 
     // a reload that changes the service rebuilds it with the instances it had
-    let yaml = yaml.replace(
-        "discovery: {type: registry}",
-        "discovery: {type: registry}\n    load_balancer: {algorithm: least_connections}",
-    );
+    let yaml = with_other(ServiceBuilder::registry().algorithm(Algorithm::LeastConnections)).yaml();
     gw.rewrite_config(&yaml);
     assert!(
         wait_until(T, || gw.log_count("config reloaded") == 2),
@@ -253,7 +267,7 @@ fn reloads_keep_or_rebuild_the_service_without_losing_instances() {
 #[test]
 fn instances_join_and_leave_under_traffic_without_a_failed_request() {
     let a = Backend::start("a");
-    let gw = GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &config(""));
+    let gw = GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &config());
     assert_eq!(register(&gw, "member", "a", &a, "30s"), 201);
     assert!(wait_until(T, || who(&gw, "/x").as_deref() == Some("a")));
 

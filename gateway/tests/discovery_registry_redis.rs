@@ -5,18 +5,23 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use testkit::config::{ms, GatewayConfigBuilder, RegistryConfig, RegistryStore, ServiceBuilder};
 use testkit::{wait_until, Backend, GatewayProcess, RedisServer};
 
 const T: Duration = Duration::from_secs(10);
 
 fn config(redis_url: &str) -> String {
-    format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         admin:\n  address: \"127.0.0.1:$ADMIN_PORT\"\n  token: demo-registry-token\n  \
-         registry: {{store: redis, redis_url: \"{redis_url}\", sync_interval: 500ms}}\n\
-         services:\n  member:\n    discovery: {{type: registry}}\n\
-         routes: [{{match: {{prefix: /}}, service: member}}]\n"
-    )
+    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::registry())
+        .admin_with(|a| {
+            a.token = Some("demo-registry-token".into());
+            a.registry = Some(RegistryConfig {
+                store: RegistryStore::Redis,
+                redis_url: Some(redis_url.into()),
+                sync_interval: ms(500),
+                ..RegistryConfig::default()
+            });
+        })
+        .yaml()
 }
 
 fn client() -> reqwest::blocking::Client {

@@ -3,13 +3,17 @@
 //! headers from untrusted and trusted peers (and the client address derived from
 //! them), route conditions and balancer keys that only see vouched-for headers.
 //!
-//! Configs are JSON (a subset of YAML) built with `serde_json::json!`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use plugins::auth::mint::{mint_token, MintOptions};
-use serde_json::{json, Value};
+use serde_json::Value;
+use testkit::config::{
+    identity_headers, jwt_auth, rate_limit, secs, AuthConfig, GatewayConfigBuilder, HashOn,
+    IdentityConfig, RateLimitConfig, RateLimitKey, RouteBuilder, ServerConfig, ServiceBuilder,
+    SignatureConfig, UnderscoreHeadersConfig,
+};
 use testkit::{check_config, client, Backend, Echo, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
@@ -24,34 +28,53 @@ fn token(sub: &str) -> String {
     .unwrap()
 }
 
-/// A config with an echo service (`instances`), the dev issuer and identity headers;
-/// `server` and `routes` from the caller.
-fn config(instances: &[&Backend], server: Value, routes: Value, lb: Value) -> String {
-    json!({
-        "server": server,
-        "listeners": [{"address": "127.0.0.1:$HTTP_PORT"}],
-        "admin": {"address": "127.0.0.1:$ADMIN_PORT"},
-        "services": {"echo": {
-            "instances": instances.iter().map(|b| b.addr()).collect::<Vec<_>>(),
-            "load_balancer": lb,
-        }},
-        "auth": {
-            "issuers": [{"name": "dev", "issuer": "dev", "algorithms": ["HS256"], "secret": SECRET}],
-            "identity": {
-                "headers": {"Authenticated-User": "{email}", "X-User-Id": "{sub}"},
-                "signature": {"secret": "edge-signature-secret-0123456789"},
+/// A config with the echo service (`service`), the dev issuer and identity headers;
+/// `server` settings and routes from the caller.
+fn config(service: ServiceBuilder) -> GatewayConfigBuilder {
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("echo", service)
+        .auth(AuthConfig {
+            identity: IdentityConfig {
+                headers: identity_headers(),
+                signature: Some(SignatureConfig::with_secret(
+                    "edge-signature-secret-0123456789",
+                )),
+                ..IdentityConfig::default()
             },
-        },
-        "routes": routes,
-    })
-    .to_string()
+            ..jwt_auth(SECRET)
+        })
 }
 
-fn plain_routes() -> Value {
-    json!([
-        {"id": "public", "match": {"prefix": "/pub/"}, "service": "echo"},
-        {"id": "api", "match": {"prefix": "/api/"}, "service": "echo", "auth": {"jwt": {}}},
-    ])
+fn echo_service(instances: &[&Backend]) -> ServiceBuilder {
+    ServiceBuilder::instances(instances.iter().map(|b| b.addr()))
+}
+
+/// A public route under `/pub/` and a protected one under `/api/`.
+fn plain_routes(config: GatewayConfigBuilder) -> GatewayConfigBuilder {
+    config
+        .route(RouteBuilder::to("echo").id("public").prefix("/pub/"))
+        .route(
+            RouteBuilder::to("echo")
+                .id("api")
+                .prefix("/api/")
+                .protected(),
+        )
+}
+
+fn with_underscores(policy: UnderscoreHeadersConfig) -> impl FnOnce(&mut ServerConfig) {
+    move |s| s.headers_with_underscores = policy
+}
+
+const POLICIES: [(&str, UnderscoreHeadersConfig); 3] = [
+    ("drop", UnderscoreHeadersConfig::Drop),
+    ("allow", UnderscoreHeadersConfig::Allow),
+    ("reject", UnderscoreHeadersConfig::Reject),
+];
+
+fn trusting(proxies: &[&str]) -> impl FnOnce(&mut ServerConfig) {
+    let proxies: Vec<String> = proxies.iter().map(|p| p.to_string()).collect();
+    move |s| s.trusted_proxies = proxies
 }
 
 async fn echo(req: reqwest::RequestBuilder) -> Echo {
@@ -92,15 +115,10 @@ fn folds_to_identity(name: &str) -> bool {
 async fn identity_twins_never_reach_a_service_whatever_the_underscore_policy() {
     let b = Backend::start("echo");
     let c = client();
-    for policy in ["drop", "allow", "reject"] {
+    for (policy, setting) in POLICIES {
         let gw = GatewayProcess::start(
             BIN,
-            &config(
-                &[&b],
-                json!({"headers_with_underscores": policy}),
-                plain_routes(),
-                json!({}),
-            ),
+            &plain_routes(config(echo_service(&[&b])).server(with_underscores(setting))).yaml(),
         );
         for path in ["/pub/x", "/api/x"] {
             let mut req = c.get(gw.url(path));
@@ -136,15 +154,10 @@ async fn other_underscore_headers_are_dropped_refused_or_kept_as_configured() {
     let b = Backend::start("echo");
     let c = client();
     let mut seen = Vec::new();
-    for policy in ["drop", "allow", "reject"] {
+    for (policy, setting) in POLICIES {
         let gw = GatewayProcess::start(
             BIN,
-            &config(
-                &[&b],
-                json!({"headers_with_underscores": policy}),
-                plain_routes(),
-                json!({}),
-            ),
+            &plain_routes(config(echo_service(&[&b])).server(with_underscores(setting))).yaml(),
         );
         let resp = c
             .get(gw.url("/pub/x"))
@@ -179,7 +192,7 @@ async fn other_underscore_headers_are_dropped_refused_or_kept_as_configured() {
 #[tokio::test]
 async fn override_headers_never_reach_a_service() {
     let b = Backend::start("echo");
-    let gw = GatewayProcess::start(BIN, &config(&[&b], json!({}), plain_routes(), json!({})));
+    let gw = GatewayProcess::start(BIN, &plain_routes(config(echo_service(&[&b]))).yaml());
     let e = echo(
         client()
             .get(gw.url("/pub/x"))
@@ -216,7 +229,7 @@ fn spoofed(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
 #[tokio::test]
 async fn forwarded_headers_from_an_untrusted_client_are_replaced() {
     let b = Backend::start("echo");
-    let gw = GatewayProcess::start(BIN, &config(&[&b], json!({}), plain_routes(), json!({})));
+    let gw = GatewayProcess::start(BIN, &plain_routes(config(echo_service(&[&b]))).yaml());
     let e = echo(spoofed(client().get(gw.url("/pub/x")))).await;
     assert_eq!(e.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(e.header_all("x-forwarded-proto"), vec!["http"]);
@@ -238,18 +251,21 @@ async fn forwarded_headers_from_an_untrusted_client_are_replaced() {
 #[tokio::test]
 async fn a_trusted_proxy_keeps_its_headers_and_names_the_client() {
     let b = Backend::start("echo");
-    let routes = json!([{
-        "id": "public", "match": {"prefix": "/pub/"}, "service": "echo",
-        "rate_limit": {"requests": 1, "per": "1m", "burst": 1, "key": "client_ip"},
-    }]);
+    let with_route = |config: GatewayConfigBuilder| {
+        config.route(
+            RouteBuilder::to("echo")
+                .id("public")
+                .prefix("/pub/")
+                .rate_limit(RateLimitConfig {
+                    burst: Some(1),
+                    ..rate_limit(1, secs(60), RateLimitKey::ClientIp)
+                }),
+        )
+    };
     let trusted = GatewayProcess::start(
         BIN,
-        &config(
-            &[&b],
-            json!({"trusted_proxies": ["127.0.0.0/8", "10.0.0.0/8"]}),
-            routes.clone(),
-            json!({}),
-        ),
+        &with_route(config(echo_service(&[&b])).server(trusting(&["127.0.0.0/8", "10.0.0.0/8"])))
+            .yaml(),
     );
     let c = client();
     let e = echo(spoofed(c.get(trusted.url("/pub/x")))).await;
@@ -293,7 +309,7 @@ async fn a_trusted_proxy_keeps_its_headers_and_names_the_client() {
     );
 
     // without trusted proxies the same chains are one client: the peer
-    let untrusted = GatewayProcess::start(BIN, &config(&[&b], json!({}), routes, json!({})));
+    let untrusted = GatewayProcess::start(BIN, &with_route(config(echo_service(&[&b]))).yaml());
     let from = |chain: &str| {
         c.get(untrusted.url("/pub/x"))
             .header("X-Forwarded-For", chain)
@@ -307,32 +323,32 @@ async fn a_trusted_proxy_keeps_its_headers_and_names_the_client() {
 fn a_route_condition_on_a_header_removed_before_routing_is_a_config_error() {
     let b = Backend::start("echo");
     // `gateway check` binds nothing: any port numbers do
-    let check = |yaml: String| {
+    let check = |config: GatewayConfigBuilder| {
         check_config(
             BIN,
-            &yaml
+            &config
+                .yaml()
                 .replace("$HTTP_PORT", "18080")
                 .replace("$ADMIN_PORT", "19090"),
         )
     };
-    let routes =
-        |headers: Value| json!([{"match": {"prefix": "/", "headers": headers}, "service": "echo"}]);
+    let route = |name: &str, value: &str| RouteBuilder::to("echo").prefix("/").header(name, value);
     let cases = [
         (
-            json!({"Authenticated-User": "admin@example.com"}),
+            route("Authenticated-User", "admin@example.com"),
             "routes[0].match.headers.Authenticated-User: this condition can never hold: identity and method/URL override headers are removed from every client request before routing",
         ),
         (
-            json!({"X-Forwarded-Host": "*"}),
+            route("X-Forwarded-Host", "*"),
             "routes[0].match.headers.X-Forwarded-Host: this condition can never hold: forwarded headers are removed from clients that are not in `server.trusted_proxies`, and none is listed",
         ),
         (
-            json!({"X_Tenant": "*"}),
+            route("X_Tenant", "*"),
             "routes[0].match.headers.X_Tenant: this condition can never hold: headers with `_` are dropped or refused (`server.headers_with_underscores`)",
         ),
     ];
-    for (headers, want) in cases {
-        let out = check(config(&[&b], json!({}), routes(headers), json!({})));
+    for (route, want) in cases {
+        let out = check(config(echo_service(&[&b])).route(route));
         assert!(!out.success, "{want}");
         assert!(
             out.stdout.contains(want) || out.stderr.contains(want),
@@ -341,12 +357,10 @@ fn a_route_condition_on_a_header_removed_before_routing_is_a_config_error() {
             out.stderr
         );
     }
-    let bad = check(config(
-        &[&b],
-        json!({"trusted_proxies": ["10.0.0.0/8", "10.0.0.0/33", "proxy.internal"]}),
-        plain_routes(),
-        json!({}),
-    ));
+    let bad =
+        check(plain_routes(config(echo_service(&[&b])).server(trusting(
+            &["10.0.0.0/8", "10.0.0.0/33", "proxy.internal"],
+        ))));
     let text = format!("{}{}", bad.stdout, bad.stderr);
     assert!(
         text.contains("server.trusted_proxies[1]: \"10.0.0.0/33\" is not a CIDR or an IP address"),
@@ -357,12 +371,11 @@ fn a_route_condition_on_a_header_removed_before_routing_is_a_config_error() {
         "{text}"
     );
     // with a trusted proxy, a forwarded-header condition is meaningful
-    let ok = check(config(
-        &[&b],
-        json!({"trusted_proxies": ["10.0.0.0/8"]}),
-        routes(json!({"X-Forwarded-Proto": "https"})),
-        json!({}),
-    ));
+    let ok = check(
+        config(echo_service(&[&b]))
+            .server(trusting(&["10.0.0.0/8"]))
+            .route(route("X-Forwarded-Proto", "https")),
+    );
     assert!(ok.success, "{}{}", ok.stdout, ok.stderr);
 }
 
@@ -371,12 +384,10 @@ async fn consistent_hashing_on_an_identity_header_uses_the_verified_identity() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let gw = GatewayProcess::start(
         BIN,
-        &config(
-            &[&a, &b],
-            json!({}),
-            plain_routes(),
-            json!({"algorithm": "consistent_hash", "hash_on": {"header": "X-User-Id"}}),
-        ),
+        &plain_routes(config(
+            echo_service(&[&a, &b]).hash_on(HashOn::Header("X-User-Id".into())),
+        ))
+        .yaml(),
     );
     let c = client();
     let mut per_user = Vec::new();

@@ -11,47 +11,36 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use testkit::config::{
+    jwt_auth, GatewayConfigBuilder, ListenerConfig, RouteBuilder, ServiceBuilder,
+};
 use testkit::{check_config, Backend, Echo, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 const SECRET: &str = "edge-test-secret-0123456789abcdef0123";
 
 /// Each route tags what it forwards with `X-Route`, so a test sees which one served.
-fn route(id: &str, m: Value, extra: Value) -> Value {
-    let mut r = json!({
-        "id": id,
-        "match": m,
-        "service": "echo",
-        "request_headers": {"set": {"X-Route": id}},
-    });
-    if let (Some(r), Some(extra)) = (r.as_object_mut(), extra.as_object()) {
-        r.extend(extra.clone());
-    }
-    r
+fn route(id: &str, prefix: &str) -> RouteBuilder {
+    RouteBuilder::to("echo")
+        .id(id)
+        .prefix(prefix)
+        .set_request_header("X-Route", id)
 }
 
 fn config(backend: &Backend) -> String {
-    json!({
-        "listeners": [{"address": "127.0.0.1:$HTTP_PORT"}],
-        "admin": {"address": "127.0.0.1:$ADMIN_PORT"},
-        "services": {"echo": {"instances": [backend.addr()]}},
-        "auth": {
-            "issuers": [{"name": "dev", "issuer": "dev", "algorithms": ["HS256"], "secret": SECRET}],
-        },
-        "routes": [
-            route("admin", json!({"prefix": "/admin"}), json!({"auth": {"jwt": {}}})),
-            route("member", json!({"prefix": "/member"}), json!({"strip_prefix": "/member"})),
-            route("pub", json!({"prefix": "/pub"}), json!({})),
-            route("files", json!({"prefix": "/files/"}), json!({})),
-            route("v1", json!({"prefix": "/v1"}),
-                json!({"rewrite": {"regex": "^/v1/(.*)$", "replacement": "/api/$1"}})),
-            route("dots", json!({"prefix": "/dots"}),
-                json!({"rewrite": {"regex": "^/dots/([^/]*)-([^/]*)$", "replacement": "/d/$1$2"}})),
-            route("rest", json!({"prefix": "/"}), json!({})),
-        ],
-    })
-    .to_string()
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .auth(jwt_auth(SECRET))
+        .route(route("admin", "/admin").protected())
+        .route(route("member", "/member").strip_prefix("/member"))
+        .route(route("pub", "/pub"))
+        .route(route("files", "/files/"))
+        .route(route("v1", "/v1").rewrite("^/v1/(.*)$", "/api/$1"))
+        .route(route("dots", "/dots").rewrite("^/dots/([^/]*)-([^/]*)$", "/d/$1$2"))
+        .route(route("rest", "/"))
+        .yaml()
 }
 
 struct Answer {
@@ -269,38 +258,42 @@ fn a_rewrite_is_applied_to_the_decoded_path_and_checked_again() {
 
 #[test]
 fn config_paths_that_could_never_match_or_rewrite_to_dot_segments_are_errors() {
-    let base =
-        "listeners: [{address: \"127.0.0.1:1\"}]\nservices: {s: {instances: [\"127.0.0.1:2\"]}}\n";
-    for (routes, want) in [
+    let to_s = || RouteBuilder::to("s");
+    for (route, want) in [
         (
-            "routes: [{service: s, match: {prefix: /a/../b}}]",
+            to_s().prefix("/a/../b"),
             "routes[0].match.prefix: \"/a/../b\": the path has a `.` or `..` segment",
         ),
         (
-            "routes: [{service: s, match: {path: \"/a%20b\"}}]",
+            to_s().path("/a%20b"),
             "routes[0].match.path: \"/a%20b\" has a `%`: write the decoded path",
         ),
         (
-            "routes: [{service: s, match: {path: \"/a//b\"}}]",
+            to_s().path("/a//b"),
             "routes[0].match.path: \"/a//b\": the path has an empty segment",
         ),
         (
-            "routes: [{service: s, strip_prefix: \"/a;b\"}]",
+            to_s().strip_prefix("/a;b"),
             "routes[0].strip_prefix: \"/a;b\": the path has a `;`",
         ),
         (
-            "routes: [{service: s, rewrite: {regex: \"^/(.*)$\", replacement: \"/x/../$1\"}}]",
+            to_s().rewrite("^/(.*)$", "/x/../$1"),
             "routes[0].rewrite.replacement: \"/x/../$1\": segment \"..\" can produce a `.` or `..` segment",
         ),
         (
-            "routes: [{service: s, rewrite: {regex: \"^/(.*)$\", replacement: \"/x/.$1\"}}]",
+            to_s().rewrite("^/(.*)$", "/x/.$1"),
             "routes[0].rewrite.replacement: \"/x/.$1\": segment \".$1\" can produce",
         ),
     ] {
-        let out = check_config(BIN, &format!("{base}{routes}\n"));
-        assert!(!out.success, "{routes} was accepted");
+        let yaml = GatewayConfigBuilder::new()
+            .listeners(vec![ListenerConfig::new("127.0.0.1:1")])
+            .service("s", ServiceBuilder::instances(["127.0.0.1:2"]))
+            .route(route)
+            .yaml();
+        let out = check_config(BIN, &yaml);
+        assert!(!out.success, "{yaml} was accepted");
         let text = format!("{}{}", out.stdout, out.stderr);
-        assert!(text.contains(want), "{routes}: want {want:?} in\n{text}");
+        assert!(text.contains(want), "{yaml}: want {want:?} in\n{text}");
     }
 }
 

@@ -11,8 +11,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwap;
-use gateway::config::{self, CompileInput, ConfigError};
+use gateway::config::{self, CompileInput, Compiled, ConfigError};
 use gateway::reload::{reload, ReloadOutcome};
 use gateway::runtime::{RuntimeConfig, Shared};
 use proptest::prelude::*;
@@ -82,10 +81,7 @@ fn check_errors(errors: &[ConfigError], text: &str) -> Result<(), TestCaseError>
 }
 
 /// Parse and compile `text` like `gateway check` does.
-fn compile(
-    text: &str,
-    previous: Option<&RuntimeConfig>,
-) -> Result<RuntimeConfig, Vec<ConfigError>> {
+fn compile(text: &str, previous: Option<&RuntimeConfig>) -> Result<Compiled, Vec<ConfigError>> {
     let file = config::parse(text)?;
     let _guard = runtime().enter();
     config::compile(CompileInput {
@@ -253,11 +249,7 @@ fn reload_fixture() -> &'static (Shared, tempfile::TempDir) {
         let text = base().to_string();
         std::fs::write(&path, &text).expect("write config");
         let good = compile(&text, None).expect("the base config compiles");
-        let shared = Shared {
-            config: ArcSwap::from_pointee(good),
-            config_path: path,
-            rt: runtime().handle().clone(),
-        };
+        let shared = Shared::new(good.runtime, good.startup, path, runtime().handle().clone());
         (shared, dir)
     })
 }

@@ -19,7 +19,10 @@ use http::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
-use serde_json::json;
+use testkit::config::{
+    identity_headers, jwt_auth, AuthConfig, GatewayConfigBuilder, IdentityConfig, ListenerConfig,
+    RouteBuilder, ServiceBuilder, SignatureConfig,
+};
 
 fn cases() -> u32 {
     std::env::var("FUZZ_CASES")
@@ -110,6 +113,31 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// One service `a`, the dev issuer with `identity`, and `route`.
+fn fuzz_config(route: RouteBuilder, identity: IdentityConfig) -> GatewayConfigBuilder {
+    GatewayConfigBuilder::new()
+        .listeners(vec![ListenerConfig::new("127.0.0.1:18080")])
+        .service("a", ServiceBuilder::instances(["127.0.0.1:18081"]))
+        .auth(AuthConfig {
+            identity,
+            ..jwt_auth("fuzz-secret-0123456789abcdef0123")
+        })
+        .route(route)
+}
+
+/// Three identity headers and their signature.
+fn full_identity() -> IdentityConfig {
+    let mut headers = identity_headers();
+    headers.insert("X-User-Roles".into(), "{roles}".into());
+    IdentityConfig {
+        headers,
+        signature: Some(SignatureConfig::with_secret(
+            "fuzz-signature-secret-0123456789",
+        )),
+        ..IdentityConfig::default()
+    }
+}
+
 /// A route whose `request_headers` are `set`/`add`/`remove` of arbitrary names and
 /// values, compiled like any config; `None` when the compiler refuses it (then every
 /// error names its key path).
@@ -118,25 +146,17 @@ fn route_rules(
     add: &[(String, String)],
     remove: &[String],
 ) -> Result<Option<gateway::runtime::RuntimeConfig>, TestCaseError> {
-    let text = json!({
-        "listeners": [{"address": "127.0.0.1:18080"}],
-        "services": {"a": {"instances": ["127.0.0.1:18081"]}},
-        "auth": {
-            "issuers": [{"name": "dev", "issuer": "dev", "algorithms": ["HS256"],
-                         "secret": "fuzz-secret-0123456789abcdef0123"}],
-            "identity": {
-                "headers": {"Authenticated-User": "{email}", "X-User-Id": "{sub}", "X-User-Roles": "{roles}"},
-                "signature": {"secret": "fuzz-signature-secret-0123456789"},
-            },
-        },
-        "routes": [{"id": "r", "match": {"prefix": "/"}, "service": "a",
-            "request_headers": {
-                "set": set.iter().cloned().map(|(k, v)| (k, serde_json::Value::String(v))).collect::<serde_json::Map<String, serde_json::Value>>(),
-                "add": add.iter().cloned().map(|(k, v)| (k, serde_json::Value::String(v))).collect::<serde_json::Map<String, serde_json::Value>>(),
-                "remove": remove,
-            }}],
-    })
-    .to_string();
+    let route = RouteBuilder::to("a")
+        .id("r")
+        .prefix("/")
+        .request_headers(|h| {
+            h.set = set.iter().cloned().collect();
+            h.add = add.iter().cloned().collect();
+            h.remove = remove.to_vec();
+        });
+    // JSON (a subset of YAML): arbitrary names and values need no YAML quoting rules
+    let text = serde_json::to_string(&fuzz_config(route, full_identity()).build())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let file = match config::parse(&text) {
         Ok(f) => f,
         Err(errors) => {
@@ -153,7 +173,7 @@ fn route_rules(
         previous: None,
         rt: runtime().handle(),
     }) {
-        Ok(rc) => Ok(Some(rc)),
+        Ok(c) => Ok(Some(c.runtime)),
         Err(errors) => {
             for e in &errors {
                 prop_assert!(
@@ -242,21 +262,17 @@ fn regression_a_route_rule_cannot_set_an_identity_twin() {
         ("set", "X-User-Roles"),
         ("add", "x-gateway-signature"),
     ] {
-        let yaml = json!({
-            "listeners": [{"address": "127.0.0.1:18080"}],
-            "services": {"a": {"instances": ["127.0.0.1:18081"]}},
-            "auth": {
-                "issuers": [{"name": "dev", "issuer": "dev", "algorithms": ["HS256"],
-                             "secret": "fuzz-secret-0123456789abcdef0123"}],
-                "identity": {
-                    "headers": {"Authenticated-User": "{email}", "X-User-Id": "{sub}", "X-User-Roles": "{roles}"},
-                    "signature": {"secret": "fuzz-signature-secret-0123456789"},
-                },
-            },
-            "routes": [{"id": "pub", "match": {"prefix": "/pub/"}, "service": "a",
-                        "request_headers": {section: {name: "admin@example.com"}}}],
-        })
-        .to_string();
+        let route = RouteBuilder::to("a")
+            .id("pub")
+            .prefix("/pub/")
+            .request_headers(|h| {
+                let rule = (name.to_string(), "admin@example.com".to_string());
+                match section {
+                    "set" => h.set.extend([rule]),
+                    _ => h.add.extend([rule]),
+                }
+            });
+        let yaml = fuzz_config(route, full_identity()).yaml();
         let out = testkit::check_config(env!("CARGO_BIN_EXE_gateway"), &yaml);
         assert!(!out.success, "{section} {name}: accepted\n{}", out.stdout);
         let text = format!("{}{}", out.stdout, out.stderr);
@@ -267,18 +283,15 @@ fn regression_a_route_rule_cannot_set_an_identity_twin() {
         );
     }
     // Removing one stays allowed.
-    let yaml = json!({
-        "listeners": [{"address": "127.0.0.1:18080"}],
-        "services": {"a": {"instances": ["127.0.0.1:18081"]}},
-        "auth": {
-            "issuers": [{"name": "dev", "issuer": "dev", "algorithms": ["HS256"],
-                         "secret": "fuzz-secret-0123456789abcdef0123"}],
-            "identity": {"headers": {"X-User-Id": "{sub}"}},
-        },
-        "routes": [{"id": "pub", "match": {"prefix": "/pub/"}, "service": "a",
-                    "request_headers": {"remove": ["X_User_Id"]}}],
-    })
-    .to_string();
+    let route = RouteBuilder::to("a")
+        .id("pub")
+        .prefix("/pub/")
+        .request_headers(|h| h.remove.push("X_User_Id".into()));
+    let identity = IdentityConfig {
+        headers: [("X-User-Id".to_string(), "{sub}".to_string())].into(),
+        ..IdentityConfig::default()
+    };
+    let yaml = fuzz_config(route, identity).yaml();
     let out = testkit::check_config(env!("CARGO_BIN_EXE_gateway"), &yaml);
     assert!(out.success, "{}{}", out.stdout, out.stderr);
 }

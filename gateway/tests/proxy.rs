@@ -4,45 +4,39 @@
 //! Every route stamps `x-route: <id>` on the upstream request, so the echo
 //! backend tells which route a request took.
 
+use testkit::config::{GatewayConfigBuilder, LogFormat, RouteBuilder, ServiceBuilder};
 use testkit::{client, Backend, Echo, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
-/// A route entry that tags requests with its id.
-fn route(id: &str, matcher: &str) -> String {
-    format!(
-        "  - id: {id}\n    match: {matcher}\n    service: echo\n    request_headers: {{set: {{x-route: {id}}}}}\n"
-    )
+/// A route to the echo service that tags requests with its id.
+fn route(id: &str) -> RouteBuilder {
+    RouteBuilder::to("echo")
+        .id(id)
+        .set_request_header("x-route", id)
 }
 
 fn precedence_config(backend: &Backend) -> String {
-    let mut yaml = format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-         services:\n  echo: {{instances: [\"{}\"]}}\nroutes:\n",
-        backend.addr()
-    );
     // listed in an order that differs from precedence on purpose
-    for (id, m) in [
-        ("catch-all", "{}"),
-        ("regex-items", "{regex: \"/items/[0-9]+\"}"),
-        ("prefix-api", "{prefix: /api/}"),
-        ("glob-users", "{path: \"/api/users/**\"}"),
-        ("prefix-admin", "{prefix: /api/users/admin}"),
-        ("exact-me", "{path: /api/users/me}"),
-        ("glob-star", "{path: \"/shop/*/cart\"}"),
-        ("host-none", "{prefix: /h/}"),
-        ("host-wild", "{prefix: /h/, host: \"*.example.com\"}"),
-        ("host-exact", "{prefix: /h/, host: api.example.com}"),
-        ("method-any", "{prefix: /m/}"),
-        ("method-post", "{prefix: /m/, methods: [POST, put]}"),
-        ("hdr-none", "{prefix: /hd/}"),
-        ("hdr-value", "{prefix: /hd/, headers: {x-ver: \"2\"}}"),
-        ("hdr-present", "{prefix: /hd/, headers: {x-beta: \"*\"}}"),
-    ] {
-        yaml.push_str(&route(id, m));
-    }
-    yaml
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .route(route("catch-all"))
+        .route(route("regex-items").regex("/items/[0-9]+"))
+        .route(route("prefix-api").prefix("/api/"))
+        .route(route("glob-users").path("/api/users/**"))
+        .route(route("prefix-admin").prefix("/api/users/admin"))
+        .route(route("exact-me").path("/api/users/me"))
+        .route(route("glob-star").path("/shop/*/cart"))
+        .route(route("host-none").prefix("/h/"))
+        .route(route("host-wild").prefix("/h/").host("*.example.com"))
+        .route(route("host-exact").prefix("/h/").host("api.example.com"))
+        .route(route("method-any").prefix("/m/"))
+        .route(route("method-post").prefix("/m/").methods(&["POST", "put"]))
+        .route(route("hdr-none").prefix("/hd/"))
+        .route(route("hdr-value").prefix("/hd/").header("x-ver", "2"))
+        .route(route("hdr-present").prefix("/hd/").header("x-beta", "*"))
+        .yaml()
 }
 
 async fn route_of(req: reqwest::RequestBuilder) -> String {
@@ -123,12 +117,10 @@ async fn route_precedence_follows_the_documented_order() {
 #[tokio::test]
 async fn no_route_is_a_json_404_with_the_request_id() {
     let backend = Backend::start("echo");
-    let yaml = format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         services: {{echo: {{instances: [\"{}\"]}}}}\n\
-         routes: [{{match: {{prefix: /api/, methods: [GET]}}, service: echo}}]\n",
-        backend.addr()
-    );
+    let yaml = GatewayConfigBuilder::new()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .route(RouteBuilder::to("echo").prefix("/api/").methods(&["GET"]))
+        .yaml();
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     for req in [
@@ -149,37 +141,42 @@ async fn no_route_is_a_json_404_with_the_request_id() {
     assert_eq!(c.get(gw.url("/api/x")).send().await.unwrap().status(), 200);
 }
 
+fn rewrite_builder(backend: &Backend) -> GatewayConfigBuilder {
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .route(
+            RouteBuilder::to("lb://echo")
+                .id("strip")
+                .prefix("/svc/strip/")
+                .strip_prefix("/svc/strip"),
+        )
+        .route(
+            RouteBuilder::to("echo")
+                .id("rewrite")
+                .regex("/old/[0-9]+/.*")
+                .rewrite("^/old/([0-9]+)/(.*)$", "/new/${2}/by-id/$1"),
+        )
+        .route(
+            RouteBuilder::to("echo")
+                .id("headers")
+                .prefix("/hdrs/")
+                .request_headers(|h| {
+                    h.set.insert("x-set".into(), "one".into());
+                    h.add.insert("x-add".into(), "extra".into());
+                    h.remove.push("x-drop".into());
+                })
+                .response_headers(|h| {
+                    h.set.insert("x-resp-set".into(), "s".into());
+                    h.add.insert("cache-control".into(), "no-store".into());
+                    h.remove.push("x-backend".into());
+                }),
+        )
+        .route(RouteBuilder::to("echo").id("plain"))
+}
+
 fn rewrite_config(backend: &Backend) -> String {
-    format!(
-        r#"listeners: [{{address: "127.0.0.1:$HTTP_PORT"}}]
-admin: {{address: "127.0.0.1:$ADMIN_PORT"}}
-services:
-  echo: {{instances: ["{addr}"]}}
-routes:
-  - id: strip
-    match: {{prefix: /svc/strip/}}
-    service: lb://echo
-    strip_prefix: /svc/strip
-  - id: rewrite
-    match: {{regex: "/old/[0-9]+/.*"}}
-    service: echo
-    rewrite: {{regex: "^/old/([0-9]+)/(.*)$", replacement: "/new/${{2}}/by-id/$1"}}
-  - id: headers
-    match: {{prefix: /hdrs/}}
-    service: echo
-    request_headers:
-      set: {{x-set: one}}
-      add: {{x-add: extra}}
-      remove: [x-drop]
-    response_headers:
-      set: {{x-resp-set: s}}
-      add: {{cache-control: no-store}}
-      remove: [x-backend]
-  - id: plain
-    service: echo
-"#,
-        addr = backend.addr()
-    )
+    rewrite_builder(backend).yaml()
 }
 
 #[tokio::test]
@@ -423,8 +420,9 @@ async fn metrics_are_present_and_count() {
 #[tokio::test]
 async fn json_logs_have_one_access_line_per_request() {
     let backend = Backend::start("echo");
-    let yaml =
-        rewrite_config(&backend).replace("listeners:", "server: {log: {format: json}}\nlisteners:");
+    let yaml = rewrite_builder(&backend)
+        .server(|s| s.log.format = LogFormat::Json)
+        .yaml();
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     for k in 0..3 {
@@ -456,12 +454,10 @@ async fn json_logs_have_one_access_line_per_request() {
 #[tokio::test]
 async fn dot_segments_are_refused_before_routing() {
     let backend = Backend::start("echo");
-    let yaml = format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         services: {{echo: {{instances: [\"{}\"]}}}}\n\
-         routes: [{{match: {{path: \"/public/**\"}}, service: echo}}]\n",
-        backend.addr()
-    );
+    let yaml = GatewayConfigBuilder::new()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .route(RouteBuilder::to("echo").path("/public/**"))
+        .yaml();
     let gw = GatewayProcess::start(BIN, &yaml);
     // raw requests: an HTTP client library would resolve the dots itself
     for path in [
@@ -482,10 +478,9 @@ async fn dot_segments_are_refused_before_routing() {
 #[tokio::test]
 async fn admin_config_view_shows_routes_and_services_without_secrets() {
     let backend = Backend::start("echo");
-    let yaml = rewrite_config(&backend).replace(
-        "admin: {address: \"127.0.0.1:$ADMIN_PORT\"}",
-        "admin: {address: \"127.0.0.1:$ADMIN_PORT\", token: demo-admin-token-not-secret}",
-    );
+    let yaml = rewrite_builder(&backend)
+        .admin_with(|a| a.token = Some("demo-admin-token-not-secret".into()))
+        .yaml();
     let gw = GatewayProcess::start(BIN, &yaml);
     let text = client()
         .get(gw.admin_url("/config"))

@@ -5,23 +5,39 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use testkit::config::{Algorithm, GatewayConfigBuilder, HashOn, ServiceBuilder};
 use testkit::{client, Backend, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
 /// One service `s` over `backends` (with weights), a catch-all route to it.
-fn config(backends: &[(&Backend, u32)], lb: &str) -> String {
-    let instances: Vec<String> = backends
-        .iter()
-        .map(|(b, w)| format!("{{address: \"{}\", weight: {w}}}", b.addr()))
-        .collect();
-    format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-         services:\n  s:\n    instances: [{}]\n    load_balancer: {lb}\n\
-         routes: [{{match: {{prefix: /}}, service: s}}]\n",
-        instances.join(", ")
-    )
+fn config(
+    backends: &[(&Backend, u32)],
+    lb: impl FnOnce(ServiceBuilder) -> ServiceBuilder,
+) -> String {
+    let instances = backends.iter().map(|(b, w)| (b.addr(), *w));
+    GatewayConfigBuilder::in_front_of("s", lb(ServiceBuilder::weighted(instances))).yaml()
+}
+
+/// The `algorithm` of a balancer section as the gateway parses it.
+fn parsed_algorithm(text: &str) -> Algorithm {
+    let yaml = format!("services: {{s: {{instances: [\"127.0.0.1:1\"], load_balancer: {text}}}}}");
+    match gateway::config::parse(&yaml) {
+        Ok(config) => config.services["s"].load_balancer.algorithm,
+        Err(e) => panic!("{text}: {e:?}"),
+    }
+}
+
+/// The alias spellings are still accepted (the tests above configure by type).
+#[test]
+fn weighted_and_p2c_are_spellings_of_their_algorithms() {
+    for (text, want) in [
+        ("{algorithm: weighted}", Algorithm::RoundRobin),
+        ("{algorithm: weighted_round_robin}", Algorithm::RoundRobin),
+        ("{algorithm: p2c}", Algorithm::PowerOfTwoChoices),
+    ] {
+        assert_eq!(parsed_algorithm(text), want, "{text}");
+    }
 }
 
 /// Send `n` sequential GETs with `decorate` applied; count answers by backend name.
@@ -50,7 +66,9 @@ async fn round_robin_spreads_evenly() {
     );
     let gw = GatewayProcess::start(
         BIN,
-        &config(&[(&a, 1), (&b, 1), (&c, 1)], "{algorithm: round_robin}"),
+        &config(&[(&a, 1), (&b, 1), (&c, 1)], |s| {
+            s.algorithm(Algorithm::RoundRobin)
+        }),
     );
     let t = tally(&gw, 30, |_, r| r).await;
     assert_eq!(t["a"], 10, "{t:?}");
@@ -67,7 +85,9 @@ async fn weighted_round_robin_follows_weights() {
     );
     let gw = GatewayProcess::start(
         BIN,
-        &config(&[(&a, 1), (&b, 2), (&c, 5)], "{algorithm: weighted}"),
+        &config(&[(&a, 1), (&b, 2), (&c, 5)], |s| {
+            s.algorithm(Algorithm::RoundRobin)
+        }),
     );
     let t = tally(&gw, 80, |_, r| r).await;
     assert_eq!((t["a"], t["b"], t["c"]), (10, 20, 50), "{t:?}");
@@ -82,7 +102,9 @@ async fn random_reaches_every_instance() {
     );
     let gw = GatewayProcess::start(
         BIN,
-        &config(&[(&a, 1), (&b, 1), (&c, 1)], "{algorithm: random}"),
+        &config(&[(&a, 1), (&b, 1), (&c, 1)], |s| {
+            s.algorithm(Algorithm::Random)
+        }),
     );
     let t = tally(&gw, 300, |_, r| r).await;
     for name in ["a", "b", "c"] {
@@ -93,16 +115,13 @@ async fn random_reaches_every_instance() {
 }
 
 /// With `slow` holding a request, fast sequential requests all go to `fast`.
-async fn avoids_the_busy_instance(algorithm: &str) {
+async fn avoids_the_busy_instance(algorithm: Algorithm) {
     let slow = Backend::start("slow");
     let fast = Backend::start("fast");
     slow.set_delay(Duration::from_secs(8));
     let gw = GatewayProcess::start(
         BIN,
-        &config(
-            &[(&slow, 1), (&fast, 1)],
-            &format!("{{algorithm: {algorithm}}}"),
-        ),
+        &config(&[(&slow, 1), (&fast, 1)], |s| s.algorithm(algorithm)),
     );
     let c = client();
     let mut held = Vec::new();
@@ -122,7 +141,7 @@ async fn avoids_the_busy_instance(algorithm: &str) {
     assert_eq!(
         slow.requests(),
         1,
-        "{algorithm}: slow got {}",
+        "{algorithm:?}: slow got {}",
         slow.requests()
     );
     assert_eq!(fast.requests(), 39);
@@ -131,12 +150,12 @@ async fn avoids_the_busy_instance(algorithm: &str) {
 
 #[tokio::test]
 async fn least_connections_avoids_a_slow_instance() {
-    avoids_the_busy_instance("least_connections").await;
+    avoids_the_busy_instance(Algorithm::LeastConnections).await;
 }
 
 #[tokio::test]
 async fn power_of_two_choices_avoids_a_slow_instance() {
-    avoids_the_busy_instance("power_of_two_choices").await;
+    avoids_the_busy_instance(Algorithm::PowerOfTwoChoices).await;
 }
 
 #[tokio::test]
@@ -148,10 +167,9 @@ async fn consistent_hash_on_a_header_is_sticky() {
     );
     let gw = GatewayProcess::start(
         BIN,
-        &config(
-            &[(&a, 1), (&b, 1), (&c, 1)],
-            "{algorithm: consistent_hash, hash_on: {header: x-user}}",
-        ),
+        &config(&[(&a, 1), (&b, 1), (&c, 1)], |s| {
+            s.hash_on(HashOn::Header("x-user".into()))
+        }),
     );
     let cl = client();
     let mut owner: HashMap<String, String> = HashMap::new();
@@ -186,10 +204,9 @@ async fn consistent_hash_on_a_cookie_is_sticky() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let gw = GatewayProcess::start(
         BIN,
-        &config(
-            &[(&a, 1), (&b, 1)],
-            "{algorithm: consistent_hash, hash_on: {cookie: session}}",
-        ),
+        &config(&[(&a, 1), (&b, 1)], |s| {
+            s.hash_on(HashOn::Cookie("session".into()))
+        }),
     );
     let mut owners = HashMap::new();
     for s in 0..20 {
@@ -213,10 +230,9 @@ async fn consistent_hash_on_client_ip_is_sticky() {
     );
     let gw = GatewayProcess::start(
         BIN,
-        &config(
-            &[(&a, 1), (&b, 1), (&c, 1)],
-            "{algorithm: consistent_hash, hash_on: client_ip}",
-        ),
+        &config(&[(&a, 1), (&b, 1), (&c, 1)], |s| {
+            s.hash_on(HashOn::ClientIp)
+        }),
     );
     // every request comes from 127.0.0.1
     let t = tally(&gw, 20, |_, r| r).await;

@@ -4,15 +4,23 @@
 
 use std::time::Duration;
 
+use testkit::config::{
+    ms, secs, GatewayConfigBuilder, HealthCheckConfig, HealthCheckKind, RetryConfig, RouteBuilder,
+    ServiceBuilder,
+};
 use testkit::{client, free_port, wait_until, wait_until_async, Backend, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
-fn header(listen: &str) -> String {
-    format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n{listen}"
-    )
+/// Listener and admin, the service `name`, and `routes`.
+fn config(name: &str, service: ServiceBuilder, routes: Vec<RouteBuilder>) -> String {
+    routes
+        .into_iter()
+        .fold(
+            GatewayConfigBuilder::new().admin().service(name, service),
+            GatewayConfigBuilder::route,
+        )
+        .yaml()
 }
 
 fn healthy(gw: &GatewayProcess, b: &str) -> f64 {
@@ -36,13 +44,18 @@ async fn backend_of(gw: &GatewayProcess, path: &str) -> (u16, String) {
 #[tokio::test]
 async fn active_check_takes_an_instance_out_and_brings_it_back() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let yaml = header(&format!(
-        "services:\n  s:\n    instances: [\"{}\", \"{}\"]\n    \
-         health_check: {{path: /health, interval: 100ms, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2}}\n\
-         routes: [{{service: s}}]\n",
-        a.addr(),
-        b.addr()
-    ));
+    let yaml = config(
+        "s",
+        ServiceBuilder::instances([a.addr(), b.addr()]).health_check(HealthCheckConfig {
+            path: "/health".into(),
+            interval: ms(100),
+            timeout: ms(500),
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+            ..HealthCheckConfig::default()
+        }),
+        vec![RouteBuilder::to("s")],
+    );
     let gw = GatewayProcess::start(BIN, &yaml);
     assert!(wait_until(Duration::from_secs(5), || b.health_checks() >= 2));
     assert_eq!(healthy(&gw, &b.addr()), 1.0);
@@ -74,13 +87,19 @@ async fn active_check_takes_an_instance_out_and_brings_it_back() {
 async fn tcp_check_marks_a_closed_port_unhealthy() {
     let a = Backend::start("a");
     let dead = format!("127.0.0.1:{}", free_port());
-    let yaml = header(&format!(
-        "services:\n  s:\n    instances: [\"{}\", \"{dead}\"]\n    \
-         health_check: {{type: tcp, interval: 100ms, timeout: 300ms, unhealthy_threshold: 1}}\n    \
-         passive_health: {{consecutive_failures: 0}}\n\
-         routes: [{{service: s, retries: {{attempts: 0}}}}]\n",
-        a.addr()
-    ));
+    let yaml = config(
+        "s",
+        ServiceBuilder::instances([a.addr(), dead.clone()])
+            .health_check(HealthCheckConfig {
+                kind: HealthCheckKind::Tcp,
+                interval: ms(100),
+                timeout: ms(300),
+                unhealthy_threshold: 1,
+                ..HealthCheckConfig::default()
+            })
+            .no_passive_health(),
+        vec![RouteBuilder::to("s").retries(0)],
+    );
     let gw = GatewayProcess::start(BIN, &yaml);
     assert!(wait_until(Duration::from_secs(10), || healthy(&gw, &dead) == 0.0));
     assert_eq!(healthy(&gw, &a.addr()), 1.0);
@@ -92,13 +111,11 @@ async fn tcp_check_marks_a_closed_port_unhealthy() {
 #[tokio::test]
 async fn passive_ejection_after_consecutive_failures_then_return() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let yaml = header(&format!(
-        "services:\n  s:\n    instances: [\"{}\", \"{}\"]\n    \
-         passive_health: {{consecutive_failures: 2, ejection_time: 3s}}\n\
-         routes: [{{service: s}}]\n",
-        a.addr(),
-        b.addr()
-    ));
+    let yaml = config(
+        "s",
+        ServiceBuilder::instances([a.addr(), b.addr()]).passive_health(2, secs(3)),
+        vec![RouteBuilder::to("s")],
+    );
     let gw = GatewayProcess::start(BIN, &yaml);
     b.set_status(Some(503));
     // round robin: b answers 503 twice, then is ejected
@@ -131,13 +148,17 @@ async fn passive_ejection_after_consecutive_failures_then_return() {
 async fn connect_errors_are_retried_on_another_instance() {
     let a = Backend::start("a");
     let dead = format!("127.0.0.1:{}", free_port());
-    let yaml = header(&format!(
-        "services:\n  s:\n    instances: [\"{dead}\", \"{}\"]\n    \
-         passive_health: {{consecutive_failures: 0}}\n\
-         routes:\n  - {{id: get, match: {{methods: [GET]}}, service: s, retries: {{attempts: 1}}}}\n  \
-         - {{id: post, match: {{methods: [POST]}}, service: s, retries: {{attempts: 1}}}}\n",
-        a.addr()
-    ));
+    let yaml = config(
+        "s",
+        ServiceBuilder::instances([dead.clone(), a.addr()]).no_passive_health(),
+        vec![
+            RouteBuilder::to("s").id("get").methods(&["GET"]).retries(1),
+            RouteBuilder::to("s")
+                .id("post")
+                .methods(&["POST"])
+                .retries(1),
+        ],
+    );
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     for _ in 0..10 {
@@ -155,10 +176,11 @@ async fn connect_errors_are_retried_on_another_instance() {
 #[tokio::test]
 async fn connect_error_without_retries_is_a_json_502() {
     let dead = format!("127.0.0.1:{}", free_port());
-    let yaml = header(&format!(
-        "services:\n  s: {{instances: [\"{dead}\"]}}\n\
-         routes: [{{service: s, retries: {{attempts: 0}}}}]\n"
-    ));
+    let yaml = config(
+        "s",
+        ServiceBuilder::instances([dead.clone()]),
+        vec![RouteBuilder::to("s").retries(0)],
+    );
     let gw = GatewayProcess::start(BIN, &yaml);
     let resp = client().get(gw.url("/x")).send().await.unwrap();
     assert_eq!(resp.status(), 502);
@@ -170,16 +192,25 @@ async fn connect_error_without_retries_is_a_json_502() {
 async fn retry_on_status_lands_on_another_instance() {
     let (bad, good) = (Backend::start("bad"), Backend::start("good"));
     bad.set_status(Some(503));
-    let yaml = header(&format!(
-        "services:\n  s:\n    instances: [\"{}\", \"{}\"]\n    \
-         passive_health: {{consecutive_failures: 0}}\n\
-         routes:\n  - id: idem\n    match: {{prefix: /idem}}\n    service: s\n    \
-         retries: {{attempts: 2, on_status: [503]}}\n  \
-         - id: any\n    match: {{prefix: /any}}\n    service: s\n    \
-         retries: {{attempts: 2, on_status: [503], non_idempotent: true}}\n",
-        bad.addr(),
-        good.addr()
-    ));
+    let retry = |non_idempotent| RetryConfig {
+        attempts: 2,
+        on_status: vec![503],
+        non_idempotent,
+    };
+    let yaml = config(
+        "s",
+        ServiceBuilder::instances([bad.addr(), good.addr()]).no_passive_health(),
+        vec![
+            RouteBuilder::to("s")
+                .id("idem")
+                .prefix("/idem")
+                .retry(retry(false)),
+            RouteBuilder::to("s")
+                .id("any")
+                .prefix("/any")
+                .retry(retry(true)),
+        ],
+    );
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     for _ in 0..6 {
@@ -218,13 +249,15 @@ async fn no_healthy_instance_is_a_json_503_naming_the_service() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     a.set_healthy(false);
     b.set_healthy(false);
-    let yaml = header(&format!(
-        "services:\n  orders:\n    instances: [\"{}\", \"{}\"]\n    \
-         health_check: {{interval: 100ms, unhealthy_threshold: 1}}\n\
-         routes: [{{service: orders}}]\n",
-        a.addr(),
-        b.addr()
-    ));
+    let yaml = config(
+        "orders",
+        ServiceBuilder::instances([a.addr(), b.addr()]).health_check(HealthCheckConfig {
+            interval: ms(100),
+            unhealthy_threshold: 1,
+            ..HealthCheckConfig::default()
+        }),
+        vec![RouteBuilder::to("orders")],
+    );
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     let down = wait_until_async(Duration::from_secs(10), || async {
@@ -258,12 +291,17 @@ async fn no_healthy_instance_is_a_json_503_naming_the_service() {
 #[tokio::test]
 async fn a_route_read_timeout_is_a_json_504() {
     let slow = Backend::start("slow");
-    let yaml = header(&format!(
-        "services:\n  s: {{instances: [\"{}\"], read_timeout: 30s}}\n\
-         routes:\n  - {{match: {{prefix: /quick}}, service: s, timeouts: {{read: 300ms}}, retries: {{attempts: 0}}}}\n  \
-         - {{service: s}}\n",
-        slow.addr()
-    ));
+    let yaml = config(
+        "s",
+        ServiceBuilder::instances([slow.addr()]).read_timeout(secs(30)),
+        vec![
+            RouteBuilder::to("s")
+                .prefix("/quick")
+                .read_timeout(ms(300))
+                .retries(0),
+            RouteBuilder::to("s"),
+        ],
+    );
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     let resp = c.get(gw.url("/quick?delay_ms=3000")).send().await.unwrap();

@@ -5,20 +5,25 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use testkit::config::{
+    ByteSize, GatewayConfigBuilder, ListenerConfig, RouteBuilder, ServiceBuilder, TlsConfig,
+    HTTPS_ADDRESS,
+};
 use testkit::tokio_tungstenite::tungstenite::Message;
 use testkit::{client, h2c_client, peak_rss_bytes, Backend, Echo, GatewayProcess, SelfSigned};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
+fn plain_builder(backend: &Backend) -> GatewayConfigBuilder {
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("s", ServiceBuilder::instances([backend.addr()]))
+        .route(RouteBuilder::to("s").prefix("/chat/").strip_prefix("/chat"))
+        .route(RouteBuilder::to("s"))
+}
+
 fn plain(backend: &Backend) -> String {
-    format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-         services: {{s: {{instances: [\"{}\"]}}}}\n\
-         routes:\n  - {{match: {{prefix: /chat/}}, service: s, strip_prefix: /chat}}\n  \
-         - {{service: s}}\n",
-        backend.addr()
-    )
+    plain_builder(backend).yaml()
 }
 
 #[tokio::test]
@@ -81,15 +86,18 @@ async fn h2c_with_prior_knowledge() {
 }
 
 fn tls_config(backend: &Backend, http2: bool) -> String {
-    format!(
-        "listeners:\n  - {{address: \"127.0.0.1:$HTTP_PORT\"}}\n  \
-         - address: \"127.0.0.1:$HTTPS_PORT\"\n    \
-         tls: {{cert: \"$DIR/cert.pem\", key: \"$DIR/key.pem\", http2: {http2}}}\n\
-         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-         services: {{s: {{instances: [\"{}\"]}}}}\n\
-         routes: [{{service: s}}]\n",
-        backend.addr()
-    )
+    GatewayConfigBuilder::new()
+        .listener(ListenerConfig {
+            tls: Some(TlsConfig {
+                http2,
+                ..TlsConfig::new("$DIR/cert.pem", "$DIR/key.pem")
+            }),
+            ..ListenerConfig::new(HTTPS_ADDRESS)
+        })
+        .admin()
+        .service("s", ServiceBuilder::instances([backend.addr()]))
+        .route(RouteBuilder::to("s"))
+        .yaml()
 }
 
 #[tokio::test]
@@ -151,7 +159,9 @@ const RSS_LIMIT: u64 = 96 * 1024 * 1024;
 async fn large_bodies_stream_both_ways_in_bounded_memory() {
     let backend = Backend::start("big");
     // no body limit: the 256 MiB upload is the point (the default is 1 MiB)
-    let yaml = format!("server: {{max_body_size: 0}}\n{}", plain(&backend));
+    let yaml = plain_builder(&backend)
+        .server(|s| s.max_body_size = ByteSize(0))
+        .yaml();
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     let pid = gw.pid();
@@ -207,12 +217,10 @@ async fn large_bodies_stream_both_ways_in_bounded_memory() {
 #[tokio::test]
 async fn services_can_speak_h2c_to_instances() {
     let backend = Backend::start("h2");
-    let yaml = format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         services: {{s: {{instances: [\"{}\"], http2: true}}}}\n\
-         routes: [{{service: s}}]\n",
-        backend.addr()
-    );
+    let yaml = GatewayConfigBuilder::new()
+        .service("s", ServiceBuilder::instances([backend.addr()]).http2())
+        .route(RouteBuilder::to("s"))
+        .yaml();
     let gw = GatewayProcess::start(BIN, &yaml);
     for _ in 0..3 {
         let resp = client().get(gw.url("/grpc-ish")).send().await.unwrap();

@@ -5,27 +5,30 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use testkit::config::{
+    ms, GatewayConfigBuilder, RegistryConfig, RegistryLimitsConfig, RegistryStore, ServiceBuilder,
+};
 use testkit::{GatewayProcess, RedisServer};
 
 const TOKEN: &str = "caps-redis-token-0123456789abcdef";
 
 fn config(redis_url: &str) -> String {
-    json!({
-        "listeners": [{"address": "127.0.0.1:$HTTP_PORT"}],
-        "admin": {
-            "address": "127.0.0.1:$ADMIN_PORT",
-            "token": TOKEN,
-            "registry": {
-                "store": "redis",
-                "redis_url": redis_url,
-                "sync_interval": "500ms",
-                "limits": {"max_services": 2, "max_instances_per_service": 3},
-            },
-        },
-        "services": {"member": {"discovery": {"type": "registry"}}},
-        "routes": [{"match": {"prefix": "/"}, "service": "member"}],
-    })
-    .to_string()
+    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::registry())
+        .admin_with(|a| {
+            a.token = Some(TOKEN.into());
+            a.registry = Some(RegistryConfig {
+                store: RegistryStore::Redis,
+                redis_url: Some(redis_url.into()),
+                sync_interval: ms(500),
+                limits: RegistryLimitsConfig {
+                    max_services: 2,
+                    max_instances_per_service: 3,
+                    ..RegistryLimitsConfig::default()
+                },
+                ..RegistryConfig::default()
+            });
+        })
+        .yaml()
 }
 
 fn register(admin_url: String, port: u16) -> u16 {

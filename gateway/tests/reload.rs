@@ -8,21 +8,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use testkit::config::{
+    ms, secs, GatewayConfigBuilder, HealthCheckConfig, ListenerConfig, RouteBuilder,
+    ServiceBuilder, HTTPS_ADDRESS,
+};
 use testkit::{client, libc, wait_until, wait_until_async, Backend, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 const RELOAD: Duration = Duration::from_secs(10);
 
 /// `/api/**` goes to `target`; both services exist in every version.
-fn config(v1: &Backend, v2: &Backend, target: &str, extra_route: &str) -> String {
-    format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-         services:\n  v1: {{instances: [\"{}\"]}}\n  v2: {{instances: [\"{}\"]}}\n\
-         routes:\n  - {{id: api, match: {{path: \"/api/**\"}}, service: {target}}}\n{extra_route}",
-        v1.addr(),
-        v2.addr()
-    )
+fn config_builder(v1: &Backend, v2: &Backend, api: RouteBuilder) -> GatewayConfigBuilder {
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("v1", ServiceBuilder::instances([v1.addr()]))
+        .service("v2", ServiceBuilder::instances([v2.addr()]))
+        .route(api.id("api").path("/api/**"))
+}
+
+fn config(v1: &Backend, v2: &Backend, target: &str) -> String {
+    config_builder(v1, v2, RouteBuilder::to(target)).yaml()
 }
 
 async fn served_by(gw: &GatewayProcess, path: &str) -> String {
@@ -38,7 +43,7 @@ fn reloads(gw: &GatewayProcess, result: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_route_under_traffic_fails_no_request() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1"));
     let stop = Arc::new(AtomicBool::new(false));
     let url = gw.url("/api/items");
     let traffic = {
@@ -66,10 +71,10 @@ async fn changed_route_under_traffic_fails_no_request() {
         })
     };
     assert!(wait_until(RELOAD, || v1.requests() > 20));
-    gw.rewrite_config(&config(&v1, &v2, "v2", ""));
+    gw.rewrite_config(&config(&v1, &v2, "v2"));
     assert!(wait_until(RELOAD, || v2.requests() > 20), "switched to v2");
     // and back, written in place this time
-    gw.rewrite_config_in_place(&config(&v1, &v2, "v1", ""));
+    gw.rewrite_config_in_place(&config(&v1, &v2, "v1"));
     let v1_before = v1.requests();
     assert!(wait_until(RELOAD, || v1.requests() > v1_before + 20));
     stop.store(true, Ordering::SeqCst);
@@ -89,11 +94,11 @@ async fn changed_route_under_traffic_fails_no_request() {
 #[tokio::test]
 async fn invalid_config_is_rejected_and_the_old_one_keeps_serving() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1"));
     let version = |gw: &GatewayProcess| gw.log_count("config reloaded");
 
     // a semantic error: unknown service
-    gw.rewrite_config(&config(&v1, &v2, "prodcut", ""));
+    gw.rewrite_config(&config(&v1, &v2, "prodcut"));
     assert!(wait_until(RELOAD, || reloads(&gw, "failure") == 1.0));
     let log = gw.log();
     assert!(
@@ -106,14 +111,14 @@ async fn invalid_config_is_rejected_and_the_old_one_keeps_serving() {
     // a syntax error, then an unknown key
     gw.rewrite_config("routes: [ {service: v2\n");
     assert!(wait_until(RELOAD, || reloads(&gw, "failure") == 2.0));
-    gw.rewrite_config(&config(&v1, &v2, "v2", "").replace("routes:", "rotues:"));
+    gw.rewrite_config(&config(&v1, &v2, "v2").replace("routes:", "rotues:"));
     assert!(wait_until(RELOAD, || reloads(&gw, "failure") == 3.0));
     assert!(gw.log().contains("rotues"), "the unknown key is named");
     assert_eq!(served_by(&gw, "/api/x").await, "v1");
     assert_eq!(version(&gw), 0);
 
     // a good config is taken again
-    gw.rewrite_config(&config(&v1, &v2, "v2", ""));
+    gw.rewrite_config(&config(&v1, &v2, "v2"));
     assert!(wait_until(RELOAD, || reloads(&gw, "success") == 1.0));
     assert_eq!(served_by(&gw, "/api/x").await, "v2");
 }
@@ -121,15 +126,15 @@ async fn invalid_config_is_rejected_and_the_old_one_keeps_serving() {
 #[tokio::test]
 async fn sighup_reloads_a_file_the_watch_does_not_see() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1"));
     // point gateway.yaml at a file in a subdirectory the (non-recursive) watch ignores
     let real = gw.dir().join("real");
     std::fs::create_dir(&real).unwrap();
-    std::fs::write(real.join("cfg.yaml"), gw.fill(&config(&v1, &v2, "v1", ""))).unwrap();
+    std::fs::write(real.join("cfg.yaml"), gw.fill(&config(&v1, &v2, "v1"))).unwrap();
     swap_symlink(&gw.config_path(), Path::new("real/cfg.yaml"));
     // let the watch see that swap (same text: nothing to reload) before changing the target
     std::thread::sleep(Duration::from_millis(600));
-    std::fs::write(real.join("cfg.yaml"), gw.fill(&config(&v1, &v2, "v2", ""))).unwrap();
+    std::fs::write(real.join("cfg.yaml"), gw.fill(&config(&v1, &v2, "v2"))).unwrap();
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
         reloads(&gw, "success"),
@@ -147,12 +152,12 @@ async fn sighup_reloads_a_file_the_watch_does_not_see() {
 #[tokio::test]
 async fn configmap_style_symlink_swap_is_seen() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1"));
     let dir = gw.dir();
     // the layout Kubernetes mounts: gateway.yaml -> ..data/gateway.yaml, ..data -> ..v1
     for (ts, target) in [("..v1", "v1"), ("..v2", "v2")] {
         std::fs::create_dir(dir.join(ts)).unwrap();
-        let text = gw.fill(&config(&v1, &v2, target, ""));
+        let text = gw.fill(&config(&v1, &v2, target));
         std::fs::write(dir.join(ts).join("gateway.yaml"), text).unwrap();
     }
     swap_symlink(&dir.join("..data"), Path::new("..v1"));
@@ -178,18 +183,19 @@ fn swap_symlink(link: &Path, target: &Path) {
 #[tokio::test]
 async fn unchanged_services_keep_their_health_state_across_a_reload() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let yaml = |extra: &str| {
-        format!(
-            "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-             admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-             services:\n  s:\n    instances: [\"{}\", \"{}\"]\n    \
-             health_check: {{interval: 200ms, healthy_threshold: 3, unhealthy_threshold: 1}}\n\
-             routes:\n  - {{service: s}}\n{extra}",
-            a.addr(),
-            b.addr()
+    let base = GatewayConfigBuilder::new()
+        .admin()
+        .service(
+            "s",
+            ServiceBuilder::instances([a.addr(), b.addr()]).health_check(HealthCheckConfig {
+                interval: ms(200),
+                healthy_threshold: 3,
+                unhealthy_threshold: 1,
+                ..HealthCheckConfig::default()
+            }),
         )
-    };
-    let gw = GatewayProcess::start(BIN, &yaml(""));
+        .route(RouteBuilder::to("s"));
+    let gw = GatewayProcess::start(BIN, &base.yaml());
     let healthy = |gw: &GatewayProcess| {
         gw.metric(
             "gateway_upstream_healthy",
@@ -198,7 +204,7 @@ async fn unchanged_services_keep_their_health_state_across_a_reload() {
     };
     b.set_healthy(false);
     assert!(wait_until(RELOAD, || healthy(&gw) == 0.0));
-    gw.rewrite_config(&yaml("  - {match: {path: /new}, service: s}\n"));
+    gw.rewrite_config(&base.route(RouteBuilder::to("s").path("/new")).yaml());
     assert!(wait_until(RELOAD, || reloads(&gw, "success") == 1.0));
     // right after the reload b is still out (a rebuilt service would start healthy)
     b.reset_counts();
@@ -212,11 +218,10 @@ async fn unchanged_services_keep_their_health_state_across_a_reload() {
 #[tokio::test]
 async fn restart_only_changes_are_named_in_the_log() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
-    let moved = config(&v1, &v2, "v2", "").replace(
-        "listeners: [{address: \"127.0.0.1:$HTTP_PORT\"}]",
-        "listeners: [{address: \"127.0.0.1:$HTTP_PORT\"}, {address: \"127.0.0.1:$HTTPS_PORT\"}]",
-    );
+    let gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1"));
+    let moved = config_builder(&v1, &v2, RouteBuilder::to("v2"))
+        .listener(ListenerConfig::new(HTTPS_ADDRESS))
+        .yaml();
     gw.rewrite_config(&moved);
     assert!(gw.wait_for_log("take effect after a restart", RELOAD));
     // the rest of the change applies
@@ -228,7 +233,7 @@ async fn restart_only_changes_are_named_in_the_log() {
 async fn sigterm_drains_the_request_in_flight() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
     v1.set_delay(Duration::from_secs(4));
-    let mut gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1", ""));
+    let mut gw = GatewayProcess::start(BIN, &config(&v1, &v2, "v1"));
     let slow = tokio::spawn(client().get(gw.url("/api/slow")).send());
     assert!(
         wait_until_async(RELOAD, || async { v1.in_flight() == 1 }).await,
@@ -263,10 +268,12 @@ async fn a_request_in_flight_finishes_under_the_config_it_started_with() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
     // the api route also stamps which config it came from
     let tagged = |target: &str, tag: &str| {
-        config(&v1, &v2, target, "").replace(
-            &format!("service: {target}}}"),
-            &format!("service: {target}, request_headers: {{set: {{x-config: {tag}}}}}}}"),
+        config_builder(
+            &v1,
+            &v2,
+            RouteBuilder::to(target).set_request_header("x-config", tag),
         )
+        .yaml()
     };
     let gw = GatewayProcess::start(BIN, &tagged("v1", "first"));
     let slow = tokio::spawn(client().get(gw.url("/api/slow?delay_ms=1500")).send());
@@ -292,10 +299,12 @@ async fn a_request_in_flight_finishes_under_the_config_it_started_with() {
 #[tokio::test]
 async fn the_grace_period_keeps_accepting_after_sigterm() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
-    let yaml = config(&v1, &v2, "v1", "").replace(
-        "listeners:",
-        "server: {grace_period: 3s, shutdown_timeout: 5s}\nlisteners:",
-    );
+    let yaml = config_builder(&v1, &v2, RouteBuilder::to("v1"))
+        .server(|s| {
+            s.grace_period = secs(3);
+            s.shutdown_timeout = secs(5);
+        })
+        .yaml();
     let mut gw = GatewayProcess::start(BIN, &yaml);
     gw.signal(libc::SIGTERM);
     assert!(gw.wait_for_log("still accepting during the grace period", RELOAD));

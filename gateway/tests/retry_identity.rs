@@ -4,8 +4,6 @@
 //! `request_headers` apply once per attempt; a POST that failed after it was sent is
 //! sent again only where the route allows it. The recording upstream keeps what every
 //! attempt received, so a test sees the first attempt and the retry side by side.
-//!
-//! Configs are JSON (a subset of YAML) built with `serde_json::json!`.
 
 #[path = "retry_identity/upstream.rs"]
 mod upstream;
@@ -14,7 +12,10 @@ use std::time::Duration;
 
 use plugins::auth::identity::{verify_signature, ReceivedRequest};
 use plugins::auth::mint::{mint_token, MintOptions};
-use serde_json::{json, Value};
+use testkit::config::{
+    identity_headers, jwt_auth, AuthConfig, GatewayConfigBuilder, IdentityConfig, RetryConfig,
+    RouteBuilder, ServiceBuilder, SignatureConfig,
+};
 use testkit::{client, free_port, GatewayProcess};
 use upstream::{Behaviour, Received, Upstream};
 
@@ -34,42 +35,49 @@ fn token(sub: &str) -> String {
 
 /// One protected route (`/api/`, with header rules) to service `echo` on `instances`,
 /// with `retries`; `http2` makes the hop to the instances h2c.
-fn config(instances: &[String], http2: bool, retries: Value) -> String {
-    json!({
-        "listeners": [{"address": "127.0.0.1:$HTTP_PORT"}],
-        "admin": {"address": "127.0.0.1:$ADMIN_PORT"},
-        "services": {SERVICE: {
-            "instances": instances,
-            "http2": http2,
-            // every failure is retried here; ejection is another test's subject
-            "passive_health": {"consecutive_failures": 0},
-        }},
-        "auth": {
-            "issuers": [{"name": "dev", "issuer": "dev", "algorithms": ["HS256"], "secret": SECRET}],
-            "identity": {
-                "headers": {
-                    "Authenticated-User": "{email}",
-                    "X-User-Id": "{sub}",
-                    "X-User-Roles": "{roles}",
-                },
-                "signature": {"secret": SIG_SECRET},
+fn config(instances: &[String], http2: bool, retries: RetryConfig) -> String {
+    let mut service = ServiceBuilder::instances(instances.iter().cloned())
+        // every failure is retried here; ejection is another test's subject
+        .no_passive_health();
+    if http2 {
+        service = service.http2();
+    }
+    let mut identity = identity_headers();
+    identity.insert("X-User-Roles".into(), "{roles}".into());
+    GatewayConfigBuilder::new()
+        .admin()
+        .service(SERVICE, service)
+        .auth(AuthConfig {
+            identity: IdentityConfig {
+                headers: identity,
+                signature: Some(SignatureConfig::with_secret(SIG_SECRET)),
+                ..IdentityConfig::default()
             },
-        },
-        "routes": [{
-            "id": "api",
-            "match": {"prefix": "/api/"},
-            "service": SERVICE,
-            "strip_prefix": "/api",
-            "auth": {"jwt": {}},
-            "retries": retries,
-            "request_headers": {
-                "set": {"X-Route-Set": "set-once"},
-                "add": {"X-Route-Add": "added-once"},
-                "remove": ["X-Client-Noise"],
-            },
-        }],
-    })
-    .to_string()
+            ..jwt_auth(SECRET)
+        })
+        .route(
+            RouteBuilder::to(SERVICE)
+                .id("api")
+                .prefix("/api/")
+                .strip_prefix("/api")
+                .protected()
+                .retry(retries)
+                .request_headers(|h| {
+                    h.set.insert("X-Route-Set".into(), "set-once".into());
+                    h.add.insert("X-Route-Add".into(), "added-once".into());
+                    h.remove.push("X-Client-Noise".into());
+                }),
+        )
+        .yaml()
+}
+
+/// `attempts` retries, also after these statuses.
+fn retries(attempts: u32, on_status: &[u16]) -> RetryConfig {
+    RetryConfig {
+        attempts,
+        on_status: on_status.to_vec(),
+        non_idempotent: false,
+    }
 }
 
 /// What every attempt for user `sub` must carry: the whole identity set, signed for
@@ -135,11 +143,7 @@ async fn get(c: &reqwest::Client, gw: &GatewayProcess, path: &str, sub: &str) ->
 async fn status_retry(http2: bool) {
     let bad = Upstream::start(Behaviour::Answer(503));
     let good = Upstream::start(Behaviour::Answer(200));
-    let yaml = config(
-        &[bad.addr(), good.addr()],
-        http2,
-        json!({"attempts": 1, "on_status": [503]}),
-    );
+    let yaml = config(&[bad.addr(), good.addr()], http2, retries(1, &[503]));
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     for k in 0..6 {
@@ -176,11 +180,7 @@ async fn connect_error_retry(http2: bool) {
     let bad = Upstream::start(Behaviour::Answer(503));
     let good = Upstream::start(Behaviour::Answer(200));
     let dead = format!("127.0.0.1:{}", free_port());
-    let yaml = config(
-        &[bad.addr(), dead, good.addr()],
-        http2,
-        json!({"attempts": 2, "on_status": [503]}),
-    );
+    let yaml = config(&[bad.addr(), dead, good.addr()], http2, retries(2, &[503]));
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     for k in 0..9 {
@@ -214,7 +214,7 @@ async fn a_connect_error_retry_carries_the_full_signed_identity_over_h2c() {
 /// the gateway reuses it from its pool; the gateway retries on a new connection.
 async fn dead_pooled_connection_retry(http2: bool) {
     let flaky = Upstream::start(Behaviour::ResetReused);
-    let yaml = config(&[flaky.addr()], http2, json!({"attempts": 1}));
+    let yaml = config(&[flaky.addr()], http2, retries(1, &[]));
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     for k in 0..3 {
@@ -250,8 +250,11 @@ async fn a_dead_pooled_connection_retry_carries_the_full_signed_identity_over_h2
 async fn a_post_that_failed_after_sending_is_retried_only_when_the_route_allows_it() {
     for non_idempotent in [false, true] {
         let flaky = Upstream::start(Behaviour::ResetReused);
-        let retries = json!({"attempts": 1, "non_idempotent": non_idempotent});
-        let gw = GatewayProcess::start(BIN, &config(&[flaky.addr()], false, retries));
+        let policy = RetryConfig {
+            non_idempotent,
+            ..retries(1, &[])
+        };
+        let gw = GatewayProcess::start(BIN, &config(&[flaky.addr()], false, policy));
         let c = client();
         let post = |path: &'static str, sub: &'static str| {
             c.post(gw.url(path)).bearer_auth(token(sub)).send()
@@ -275,7 +278,7 @@ async fn a_post_that_failed_after_sending_is_retried_only_when_the_route_allows_
         } else {
             assert_eq!(status, 502, "{attempts:?}");
             assert_eq!(attempts.len(), 1, "{attempts:?}");
-            let body: Value = resp.json().await.unwrap();
+            let body: serde_json::Value = resp.json().await.unwrap();
             assert_eq!(body["error"], "upstream_unreachable");
         }
     }
@@ -286,7 +289,7 @@ async fn a_post_that_failed_after_sending_is_retried_only_when_the_route_allows_
 #[tokio::test]
 async fn the_signature_binds_the_request_as_sent_upstream() {
     let up = Upstream::start(Behaviour::Answer(200));
-    let yaml = config(&[up.addr()], false, json!({"attempts": 0}));
+    let yaml = config(&[up.addr()], false, retries(0, &[]));
     let gw = GatewayProcess::start(BIN, &yaml);
     assert_eq!(
         get(&client(), &gw, "/api/orders/7?expand=items", "42").await,

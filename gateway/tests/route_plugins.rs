@@ -5,26 +5,37 @@
 
 use std::time::Duration;
 
+use testkit::config::{
+    cors_for, rate_limit, secs, CorsConfig, GatewayConfigBuilder, ListenerConfig, RateLimitKey,
+    RouteBuilder, ServiceBuilder,
+};
 use testkit::{client, wait_until_async, Backend, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
 fn config(backend: &Backend, version: &str) -> String {
-    format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-         services:\n  echo: {{instances: [\"{}\"]}}\n\
-         routes:\n\
-         \x20 - id: limited\n\
-         \x20   match: {{path: /limited/**}}\n\
-         \x20   service: echo\n\
-         \x20   rate_limit: {{requests: 3, per: 1m, key: {{header: x-api-key}}}}\n\
-         \x20 - id: open\n\
-         \x20   match: {{path: /open/**}}\n\
-         \x20   service: echo\n\
-         \x20   response_headers: {{set: {{x-version: \"{version}\"}}}}\n",
-        backend.addr()
-    )
+    GatewayConfigBuilder::new()
+        .admin()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .route(
+            RouteBuilder::to("echo")
+                .id("limited")
+                .path("/limited/**")
+                .rate_limit(rate_limit(
+                    3,
+                    secs(60),
+                    RateLimitKey::Header("x-api-key".into()),
+                )),
+        )
+        .route(
+            RouteBuilder::to("echo")
+                .id("open")
+                .path("/open/**")
+                .response_headers(|h| {
+                    h.set.insert("x-version".into(), version.into());
+                }),
+        )
+        .yaml()
 }
 
 async fn status(c: &reqwest::Client, url: &str, key: &str) -> reqwest::Response {
@@ -77,12 +88,12 @@ async fn budget_per_key_with_retry_after_and_state_kept_across_reload() {
 
 #[test]
 fn invalid_limits_are_config_errors() {
-    let out = testkit::check_config(
-        BIN,
-        "listeners: [{address: \"127.0.0.1:1\"}]\n\
-         services: {echo: {instances: [\"127.0.0.1:2\"]}}\n\
-         routes:\n  - {service: echo, rate_limit: {requests: 0}}\n",
-    );
+    let yaml = GatewayConfigBuilder::new()
+        .listeners(vec![ListenerConfig::new("127.0.0.1:1")])
+        .service("echo", ServiceBuilder::instances(["127.0.0.1:2"]))
+        .route(RouteBuilder::to("echo").rate_limit(rate_limit(0, secs(1), RateLimitKey::ClientIp)))
+        .yaml();
+    let out = testkit::check_config(BIN, &yaml);
     assert!(!out.success, "{out:?}");
     assert!(
         out.stderr
@@ -92,19 +103,24 @@ fn invalid_limits_are_config_errors() {
     );
 }
 
-const CORS_ROUTE: &str = "    cors: {allow_origins: [\"https://app.example.com\"], expose_headers: [X-Request-Id], allow_credentials: true}\n";
-
 #[tokio::test]
 async fn cors_preflight_and_response_headers() {
     let backend = Backend::start("echo");
-    let yaml = format!(
-        "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-         admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-         services:\n  echo: {{instances: [\"{}\"]}}\n\
-         routes:\n  - id: app\n    match: {{path: /app/**}}\n    service: echo\n{CORS_ROUTE}\
-         \x20   rate_limit: {{requests: 1, per: 1m, key: route}}\n",
-        backend.addr()
-    );
+    let yaml = GatewayConfigBuilder::new()
+        .admin()
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .route(
+            RouteBuilder::to("echo")
+                .id("app")
+                .path("/app/**")
+                .cors(CorsConfig {
+                    expose_headers: vec!["X-Request-Id".into()],
+                    allow_credentials: true,
+                    ..cors_for(&["https://app.example.com"])
+                })
+                .rate_limit(rate_limit(1, secs(60), RateLimitKey::Route)),
+        )
+        .yaml();
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     let url = gw.url("/app/items");

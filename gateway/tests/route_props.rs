@@ -15,6 +15,7 @@ use gateway::routing::matcher::Glob;
 use http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
 use regex::Regex;
+use testkit::config::{GatewayConfigBuilder, ListenerConfig, RouteBuilder, ServiceBuilder};
 
 #[derive(Debug, Clone)]
 enum PathSpec {
@@ -132,32 +133,29 @@ fn request() -> impl Strategy<Value = Req> {
 }
 
 fn yaml(routes: &[RouteSpec]) -> String {
-    let mut y = String::from(
-        "listeners: [{address: \"127.0.0.1:1\"}]\nservices: {s: {instances: [\"127.0.0.1:2\"]}}\nroutes:\n",
-    );
+    let mut config = GatewayConfigBuilder::new()
+        .listeners(vec![ListenerConfig::new("127.0.0.1:1")])
+        .service("s", ServiceBuilder::instances(["127.0.0.1:2"]));
     for (k, r) in routes.iter().enumerate() {
-        let mut m = Vec::new();
+        let mut route = RouteBuilder::to("s").id(&format!("r{k}"));
         match &r.path {
             PathSpec::Any => {}
-            PathSpec::Exact(p) | PathSpec::Glob(p) => m.push(format!("path: \"{p}\"")),
-            PathSpec::Prefix(p) => m.push(format!("prefix: \"{p}\"")),
-            PathSpec::Regex(p) => m.push(format!("regex: \"{p}\"")),
+            PathSpec::Exact(p) | PathSpec::Glob(p) => route = route.path(p),
+            PathSpec::Prefix(p) => route = route.prefix(p),
+            PathSpec::Regex(p) => route = route.regex(p),
         }
         if let Some(h) = r.host {
-            m.push(format!("host: \"{h}\""));
+            route = route.host(h);
         }
         if let Some(meth) = r.method {
-            m.push(format!("methods: [{meth}]"));
+            route = route.methods(&[meth]);
         }
         if let Some(v) = r.header {
-            m.push(format!("headers: {{x-k: \"{v}\"}}"));
+            route = route.header("x-k", v);
         }
-        y.push_str(&format!(
-            "  - {{id: r{k}, service: s, match: {{{}}}}}\n",
-            m.join(", ")
-        ));
+        config = config.route(route);
     }
-    y
+    config.yaml()
 }
 
 /// The model: each route's conditions, written the obvious way.
@@ -256,6 +254,7 @@ fn check_agreement(routes: &[RouteSpec], requests: &[Req]) -> Result<(), TestCas
             rt: rt.handle(),
         })
     }
+    .map(|c| c.runtime)
     .map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
     for q in requests {
         let mut headers = HeaderMap::new();

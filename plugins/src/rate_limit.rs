@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +15,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use prometheus::IntCounterVec;
 use serde::{Deserialize, Serialize};
 
+use crate::revocation::TaskGuard;
 use crate::{ConfigIssue, Dur, Flow, Plugin, PluginOutput, Rejection, RequestView};
 
 /// A route's `rate_limit:` section.
@@ -69,7 +70,12 @@ pub struct RateLimit {
     header: Option<HeaderName>,
     limiter: DefaultKeyedRateLimiter<u64>,
     limited: Option<prometheus::IntCounter>,
+    /// The idle-key cleanup task, once activated.
+    cleanup: OnceLock<TaskGuard>,
 }
+
+/// How often idle keys are dropped (bounded memory).
+const CLEANUP_EVERY: Duration = Duration::from_secs(60);
 
 impl RateLimit {
     /// Build a limiter; `path` is the route's key path for errors.
@@ -132,6 +138,7 @@ impl RateLimit {
             header,
             limiter: DefaultKeyedRateLimiter::keyed(quota),
             limited: LIMITED.as_ref().map(|c| c.with_label_values(&[route_id])),
+            cleanup: OnceLock::new(),
         }))
     }
 
@@ -145,19 +152,29 @@ impl RateLimit {
         self.limiter.len()
     }
 
-    /// Drop idle keys every `every` until the limiter is gone (bounded memory).
-    pub fn spawn_cleanup(self: &Arc<Self>, rt: &tokio::runtime::Handle, every: Duration) {
-        let weak: Weak<Self> = Arc::downgrade(self);
-        rt.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
+    /// Start dropping idle keys every minute (once; a reused limiter keeps its task).
+    /// The task ends with the limiter, or at once on [`RateLimit::stop`].
+    pub fn activate(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
+        self.cleanup.get_or_init(|| {
+            let weak: Weak<Self> = Arc::downgrade(self);
+            TaskGuard::new(rt.spawn(async move {
+                let mut tick = tokio::time::interval(CLEANUP_EVERY);
                 tick.tick().await;
-                let Some(rl) = weak.upgrade() else { return };
-                rl.limiter.retain_recent();
-                rl.limiter.shrink_to_fit();
-            }
+                loop {
+                    tick.tick().await;
+                    let Some(rl) = weak.upgrade() else { return };
+                    rl.limiter.retain_recent();
+                    rl.limiter.shrink_to_fit();
+                }
+            }))
         });
+    }
+
+    /// End the cleanup task (a reload dropped this limiter).
+    pub fn stop(&self) {
+        if let Some(task) = self.cleanup.get() {
+            task.abort();
+        }
     }
 
     fn key(&self, req: &RequestView<'_>) -> u64 {

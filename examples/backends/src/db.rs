@@ -85,12 +85,9 @@ impl Db {
     }
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, as SQLite stores them.
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    i64::try_from(plugins::clock::unix_secs()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

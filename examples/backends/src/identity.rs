@@ -169,11 +169,9 @@ mod tests {
             service: SERVICE,
             request_id: "req-1",
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        signer
+            .sign(&identity, &binding, plugins::clock::unix_secs())
             .unwrap()
-            .as_secs();
-        signer.sign(&identity, &binding, now).unwrap()
     }
 
     fn verify(trust: &GatewayTrust, h: &HeaderMap, method: &str, pq: &str) -> Result<(), ApiError> {

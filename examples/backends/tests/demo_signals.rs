@@ -122,8 +122,11 @@ fn children_of(parent: u32) -> Vec<Proc> {
 }
 
 /// Still running: same pid, same start time (not a reused pid), not a zombie.
+/// Alive, or still tearing down: a killed multi-threaded process shows its leader as a
+/// zombie while its other threads exit, and those still hold its sockets.
 fn running(p: &Proc) -> bool {
-    matches!(stat(p.pid), Some((_, state, _, start)) if start == p.start && state != 'Z')
+    let threads = || std::fs::read_dir(format!("/proc/{}/task", p.pid)).map_or(0, |d| d.count());
+    matches!(stat(p.pid), Some((_, state, _, start)) if start == p.start && (state != 'Z' || threads() > 1))
 }
 
 fn port_free(port: u16) -> bool {

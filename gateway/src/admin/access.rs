@@ -9,7 +9,6 @@
 //!
 //! Every refusal is a JSON error and counts in `gateway_admin_refusals_total{reason}`.
 
-use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 use axum::http::{header, HeaderMap, StatusCode};
@@ -18,8 +17,6 @@ use axum::Json;
 use prometheus::{register_int_counter_vec, IntCounterVec};
 use serde_json::json;
 
-use crate::config::file::AdminConfig;
-use crate::config::ConfigError;
 use crate::runtime::Shared;
 
 /// Refused admin calls by reason (`unauthorized`, `forbidden`, registry caps, ...).
@@ -54,7 +51,7 @@ pub fn refuse(status: StatusCode, code: &str, message: impl std::fmt::Display) -
 /// `Some(refusal)` unless the call may proceed under the running config.
 pub fn check(shared: &Shared, headers: &HeaderMap, access: Access) -> Option<Response> {
     let cfg = shared.current();
-    let admin = cfg.file.admin.as_ref()?;
+    let admin = &cfg.admin;
     if access == Access::Read && !admin.protect_reads {
         return None;
     }
@@ -101,81 +98,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// The exposure rule: registry writes without a token only on a loopback address,
-/// unless explicitly allowed (then warned about at every start and reload).
-pub fn check_exposure(admin: &AdminConfig, errors: &mut Vec<ConfigError>) {
-    if let Some(t) = &admin.token {
-        if t.trim().is_empty() {
-            errors.push(ConfigError::new(
-                "admin.token",
-                "is empty; set a long random value (e.g. `openssl rand -hex 32`) or remove the key",
-            ));
-        }
-    }
-    if admin.protect_reads && admin.token.is_none() {
-        errors.push(ConfigError::new(
-            "admin.protect_reads",
-            "needs admin.token: reads are protected by the same bearer token",
-        ));
-    }
-    let Ok(addr) = admin.address.parse::<SocketAddr>() else {
-        return; // reported with the address check
-    };
-    if admin.token.is_some() || addr.ip().is_loopback() {
-        return;
-    }
-    if admin.allow_unauthenticated_writes {
-        tracing::warn!(
-            address = %addr,
-            "admin API reachable from other hosts WITHOUT a token: anyone who reaches {addr} can \
-             register instances and receive traffic (admin.allow_unauthenticated_writes: true); \
-             set admin.token"
-        );
-        return;
-    }
-    errors.push(ConfigError::new(
-        "admin.token",
-        format!(
-            "the admin listener {addr} is not a loopback address and has no token, so anyone who \
-             reaches it could register instances and receive traffic: set admin.token (clients send \
-             `Authorization: Bearer <token>`), or bind admin.address to 127.0.0.1, or accept the \
-             risk with admin.allow_unauthenticated_writes: true"
-        ),
-    ));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn admin(address: &str, token: Option<&str>, allow: bool) -> AdminConfig {
-        AdminConfig {
-            address: address.into(),
-            token: token.map(Into::into),
-            allow_unauthenticated_writes: allow,
-            protect_reads: false,
-            registry: None,
-        }
-    }
-
-    fn errors(a: &AdminConfig) -> Vec<ConfigError> {
-        let mut e = Vec::new();
-        check_exposure(a, &mut e);
-        e
-    }
-
-    #[test]
-    fn exposure_rule() {
-        assert!(errors(&admin("127.0.0.1:9090", None, false)).is_empty());
-        assert!(errors(&admin("[::1]:9090", None, false)).is_empty());
-        assert!(errors(&admin("0.0.0.0:9090", Some("s3cret-token"), false)).is_empty());
-        assert!(errors(&admin("0.0.0.0:9090", None, true)).is_empty());
-        let e = errors(&admin("0.0.0.0:9090", None, false));
-        assert_eq!(e.len(), 1);
-        assert_eq!(e[0].path, "admin.token");
-        assert!(e[0].message.contains("allow_unauthenticated_writes"));
-        assert_eq!(errors(&admin("10.0.0.1:9090", Some(" "), false)).len(), 1);
-    }
 
     #[test]
     fn token_comparison() {

@@ -1,23 +1,27 @@
-//! Compile a parsed config into a [`RuntimeConfig`]: resolve names to `Arc`s,
-//! build matchers, regexes, balancers and plugins, and collect every error.
+//! Compile a parsed config into a [`RuntimeConfig`] and a [`Startup`]: resolve
+//! names to `Arc`s, build matchers, regexes, balancers and plugins, and collect
+//! every error. This is the only reader of the file types, and it starts nothing:
+//! background work starts when the result is activated (`RuntimeConfig::activate`).
 
+mod discovery;
 mod route;
+mod server;
 mod service;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use route::{compile_route, plugin_chain, rate_limiter};
+use route::compile_route;
 use service::compile_service;
 
 use super::file::{GatewayConfig, UnderscoreHeadersConfig};
 use super::ConfigError;
 use crate::edge::{self, EdgePolicy, UnderscoreHeaders};
 use crate::routing::RouteTable;
-use crate::runtime::RuntimeConfig;
+use crate::runtime::{RuntimeConfig, Startup};
 use crate::upstream::Service;
+use server::compile_server;
 
 /// What compiling needs besides the file.
 pub struct CompileInput<'a> {
@@ -26,12 +30,18 @@ pub struct CompileInput<'a> {
     pub version: String,
     /// The config being replaced: unchanged services and auth state carry over.
     pub previous: Option<&'a RuntimeConfig>,
-    /// Where background tasks (health checks, revocation mirror, JWKS refresh) run.
+    /// Entered while lazy Redis clients are built (nothing is spawned on it).
     pub rt: &'a tokio::runtime::Handle,
 }
 
+/// A compiled config: what the request path reads, and what was bound at start.
+pub struct Compiled {
+    pub runtime: RuntimeConfig,
+    pub startup: Startup,
+}
+
 /// Compile, or return every error found.
-pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError>> {
+pub fn compile(input: CompileInput<'_>) -> Result<Compiled, Vec<ConfigError>> {
     let CompileInput {
         file,
         version,
@@ -40,7 +50,7 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
     } = input;
     let mut errors = Vec::new();
 
-    check_server(&file, &mut errors);
+    let server = compile_server(&file, &mut errors);
 
     let auth =
         match plugins::AuthRuntime::compile(file.auth.as_ref(), previous.map(|p| &p.auth), rt) {
@@ -56,9 +66,14 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
     let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
     for (name, cfg) in &file.services {
         let path = format!("services.{name}");
-        if let Some(svc) =
-            compile_service(name, cfg, &path, file.admin.as_ref(), previous, &mut errors)
-        {
+        if let Some(svc) = compile_service(
+            name,
+            cfg,
+            &path,
+            file.admin.is_some(),
+            previous,
+            &mut errors,
+        ) {
             services.insert(name.clone(), svc);
         }
     }
@@ -76,7 +91,7 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
         }
         check_match_headers(rc, &path, &edge, &mut errors);
         check_rule_headers(rc, &path, auth.as_deref(), &mut errors);
-        if let Some(mut r) = compile_route(
+        if let Some(r) = compile_route(
             k,
             id,
             rc,
@@ -84,28 +99,9 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
             &file,
             &services,
             auth.as_deref(),
+            previous,
             &mut errors,
         ) {
-            if let Some(cfg) = &rc.rate_limit {
-                match rate_limiter(cfg, &r.id, &format!("{path}.rate_limit"), previous, rt) {
-                    Ok(rl) => r.rate_limit = Some(rl),
-                    Err(issues) => errors.extend(issues.into_iter().map(ConfigError::from)),
-                }
-            }
-            let cors = match rc
-                .cors
-                .as_ref()
-                .map(|c| plugins::Cors::new(c, &format!("{path}.cors")))
-            {
-                Some(Ok(c)) => Some(c),
-                Some(Err(issues)) => {
-                    errors.extend(issues.into_iter().map(ConfigError::from));
-                    None
-                }
-                None => None,
-            };
-            let auth_plugins = std::mem::take(&mut r.plugins);
-            r.plugins = plugin_chain(cors, r.rate_limit.clone(), auth_plugins);
             routes.push(Arc::new(r));
         }
     }
@@ -119,18 +115,19 @@ pub fn compile(input: CompileInput<'_>) -> Result<RuntimeConfig, Vec<ConfigError
             "the auth section did not compile",
         )]);
     };
-    for svc in services.values() {
-        crate::upstream::health::ensure_checker(svc, rt);
-        crate::upstream::discovery::ensure_running(svc, rt);
-    }
-    Ok(RuntimeConfig {
-        version,
-        loaded_at: SystemTime::now(),
-        edge,
-        auth,
-        routes: RouteTable::new(routes),
-        services,
-        file,
+    Ok(Compiled {
+        runtime: RuntimeConfig {
+            version,
+            loaded_at: SystemTime::now(),
+            edge,
+            auth,
+            routes: RouteTable::new(routes),
+            services,
+            client: server.client,
+            access_log: server.access_log,
+            admin: server.admin,
+        },
+        startup: server.startup,
     })
 }
 
@@ -213,84 +210,6 @@ fn check_rule_headers(
                     ),
                 ));
             }
-        }
-    }
-}
-
-fn check_server(file: &GatewayConfig, errors: &mut Vec<ConfigError>) {
-    if file.server.threads == 0 || file.server.threads > 1024 {
-        errors.push(ConfigError::new(
-            "server.threads",
-            format!(
-                "{} worker threads is out of range (1..=1024)",
-                file.server.threads
-            ),
-        ));
-    }
-    if file.server.client_header_timeout.get() < std::time::Duration::from_millis(100) {
-        errors.push(ConfigError::new(
-            "server.client_header_timeout",
-            "must be at least 100ms (e.g. \"10s\"): a client needs time to send its header",
-        ));
-    }
-    if file.listeners.is_empty() {
-        errors.push(ConfigError::new(
-            "listeners",
-            "at least one listener is required, e.g. `listeners: [{address: \"0.0.0.0:8080\"}]`",
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (k, l) in file.listeners.iter().enumerate() {
-        let path = format!("listeners[{k}]");
-        if l.address.parse::<SocketAddr>().is_err() {
-            errors.push(ConfigError::new(
-                format!("{path}.address"),
-                format!(
-                    "{:?} is not an ip:port address (e.g. \"0.0.0.0:8080\")",
-                    l.address
-                ),
-            ));
-        } else if !seen.insert(l.address.clone()) {
-            errors.push(ConfigError::new(
-                format!("{path}.address"),
-                format!("{} is listed twice", l.address),
-            ));
-        }
-        if l.max_connections == 0 {
-            errors.push(ConfigError::new(
-                format!("{path}.max_connections"),
-                "must be at least 1 (it is the number of connections served at once)",
-            ));
-        }
-        if let Some(tls) = &l.tls {
-            for (key, file_path) in [("cert", &tls.cert), ("key", &tls.key)] {
-                if let Err(e) = std::fs::File::open(file_path) {
-                    errors.push(ConfigError::new(
-                        format!("{path}.tls.{key}"),
-                        format!("cannot read {file_path:?}: {e}"),
-                    ));
-                }
-            }
-        }
-    }
-    if let Some(admin) = &file.admin {
-        crate::admin::access::check_exposure(admin, errors);
-        if let Some(registry) = &admin.registry {
-            crate::upstream::discovery::registry::validate_config(registry, errors);
-        }
-        if admin.address.parse::<SocketAddr>().is_err() {
-            errors.push(ConfigError::new(
-                "admin.address",
-                format!(
-                    "{:?} is not an ip:port address (e.g. \"127.0.0.1:9090\")",
-                    admin.address
-                ),
-            ));
-        } else if file.listeners.iter().any(|l| l.address == admin.address) {
-            errors.push(ConfigError::new(
-                "admin.address",
-                "the admin address must differ from every listener",
-            ));
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The YAML schema of the dynamic discovery sources (`dns`, `eureka`, `registry`)
-//! and of the admin registry's store. `config::compile` checks them through
-//! `upstream::discovery::validate`.
+//! and of the admin registry's store. `config::compile` checks and converts them
+//! into the runtime's `upstream::DiscoverySpec` and registry settings.
 
 use serde::{Deserialize, Serialize};
 
 use super::duration::Dur;
+use crate::upstream::discovery::registry::{RegistryLimits, RegistrySettings};
 
 /// `discovery: {type: dns, ...}`: A/AAAA records of a host name, or SRV records.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -46,6 +47,22 @@ fn default_dns_max_interval() -> Dur {
 }
 fn default_dns_timeout() -> Dur {
     Dur::from_secs(2)
+}
+
+/// What `{type: dns}` parses to before `host` or `srv` is set.
+impl Default for DnsDiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: None,
+            srv: None,
+            ip_version: IpVersion::default(),
+            nameservers: Vec::new(),
+            min_interval: default_dns_min_interval(),
+            max_interval: default_dns_max_interval(),
+            timeout: default_dns_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -90,6 +107,20 @@ fn default_eureka_timeout() -> Dur {
 }
 fn default_weight_key() -> String {
     "weight".to_string()
+}
+
+impl EurekaDiscoveryConfig {
+    /// Poll these servers, every other key at its default.
+    pub fn new(servers: Vec<String>) -> Self {
+        Self {
+            servers,
+            app: None,
+            interval: default_eureka_interval(),
+            timeout: default_eureka_timeout(),
+            weight_key: default_weight_key(),
+            use_hostname: false,
+        }
+    }
 }
 
 /// `discovery: {type: registry}`: instances that registered on the admin port.
@@ -158,14 +189,15 @@ impl Default for RegistryLimitsConfig {
     }
 }
 
+// the defaults are the runtime's, so the file and a gateway without the section agree
 fn default_max_services() -> usize {
-    256
+    RegistryLimits::default().max_services
 }
 fn default_max_instances() -> usize {
-    256
+    RegistryLimits::default().max_instances_per_service
 }
 fn default_max_metadata_bytes() -> usize {
-    4096
+    RegistryLimits::default().max_metadata_bytes
 }
 
 impl Default for RegistryConfig {
@@ -191,14 +223,14 @@ pub enum RegistryStore {
 }
 
 fn default_key_prefix() -> String {
-    "gateway:registry".to_string()
+    RegistrySettings::default().key_prefix
 }
 fn default_ttl() -> Dur {
-    Dur::from_secs(30)
+    Dur(RegistrySettings::default().default_ttl)
 }
 fn default_max_ttl() -> Dur {
-    Dur::from_secs(3600)
+    Dur(RegistrySettings::default().max_ttl)
 }
 fn default_sync_interval() -> Dur {
-    Dur::from_secs(2)
+    Dur(RegistrySettings::default().sync_interval)
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::Dur;
 use super::size::ByteSize;
+pub use crate::logging::LogFormat;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -133,14 +134,6 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
 fn yes() -> bool {
     true
 }
@@ -164,6 +157,17 @@ fn default_max_connections() -> usize {
     16384
 }
 
+impl ListenerConfig {
+    /// A plain listener on `address` with the default connection cap.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            tls: None,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -174,6 +178,17 @@ pub struct TlsConfig {
     /// Offer `h2` by ALPN (default true).
     #[serde(default = "yes")]
     pub http2: bool,
+}
+
+impl TlsConfig {
+    /// These PEM files, `h2` offered.
+    pub fn new(cert: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            http2: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -196,6 +211,19 @@ pub struct AdminConfig {
     /// Store of the built-in service registry (memory by default).
     #[serde(default)]
     pub registry: Option<super::discovery::RegistryConfig>,
+}
+
+impl AdminConfig {
+    /// An admin listener on `address`, every other key at its default.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            token: None,
+            allow_unauthenticated_writes: false,
+            protect_reads: false,
+            registry: None,
+        }
+    }
 }
 
 /// A named set of instances and how to spread load over them.
@@ -243,6 +271,26 @@ fn default_read_timeout() -> Dur {
 }
 fn default_idle_timeout() -> Dur {
     Dur::from_secs(60)
+}
+
+/// What an empty `{}` service parses to (no instances yet).
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            instances: None,
+            discovery: None,
+            load_balancer: LoadBalancerConfig::default(),
+            health_check: None,
+            passive_health: PassiveHealthConfig::default(),
+            tls: false,
+            http2: false,
+            sni: None,
+            connect_timeout: default_connect_timeout(),
+            read_timeout: default_read_timeout(),
+            write_timeout: default_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
 }
 
 /// An instance: `"10.0.0.5:8080"` or `{address: "10.0.0.5:8080", weight: 3}`.
@@ -402,6 +450,22 @@ fn default_fall() -> u32 {
     3
 }
 
+/// What an empty `health_check: {}` parses to.
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            kind: HealthCheckKind::default(),
+            path: default_health_path(),
+            host: None,
+            expected_status: default_expected_status(),
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            healthy_threshold: default_rise(),
+            unhealthy_threshold: default_fall(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveHealthConfig {
@@ -467,6 +531,27 @@ pub struct RouteConfig {
     /// Overrides `server.max_body_size` for this route (0: no limit).
     #[serde(default)]
     pub max_body_size: Option<ByteSize>,
+}
+
+impl RouteConfig {
+    /// A public route to `service` that matches every request.
+    pub fn new(service: impl Into<String>) -> Self {
+        Self {
+            id: None,
+            matcher: MatchConfig::default(),
+            service: service.into(),
+            strip_prefix: None,
+            rewrite: None,
+            request_headers: HeaderRulesConfig::default(),
+            response_headers: HeaderRulesConfig::default(),
+            timeouts: None,
+            retries: None,
+            rate_limit: None,
+            cors: None,
+            auth: plugins::RouteAuthConfig::default(),
+            max_body_size: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -11,7 +11,7 @@ pub mod size;
 use std::fmt;
 use std::path::Path;
 
-pub use compile::{compile, CompileInput};
+pub use compile::{compile, CompileInput, Compiled};
 pub use file::GatewayConfig;
 
 /// One problem in a config file.

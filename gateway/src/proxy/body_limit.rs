@@ -5,19 +5,6 @@
 
 use pingora_http::RequestHeader;
 
-use crate::routing::Route;
-use crate::runtime::RuntimeConfig;
-
-/// The limit for `route` in bytes (0: none): the route's own, else the server's.
-pub(super) fn limit_for(cfg: &RuntimeConfig, route: &Route) -> u64 {
-    cfg.file
-        .routes
-        .get(route.index)
-        .and_then(|r| r.max_body_size)
-        .unwrap_or(cfg.file.server.max_body_size)
-        .get()
-}
-
 /// Whether the declared `Content-Length` is over `limit`.
 pub(super) fn declared_over(req: &RequestHeader, limit: u64) -> bool {
     if limit == 0 {

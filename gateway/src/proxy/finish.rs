@@ -24,7 +24,7 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     if let Some(r) = route {
         r.metrics.record(status, total, upstream);
     }
-    if !ctx.config.file.server.log.access_log {
+    if !ctx.config.access_log {
         return;
     }
     let req = session.req_header();

@@ -31,7 +31,7 @@ pub(super) fn pick(route: &Route, key: Option<u64>, tried: &[Arc<str>]) -> Optio
 /// The engine's view of `instance` for one attempt on `route`: address, TLS, timeouts,
 /// HTTP version.
 pub(super) fn http_peer(route: &Route, instance: &Instance) -> HttpPeer {
-    let opts = &route.service.peer;
+    let opts = &route.service.spec.peer;
     let mut peer = HttpPeer::new(instance.addr, opts.tls, opts.sni.clone());
     peer.options.connection_timeout = Some(route.connect_timeout);
     peer.options.read_timeout = Some(route.read_timeout);
@@ -62,9 +62,9 @@ pub(super) fn report_failure(ctx: &RequestCtx) {
     let (Some(route), Some(g)) = (ctx.route.as_ref(), ctx.inflight.as_ref()) else {
         return;
     };
-    let p = &route.service.passive;
+    let p = &route.service.spec.passive_health;
     if g.instance()
-        .report_failure(p.consecutive_failures, p.ejection_time.get())
+        .report_failure(p.consecutive_failures, p.ejection_time)
     {
         METRICS
             .ejections

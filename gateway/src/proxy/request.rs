@@ -15,12 +15,11 @@ use super::body_limit;
 use super::refusal::Refusal;
 use super::respond::LocalResponse;
 use super::RequestCtx;
-use crate::config::file::HashOn;
 use crate::observe::METRICS;
 use crate::routing::path_policy::{self, PathRefusal};
 use crate::routing::Route;
 use crate::runtime::RuntimeConfig;
-use crate::upstream::balancer;
+use crate::upstream::{hash_bytes, HashKey};
 
 pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -67,7 +66,7 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<Arc<R
         METRICS.no_route.inc();
         return Err(Refusal::NoRoute);
     };
-    ctx.body_limit = body_limit::limit_for(&ctx.config, &route);
+    ctx.body_limit = route.max_body_size;
     if body_limit::declared_over(session.req_header(), ctx.body_limit) {
         // refused before anything is read or forwarded; the unread body ends the connection
         session.as_mut().set_keepalive(None);
@@ -190,20 +189,21 @@ pub(super) fn hash_key(
     out: &plugins::PluginOutput,
 ) -> Option<u64> {
     let req = session.req_header();
-    match route.service.hash_on.as_ref()? {
-        HashOn::Header(name) => out
+    match route.service.spec.balance.hash_key()? {
+        // an identity header the auth plugin set wins over whatever the client sent
+        HashKey::Header(name) => out
             .upstream_headers
             .iter()
-            .find(|(h, _)| h.as_str().eq_ignore_ascii_case(name))
+            .find(|(h, _)| h == name)
             .map(|(_, v)| v)
-            .or_else(|| req.headers.get(name.as_str()))
-            .map(|v| balancer::hash_bytes(v.as_bytes())),
-        HashOn::Cookie(name) => {
-            plugins::cookie(&req.headers, name).map(|v| balancer::hash_bytes(v.as_bytes()))
+            .or_else(|| req.headers.get(name))
+            .map(|v| hash_bytes(v.as_bytes())),
+        HashKey::Cookie(name) => {
+            plugins::cookie(&req.headers, name).map(|v| hash_bytes(v.as_bytes()))
         }
-        HashOn::ClientIp => client_ip.map(|ip| match ip {
-            IpAddr::V4(ip) => balancer::hash_bytes(&ip.octets()),
-            IpAddr::V6(ip) => balancer::hash_bytes(&ip.octets()),
+        HashKey::ClientIp => client_ip.map(|ip| match ip {
+            IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+            IpAddr::V6(ip) => hash_bytes(&ip.octets()),
         }),
     }
 }

@@ -38,7 +38,7 @@ pub struct RetryPolicy {
 /// A compiled route.
 pub struct Route {
     pub id: Arc<str>,
-    /// Position in the file (for precedence ties and the admin view).
+    /// Position in the file (for precedence ties).
     pub index: usize,
     pub matcher: RouteMatcher,
     pub service: Arc<Service>,
@@ -48,12 +48,16 @@ pub struct Route {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Largest request body in bytes (the route's own, else `server.max_body_size`); 0: none.
+    pub max_body_size: u64,
     /// The route's request plugins, in the order `config::compile` documents and
     /// builds in one place (`plugin_chain`): cors, rate limit, auth.
     pub plugins: Vec<Arc<dyn plugins::Plugin>>,
     /// The route's limiter, kept across reloads that leave its config unchanged.
     pub rate_limit: Option<Arc<plugins::RateLimit>>,
     pub metrics: RouteMetrics,
+    /// What the admin config view shows of it (match and auth, as written).
+    pub summary: serde_json::Value,
 }
 
 impl std::fmt::Debug for Route {

@@ -33,7 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::runtime::Shared;
+use crate::runtime::{ClientTimeouts, Shared};
 
 /// The h2c connection preface (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -63,24 +63,6 @@ static METRICS: LazyLock<Option<ConnMetrics>> = LazyLock::new(|| {
         .ok()?,
     })
 });
-
-/// Client timeouts (from `server`), read per connection from the running config.
-#[derive(Debug, Clone, Copy)]
-struct ClientTimeouts {
-    header: Duration,
-    /// None: no keep-alive (a response closes the connection).
-    keepalive: Option<Duration>,
-}
-
-impl ClientTimeouts {
-    fn of(shared: &Shared) -> Self {
-        let server = &shared.current().file.server;
-        ClientTimeouts {
-            header: server.client_header_timeout.get(),
-            keepalive: Some(server.keepalive_timeout.get()).filter(|d| !d.is_zero()),
-        }
-    }
-}
 
 /// One proxy listener's connection budget.
 pub struct ListenerLimit {
@@ -178,7 +160,7 @@ where
             return self.app.process_new(stream, shutdown).await;
         }
         let h2c = !tls && self.app.server_options().is_some_and(|o| o.h2c);
-        let timeouts = ClientTimeouts::of(&self.shared);
+        let timeouts = self.shared.current().client;
 
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;

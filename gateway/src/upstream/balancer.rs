@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use rand::Rng;
 
+use super::hash::mix;
 use super::instance::Instance;
-use crate::config::file::Algorithm;
+use super::policy::Balance;
 
 /// A service's instances at one moment, with the weighted round-robin schedule
 /// precomputed (smooth weighted round robin, as nginx does it).
@@ -85,7 +86,7 @@ impl PickInput<'_> {
 
 /// Choose an instance; `None` when no instance is available.
 pub fn pick(
-    algorithm: Algorithm,
+    balance: &Balance,
     set: &InstanceSet,
     cursor: &AtomicUsize,
     input: &PickInput<'_>,
@@ -93,12 +94,12 @@ pub fn pick(
     if set.is_empty() {
         return None;
     }
-    match algorithm {
-        Algorithm::RoundRobin => round_robin(set, cursor, input),
-        Algorithm::Random => random(set, input),
-        Algorithm::LeastConnections => least_connections(set, input),
-        Algorithm::PowerOfTwoChoices => p2c(set, input),
-        Algorithm::ConsistentHash => match input.key {
+    match balance {
+        Balance::RoundRobin => round_robin(set, cursor, input),
+        Balance::Random => random(set, input),
+        Balance::LeastConnections => least_connections(set, input),
+        Balance::PowerOfTwoChoices => p2c(set, input),
+        Balance::ConsistentHash(_) => match input.key {
             Some(key) => rendezvous(set, key, input),
             None => round_robin(set, cursor, input),
         },
@@ -194,28 +195,12 @@ fn rendezvous(set: &InstanceSet, key: u64, input: &PickInput<'_>) -> Option<Arc<
     best.map(|(i, _)| i.clone())
 }
 
-/// splitmix64 finaliser: spreads a 64-bit value.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Stable hash of a key (the same across processes, so several gateways agree).
-pub fn hash_bytes(bytes: &[u8]) -> u64 {
-    // FNV-1a, fed through the splitmix finaliser.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    mix(h)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::hash::hash_bytes;
     use crate::upstream::instance::monotonic_ms;
+    use crate::upstream::policy::HashKey;
     use std::collections::HashMap;
     use std::time::Duration;
 
@@ -235,7 +220,7 @@ mod tests {
     }
 
     fn counts(
-        alg: Algorithm,
+        alg: Balance,
         s: &InstanceSet,
         n: usize,
         key: impl Fn(usize) -> Option<u64>,
@@ -248,7 +233,7 @@ mod tests {
                 exclude: &[],
                 now_ms: monotonic_ms(),
             };
-            let i = pick(alg, s, &cursor, &input).unwrap();
+            let i = pick(&alg, s, &cursor, &input).unwrap();
             *out.entry(i.id.to_string()).or_default() += 1;
         }
         out
@@ -258,7 +243,7 @@ mod tests {
     fn weighted_round_robin_follows_weights_exactly() {
         let s = set(&[5, 1, 1]);
         assert_eq!(s.schedule, vec![0, 0, 1, 0, 2, 0, 0]);
-        let c = counts(Algorithm::RoundRobin, &s, 700, |_| None);
+        let c = counts(Balance::RoundRobin, &s, 700, |_| None);
         assert_eq!(c["127.0.0.1:1000"], 500);
         assert_eq!(c["127.0.0.1:1001"], 100);
         assert_eq!(c["127.0.0.1:1002"], 100);
@@ -277,11 +262,11 @@ mod tests {
         let excluded: Vec<Arc<str>> = vec![s.instances[1].id.clone()];
         let cursor = AtomicUsize::new(0);
         for alg in [
-            Algorithm::RoundRobin,
-            Algorithm::Random,
-            Algorithm::LeastConnections,
-            Algorithm::PowerOfTwoChoices,
-            Algorithm::ConsistentHash,
+            Balance::RoundRobin,
+            Balance::Random,
+            Balance::LeastConnections,
+            Balance::PowerOfTwoChoices,
+            Balance::ConsistentHash(HashKey::ClientIp),
         ] {
             for k in 0..50 {
                 let input = PickInput {
@@ -289,7 +274,7 @@ mod tests {
                     exclude: &excluded,
                     now_ms: monotonic_ms(),
                 };
-                let i = pick(alg, &s, &cursor, &input).unwrap();
+                let i = pick(&alg, &s, &cursor, &input).unwrap();
                 assert_eq!(&*i.id, "127.0.0.1:1002", "{alg:?}");
             }
         }
@@ -299,14 +284,14 @@ mod tests {
             exclude: &excluded,
             now_ms: monotonic_ms(),
         };
-        assert!(pick(Algorithm::RoundRobin, &s, &cursor, &input).is_none());
+        assert!(pick(&Balance::RoundRobin, &s, &cursor, &input).is_none());
     }
 
     #[test]
     fn least_connections_prefers_idle() {
         let s = set(&[1, 1]);
         let _busy = s.instances[0].begin();
-        let c = counts(Algorithm::LeastConnections, &s, 20, |_| None);
+        let c = counts(Balance::LeastConnections, &s, 20, |_| None);
         assert_eq!(c.get("127.0.0.1:1001"), Some(&20));
     }
 
@@ -314,7 +299,7 @@ mod tests {
     fn p2c_avoids_the_loaded_instance() {
         let s = set(&[1, 1]);
         let _g: Vec<_> = (0..5).map(|_| s.instances[0].begin()).collect();
-        let c = counts(Algorithm::PowerOfTwoChoices, &s, 50, |_| None);
+        let c = counts(Balance::PowerOfTwoChoices, &s, 50, |_| None);
         assert_eq!(c.get("127.0.0.1:1001"), Some(&50));
     }
 
@@ -328,10 +313,15 @@ mod tests {
                 exclude: &[],
                 now_ms: monotonic_ms(),
             };
-            pick(Algorithm::ConsistentHash, s, &cursor, &input)
-                .unwrap()
-                .id
-                .to_string()
+            pick(
+                &Balance::ConsistentHash(HashKey::ClientIp),
+                s,
+                &cursor,
+                &input,
+            )
+            .unwrap()
+            .id
+            .to_string()
         };
         let before: Vec<String> = (0..1000).map(|k| owner(&s, k)).collect();
         assert_eq!(before, (0..1000).map(|k| owner(&s, k)).collect::<Vec<_>>());
@@ -350,7 +340,7 @@ mod tests {
     #[test]
     fn weighted_consistent_hash_converges_to_weights() {
         let s = set(&[3, 1]);
-        let c = counts(Algorithm::ConsistentHash, &s, 8000, |k| {
+        let c = counts(Balance::ConsistentHash(HashKey::ClientIp), &s, 8000, |k| {
             Some(hash_bytes(&(k as u64).to_le_bytes()))
         });
         let heavy = c["127.0.0.1:1000"] as f64 / 8000.0;

@@ -13,21 +13,21 @@ use pingora_core::{Error, ErrorType};
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::Backend;
 
+use super::policy::{ActiveHealth, Probe};
 use super::{Instance, Service};
-use crate::config::file::{HealthCheckConfig, HealthCheckKind};
 use crate::observe::METRICS;
 
 /// Start the checker for `service` on `rt` unless one already runs for it.
 pub fn ensure_checker(service: &Arc<Service>, rt: &tokio::runtime::Handle) {
     publish_health(service);
-    let Some(cfg) = service.health_check.clone() else {
+    let Some(cfg) = service.spec.health_check.clone() else {
         return;
     };
     if !service.claim_checker() {
         return;
     }
     let weak = Arc::downgrade(service);
-    rt.spawn(run(weak, cfg));
+    service.adopt(rt.spawn(run(weak, cfg)));
 }
 
 /// Export every instance's current verdict as `gateway_upstream_healthy`.
@@ -49,34 +49,33 @@ enum Checker {
     Tcp(Box<TcpHealthCheck>),
 }
 
-fn build_checker(cfg: &HealthCheckConfig, service: &Service) -> Checker {
-    let timeout = cfg.timeout.get();
-    match cfg.kind {
-        HealthCheckKind::Tcp => {
-            let mut c = if service.peer.tls {
-                TcpHealthCheck::new_tls(&service.peer.sni)
+fn build_checker(cfg: &ActiveHealth, service: &Service) -> Checker {
+    let timeout = cfg.timeout;
+    let peer = &service.spec.peer;
+    match &cfg.probe {
+        Probe::Tcp => {
+            let mut c = if peer.tls {
+                TcpHealthCheck::new_tls(&peer.sni)
             } else {
                 TcpHealthCheck::new()
             };
             c.peer_template.options.connection_timeout = Some(timeout);
             Checker::Tcp(c)
         }
-        HealthCheckKind::Http => {
-            let host = cfg.host.clone().unwrap_or_else(|| "localhost".to_string());
-            let mut c = HttpHealthCheck::new(&host, service.peer.tls);
-            if service.peer.tls && !service.peer.sni.is_empty() {
-                c.peer_template.sni = service.peer.sni.clone();
+        Probe::Http {
+            path,
+            host,
+            expected_status,
+        } => {
+            let mut c = HttpHealthCheck::new(host, peer.tls);
+            if peer.tls && !peer.sni.is_empty() {
+                c.peer_template.sni = peer.sni.clone();
             }
             c.peer_template.options.connection_timeout = Some(timeout);
             c.peer_template.options.read_timeout = Some(timeout);
             c.peer_template.options.write_timeout = Some(timeout);
-            // the path was validated when the config was compiled
-            c.req.set_uri(
-                cfg.path
-                    .parse()
-                    .unwrap_or_else(|_| http::Uri::from_static("/")),
-            );
-            let expected = cfg.expected_status;
+            c.req.set_uri(path.clone());
+            let expected = *expected_status;
             c.validator = Some(Box::new(move |resp| {
                 if resp.status.as_u16() == expected {
                     Ok(())
@@ -107,12 +106,12 @@ async fn probe(checker: &Checker, inst: &Instance, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout * 2, fut).await, Ok(Ok(())))
 }
 
-async fn run(service: Weak<Service>, cfg: HealthCheckConfig) {
+async fn run(service: Weak<Service>, cfg: ActiveHealth) {
     let checker = match service.upgrade() {
         Some(s) => build_checker(&cfg, &s),
         None => return,
     };
-    let mut tick = tokio::time::interval(cfg.interval.get());
+    let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -120,7 +119,7 @@ async fn run(service: Weak<Service>, cfg: HealthCheckConfig) {
             return;
         };
         let set = svc.instances();
-        let results = probe_all(&checker, &set.instances, cfg.timeout.get()).await;
+        let results = probe_all(&checker, &set.instances, cfg.timeout).await;
         for (inst, ok) in set.instances.iter().zip(results) {
             if let Some(now_healthy) =
                 inst.observe_check(ok, cfg.healthy_threshold, cfg.unhealthy_threshold)

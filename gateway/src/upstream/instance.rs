@@ -31,7 +31,7 @@ pub struct Instance {
 impl Instance {
     pub fn new(addr: SocketAddr, weight: u32) -> Self {
         let id: Arc<str> = Arc::from(addr.to_string());
-        let id_hash = super::balancer::hash_bytes(id.as_bytes());
+        let id_hash = super::hash::hash_bytes(id.as_bytes());
         Self {
             id,
             addr,

@@ -5,22 +5,24 @@
 
 pub mod balancer;
 pub mod discovery;
+mod hash;
 pub mod health;
 pub mod instance;
+pub mod policy;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::file::{
-    Algorithm, HashOn, HealthCheckConfig, PassiveHealthConfig, ServiceConfig,
-};
 pub use balancer::{InstanceSet, PickInput};
+pub use hash::hash_bytes;
 pub use instance::{monotonic_ms, InflightGuard, Instance};
+pub use policy::{
+    ActiveHealth, Balance, DiscoverySpec, HashKey, PassiveHealth, PeerOptions, ServiceSpec,
+};
 
 /// A resolved endpoint as discovery reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,33 +31,18 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
-/// Connection settings for every instance of a service.
-#[derive(Debug, Clone)]
-pub struct PeerOptions {
-    pub tls: bool,
-    pub http2: bool,
-    pub sni: String,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub write_timeout: Duration,
-    pub idle_timeout: Duration,
-}
-
 /// A service: its current instance set and how to choose among it.
 pub struct Service {
     pub name: Arc<str>,
-    /// The config it was built from; a reload with an identical config keeps this `Arc`.
-    pub config: ServiceConfig,
+    /// How it is balanced, checked and reached; a reload with an equal spec keeps this `Arc`.
+    pub spec: ServiceSpec,
     set: ArcSwap<InstanceSet>,
     cursor: AtomicUsize,
-    pub algorithm: Algorithm,
-    pub hash_on: Option<HashOn>,
-    pub health_check: Option<HealthCheckConfig>,
-    pub passive: PassiveHealthConfig,
-    pub peer: PeerOptions,
     checker_started: AtomicBool,
     /// Discovery loop bookkeeping (source, last refresh, errors).
     pub discovery: discovery::DiscoveryState,
+    /// Background tasks working for this service (health checker, discovery loop).
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -67,35 +54,22 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// Build a service from its (validated) config and initial endpoints,
-    /// reusing instances of `previous` that are still present.
+    /// Build a service from its spec and initial endpoints, reusing instances of
+    /// `previous` that are still present. Starts nothing: see [`crate::activate`].
     pub fn new(
         name: &str,
-        config: ServiceConfig,
+        spec: ServiceSpec,
         endpoints: &[Endpoint],
         previous: Option<&Service>,
     ) -> Self {
-        let peer = PeerOptions {
-            tls: config.tls,
-            http2: config.http2,
-            sni: config.sni.clone().unwrap_or_default(),
-            connect_timeout: config.connect_timeout.get(),
-            read_timeout: config.read_timeout.get(),
-            write_timeout: config.write_timeout.get(),
-            idle_timeout: config.idle_timeout.get(),
-        };
         let svc = Service {
             name: Arc::from(name),
-            algorithm: config.load_balancer.algorithm,
-            hash_on: config.load_balancer.hash_on.clone(),
-            health_check: config.health_check.clone(),
-            passive: config.passive_health.clone(),
-            config,
+            spec,
             set: ArcSwap::from_pointee(InstanceSet::default()),
             cursor: AtomicUsize::new(0),
-            peer,
             checker_started: AtomicBool::new(false),
             discovery: discovery::DiscoveryState::default(),
+            tasks: Mutex::new(Vec::new()),
         };
         let old = previous.map(|p| p.instances());
         svc.set.store(Arc::new(merge(endpoints, old.as_deref())));
@@ -128,12 +102,33 @@ impl Service {
     /// Choose an instance for one attempt of a request.
     pub fn pick(&self, input: &PickInput<'_>) -> Option<Arc<Instance>> {
         let set = self.set.load();
-        balancer::pick(self.algorithm, &set, &self.cursor, input)
+        balancer::pick(&self.spec.balance, &set, &self.cursor, input)
     }
 
     /// Claim the right to start this service's health checker (once per `Service`).
     pub(crate) fn claim_checker(&self) -> bool {
         !self.checker_started.swap(true, Ordering::AcqRel)
+    }
+
+    /// Keep `task` as working for this service, so [`Service::stop`] ends it.
+    pub(crate) fn adopt(&self, task: tokio::task::JoinHandle<()>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task.abort_handle());
+    }
+
+    /// End the service's background tasks (a reload dropped it). They would end by
+    /// themselves once the last request holding the old config finishes; this is at once.
+    pub fn stop(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
     }
 }
 
@@ -160,9 +155,27 @@ fn merge(endpoints: &[Endpoint], old: Option<&InstanceSet>) -> InstanceSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    fn cfg() -> ServiceConfig {
-        serde_saphyr::from_str("instances: [\"127.0.0.1:1\"]").unwrap()
+    fn cfg() -> ServiceSpec {
+        ServiceSpec {
+            balance: Balance::RoundRobin,
+            health_check: None,
+            passive_health: PassiveHealth {
+                consecutive_failures: 5,
+                ejection_time: Duration::from_secs(10),
+            },
+            peer: PeerOptions {
+                tls: false,
+                http2: false,
+                sni: String::new(),
+                connect_timeout: Duration::from_secs(1),
+                read_timeout: Duration::from_secs(1),
+                write_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(1),
+            },
+            discovery: DiscoverySpec::Static,
+        }
     }
 
     fn ep(port: u16) -> Endpoint {

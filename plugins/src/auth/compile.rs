@@ -1,7 +1,7 @@
 //! Compile helpers of the `auth:` section (config compile stage): one issuer with
 //! its key source, and the identity renderer with its signature secret.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderName;
 use jsonwebtoken::AlgorithmFamily;
@@ -9,7 +9,8 @@ use jsonwebtoken::AlgorithmFamily;
 use super::config;
 use super::identity;
 use super::jwks::{Jwks, JwksSettings};
-use super::keys::{family_name, key_from_pem, parse_algorithm, KeyEntry, KeySource};
+use super::key::KeyEntry;
+use super::keys::{family_name, key_from_pem, parse_algorithm, KeySource};
 use super::verify::Issuer;
 use crate::revocation::TaskGuard;
 use crate::ConfigIssue;
@@ -17,14 +18,22 @@ use crate::ConfigIssue;
 /// A JWKS source and the task refreshing it (shared across reloads while unchanged).
 pub(super) struct JwksHandle {
     pub(super) jwks: Arc<Jwks>,
-    _task: TaskGuard,
+    /// The refresh task, once activated.
+    task: OnceLock<TaskGuard>,
+}
+
+impl JwksHandle {
+    /// Start refreshing (once; a handle reused by a reload keeps its task).
+    pub(super) fn activate(&self, rt: &tokio::runtime::Handle) {
+        self.task
+            .get_or_init(|| TaskGuard::new(rt.spawn(self.jwks.clone().run())));
+    }
 }
 
 pub(super) fn compile_issuer(
     ic: &config::IssuerConfig,
     path: &str,
     prev_jwks: &[Arc<JwksHandle>],
-    rt: &tokio::runtime::Handle,
 ) -> Result<(Issuer, Option<Arc<JwksHandle>>), Vec<ConfigIssue>> {
     let mut issues = Vec::new();
     let mut algorithms = Vec::new();
@@ -119,10 +128,9 @@ pub(super) fn compile_issuer(
             Some(h) => h.clone(),
             None => {
                 let jwks = Jwks::new(settings).map_err(|m| vec![ConfigIssue::new(&p, m)])?;
-                let task = rt.spawn(jwks.clone().run());
                 Arc::new(JwksHandle {
                     jwks,
-                    _task: TaskGuard::new(task),
+                    task: OnceLock::new(),
                 })
             }
         };

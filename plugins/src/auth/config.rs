@@ -77,6 +77,29 @@ pub struct IssuerConfig {
     pub required_claims: Vec<String>,
 }
 
+impl IssuerConfig {
+    /// An issuer named `name` allowing `algorithms`, with no key yet and every
+    /// other key at its default.
+    pub fn new(name: impl Into<String>, algorithms: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            issuer: None,
+            audiences: Vec::new(),
+            algorithms,
+            secret: None,
+            secret_env: None,
+            public_key_file: None,
+            jwks_url: None,
+            jwks_refresh: default_jwks_refresh(),
+            jwks_min_refetch: default_jwks_min_refetch(),
+            jwks_timeout: default_jwks_timeout(),
+            leeway: default_leeway(),
+            require_exp: true,
+            required_claims: Vec::new(),
+        }
+    }
+}
+
 /// Where tokens are read from.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +162,24 @@ pub struct RevocationConfig {
     pub on_redis_error: RedisErrorPolicy,
 }
 
+impl RevocationConfig {
+    /// Revocation read from `redis_url`, every other key at its default.
+    pub fn new(redis_url: impl Into<String>) -> Self {
+        Self {
+            redis_url: redis_url.into(),
+            mode: RevocationMode::default(),
+            blacklist_key: default_blacklist_key(),
+            revoked_before_key: default_revoked_before_key(),
+            channel: default_channel(),
+            keyspace_notifications: false,
+            resync_interval: default_resync(),
+            timeout: default_redis_timeout(),
+            lookup_cache: Dur::default(),
+            on_redis_error: RedisErrorPolicy::default(),
+        }
+    }
+}
+
 /// How revocations are checked.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -188,6 +229,17 @@ pub struct SignatureConfig {
     /// Environment variable holding the key.
     #[serde(default)]
     pub secret_env: Option<String>,
+}
+
+impl SignatureConfig {
+    /// The default signature header, keyed with an inline secret.
+    pub fn with_secret(secret: impl Into<String>) -> Self {
+        Self {
+            header: default_signature_header(),
+            secret: Some(secret.into()),
+            secret_env: None,
+        }
+    }
 }
 
 /// Verified-token cache.

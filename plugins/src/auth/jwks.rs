@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use sha2::Digest;
 
 use super::error::AuthError;
-use super::keys::KeyEntry;
+use super::key::KeyEntry;
 use super::metrics::METRICS;
 
 /// Largest JWKS document accepted.

@@ -8,20 +8,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
 use super::error::AuthError;
 use super::jwks::Jwks;
-
-/// One verification key.
-pub struct KeyEntry {
-    pub key: DecodingKey,
-    /// The algorithm the key is pinned to (a JWK's `alg`), if any.
-    pub alg: Option<Algorithm>,
-}
-
-impl KeyEntry {
-    /// Whether this key may verify a token signed with `alg`.
-    pub fn accepts(&self, alg: Algorithm) -> bool {
-        self.key.family() == alg.family() && self.alg.is_none_or(|a| a == alg)
-    }
-}
+use super::key::KeyEntry;
 
 /// Where an issuer's keys come from.
 pub enum KeySource {

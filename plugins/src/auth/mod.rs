@@ -9,6 +9,7 @@ pub mod error;
 pub mod identity;
 pub mod jwks;
 pub mod jwt_auth;
+pub mod key;
 pub mod keys;
 pub mod metrics;
 pub mod mint;
@@ -74,7 +75,7 @@ impl AuthRuntime {
                 ));
             }
             let prev_jwks = previous.map(|p| p.jwks.as_slice()).unwrap_or(&[]);
-            match compile_issuer(ic, &path, prev_jwks, rt) {
+            match compile_issuer(ic, &path, prev_jwks) {
                 Ok((issuer, handle)) => {
                     jwks_handles.extend(handle);
                     issuers.push(issuer);
@@ -223,6 +224,18 @@ impl AuthRuntime {
     /// Identity headers a client must never be able to send: removed on every route.
     pub fn strip_headers(&self) -> &[HeaderName] {
         &self.strip
+    }
+
+    /// Start this section's background work that does not run yet: JWKS refresh
+    /// and the revocation mirror's sync. Compiling starts nothing, so a config that
+    /// fails to compile, or is never swapped in, leaves no task behind.
+    pub fn activate(&self, rt: &tokio::runtime::Handle) {
+        for h in &self.jwks {
+            h.activate(rt);
+        }
+        if let Some(r) = &self.shared.revocation {
+            r.activate(rt);
+        }
     }
 
     /// Whether auth can decide right now: revocation state known and every JWKS loaded.

@@ -184,7 +184,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::auth::keys::KeyEntry;
+    use crate::auth::key::KeyEntry;
 
     const NOW: f64 = 1_700_000_000.0;
 

@@ -14,7 +14,7 @@ mod spelling;
 mod sync;
 mod writer;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use keys::{signed_sha256, token_sha256, KeySchema, RevocationKeys, TokenIds, TokenVar};
@@ -44,6 +44,11 @@ impl TaskGuard {
     pub(crate) fn new(h: tokio::task::JoinHandle<()>) -> Self {
         TaskGuard(h.abort_handle())
     }
+
+    /// End the task now (it also ends when the guard is dropped).
+    pub(crate) fn abort(&self) {
+        self.0.abort();
+    }
 }
 
 impl Drop for TaskGuard {
@@ -55,7 +60,9 @@ impl Drop for TaskGuard {
 enum Backend {
     Mirror {
         mirror: Arc<Mirror>,
-        _task: TaskGuard,
+        settings: Arc<sync::SyncSettings>,
+        /// The sync task, once activated.
+        task: OnceLock<TaskGuard>,
     },
     Lookup(Box<lookup::Lookup>),
 }
@@ -140,10 +147,10 @@ impl Revocation {
                     resync_interval: cfg.resync_interval.get(),
                     timeout: cfg.timeout.get(),
                 });
-                let task = rt.spawn(sync::run(mirror.clone(), settings));
                 Backend::Mirror {
                     mirror,
-                    _task: TaskGuard::new(task),
+                    settings,
+                    task: OnceLock::new(),
                 }
             }
             RevocationMode::Lookup => {
@@ -169,6 +176,21 @@ impl Revocation {
             backend,
             writes,
         }))
+    }
+
+    /// Start the mirror's sync task (once; a reused section keeps its task). The
+    /// task ends when the last config holding this revocation state is dropped.
+    pub fn activate(&self, rt: &tokio::runtime::Handle) {
+        if let Backend::Mirror {
+            mirror,
+            settings,
+            task,
+        } = &self.backend
+        {
+            task.get_or_init(|| {
+                TaskGuard::new(rt.spawn(sync::run(mirror.clone(), settings.clone())))
+            });
+        }
     }
 
     /// The default policy when Redis cannot answer.

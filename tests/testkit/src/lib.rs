@@ -1,27 +1,28 @@
 //! Test fixtures shared by the workspace's integration tests: free ports, a real
-//! `redis-server`, echoing HTTP/WebSocket backends, the `gateway` process, and a
-//! self-signed certificate. Every fixture cleans up on `Drop`.
+//! `redis-server`, echoing HTTP/WebSocket backends, the `gateway` process, a
+//! self-signed certificate, and typed builders for the gateway's config
+//! ([`config`]). Every fixture cleans up on `Drop`.
 //!
 //! The fixtures are synchronous to construct (each backend owns its runtime on a
 //! thread of its own), so they work the same from `#[test]` and `#[tokio::test]`.
 //!
 //! ```no_run
+//! use testkit::config::{GatewayConfigBuilder, RouteBuilder, ServiceBuilder};
 //! use testkit::{Backend, GatewayProcess};
 //! let a = Backend::start("a");
+//! let config = GatewayConfigBuilder::new() // a listener on $HTTP_PORT
+//!     .admin() // on $ADMIN_PORT
+//!     .service("s", ServiceBuilder::instances([a.addr()]))
+//!     .route(RouteBuilder::to("s").prefix("/"));
 //! let gw = GatewayProcess::start(
 //!     "target/debug/gateway", // in gateway tests: env!("CARGO_BIN_EXE_gateway")
-//!     &format!(
-//!         "listeners: [{{address: \"127.0.0.1:$HTTP_PORT\"}}]\n\
-//!          admin: {{address: \"127.0.0.1:$ADMIN_PORT\"}}\n\
-//!          services: {{s: {{instances: [\"{}\"]}}}}\n\
-//!          routes: [{{match: {{prefix: /}}, service: s}}]\n",
-//!         a.addr()
-//!     ),
+//!     &config.yaml(),
 //! );
 //! let url = gw.url("/hello");
 //! ```
 
 mod backend;
+pub mod config;
 mod gateway;
 mod redis;
 mod tls;
@@ -31,8 +32,8 @@ use std::net::TcpListener;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use self::gateway::{check_config, check_file, CheckOutput, GatewayProcess};
 pub use backend::{Backend, Echo};
-pub use gateway::{check_config, check_file, CheckOutput, GatewayProcess};
 pub use redis::RedisServer;
 pub use tls::SelfSigned;
 

@@ -25,6 +25,7 @@ pub(super) fn compile_route(
     file: &GatewayConfig,
     services: &BTreeMap<String, Arc<Service>>,
     auth: Option<&plugins::AuthRuntime>,
+    previous: Option<&RuntimeConfig>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Route> {
     let before = errors.len();
@@ -126,14 +127,7 @@ pub(super) fn compile_route(
         }
     };
 
-    let plugins = match auth.map(|a| a.route_plugins(&rc.auth, &format!("{path}.auth"))) {
-        Some(Ok(p)) => p,
-        Some(Err(issues)) => {
-            errors.extend(issues.into_iter().map(ConfigError::from));
-            Vec::new()
-        }
-        None => Vec::new(),
-    };
+    let (plugins, rate_limit) = plugin_chain(rc, &id, path, auth, previous, errors);
 
     if errors.len() != before {
         return None;
@@ -142,10 +136,12 @@ pub(super) fn compile_route(
     let timeouts = rc.timeouts.as_ref();
     let connect_timeout = timeouts
         .and_then(|t| t.connect)
-        .map_or(service.peer.connect_timeout, |d| d.get());
+        .map_or(service.spec.peer.connect_timeout, |d| d.get());
     let read_timeout = timeouts
         .and_then(|t| t.read)
-        .map_or(service.peer.read_timeout, |d| d.get());
+        .map_or(service.spec.peer.read_timeout, |d| d.get());
+    // what the admin view shows of the route, as written (the auth section holds no secrets)
+    let summary = serde_json::json!({"match": &rc.matcher, "auth": &rc.auth});
     Some(Route {
         metrics: RouteMetrics::new(&id, &service.name),
         id: Arc::from(id.as_str()),
@@ -158,8 +154,10 @@ pub(super) fn compile_route(
         connect_timeout,
         read_timeout,
         retry,
+        max_body_size: rc.max_body_size.unwrap_or(file.server.max_body_size).get(),
         plugins,
-        rate_limit: None,
+        rate_limit,
+        summary,
     })
 }
 
@@ -169,30 +167,57 @@ pub(super) fn compile_route(
 /// 2. `rate_limit`: a flood is refused before the cost of verifying its tokens;
 /// 3. auth (`jwt`: verification, revocation, identity headers): last, so only
 ///    admitted requests pay for it, and nothing after it can alter the identity.
-pub(crate) fn plugin_chain(
-    cors: Option<Arc<plugins::Cors>>,
-    rate_limit: Option<Arc<plugins::RateLimit>>,
-    auth: Vec<Arc<dyn plugins::Plugin>>,
-) -> Vec<Arc<dyn plugins::Plugin>> {
+///
+/// Returns the chain and the route's limiter (kept on the route so a reload can reuse it).
+fn plugin_chain(
+    rc: &RouteConfig,
+    route_id: &str,
+    path: &str,
+    auth: Option<&plugins::AuthRuntime>,
+    previous: Option<&RuntimeConfig>,
+    errors: &mut Vec<ConfigError>,
+) -> (
+    Vec<Arc<dyn plugins::Plugin>>,
+    Option<Arc<plugins::RateLimit>>,
+) {
+    let mut issues = Vec::new();
+    let cors = rc.cors.as_ref().and_then(|c| {
+        plugins::Cors::new(c, &format!("{path}.cors"))
+            .map_err(|e| issues.extend(e))
+            .ok()
+    });
+    let rate_limit = rc.rate_limit.as_ref().and_then(|c| {
+        rate_limiter(c, route_id, &format!("{path}.rate_limit"), previous)
+            .map_err(|e| issues.extend(e))
+            .ok()
+    });
+    let auth = match auth.map(|a| a.route_plugins(&rc.auth, &format!("{path}.auth"))) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            issues.extend(e);
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    errors.extend(issues.into_iter().map(ConfigError::from));
     let mut chain: Vec<Arc<dyn plugins::Plugin>> = Vec::with_capacity(auth.len() + 2);
     if let Some(c) = cors {
         chain.push(c);
     }
-    if let Some(rl) = rate_limit {
-        chain.push(rl);
+    if let Some(rl) = &rate_limit {
+        chain.push(rl.clone());
     }
     chain.extend(auth);
-    chain
+    (chain, rate_limit)
 }
 
 /// The route's limiter: the previous config's when its settings are unchanged
 /// (so a reload does not hand every client a fresh budget), else a new one.
-pub(super) fn rate_limiter(
+fn rate_limiter(
     cfg: &plugins::RateLimitConfig,
     route_id: &str,
     path: &str,
     previous: Option<&RuntimeConfig>,
-    rt: &tokio::runtime::Handle,
 ) -> Result<Arc<plugins::RateLimit>, Vec<plugins::ConfigIssue>> {
     let kept = previous
         .and_then(|p| p.routes.routes().iter().find(|r| &*r.id == route_id))
@@ -201,9 +226,7 @@ pub(super) fn rate_limiter(
     if let Some(rl) = kept {
         return Ok(rl);
     }
-    let rl = plugins::RateLimit::new(cfg, route_id, path)?;
-    rl.spawn_cleanup(rt, std::time::Duration::from_secs(60));
-    Ok(rl)
+    plugins::RateLimit::new(cfg, route_id, path)
 }
 
 fn compile_match(

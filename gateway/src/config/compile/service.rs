@@ -1,21 +1,29 @@
-//! Compile one `services.<name>` entry: validate it, resolve its first endpoints,
-//! and reuse the previous `Service` (health state, connections) when unchanged.
+//! Compile one `services.<name>` entry: validate it into a [`ServiceSpec`], resolve
+//! its first endpoints, and reuse the previous `Service` (health state, connections)
+//! when its spec is unchanged.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderName;
 
-use super::super::file::{Algorithm, DiscoveryConfig, InstanceConfig, ServiceConfig};
+use super::super::file::{
+    Algorithm, DiscoveryConfig, HashOn, HealthCheckConfig, HealthCheckKind, InstanceConfig,
+    LoadBalancerConfig, ServiceConfig,
+};
 use super::super::ConfigError;
+use super::discovery::discovery_spec;
 use crate::runtime::RuntimeConfig;
+use crate::upstream::policy::{
+    ActiveHealth, Balance, DiscoverySpec, HashKey, PassiveHealth, PeerOptions, Probe, ServiceSpec,
+};
 use crate::upstream::{Endpoint, Service};
 
 pub(super) fn compile_service(
     name: &str,
     cfg: &ServiceConfig,
     path: &str,
-    admin: Option<&crate::config::file::AdminConfig>,
+    has_admin: bool,
     previous: Option<&RuntimeConfig>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Arc<Service>> {
@@ -30,12 +38,13 @@ pub(super) fn compile_service(
             "service names use letters, digits, '-', '_' and '.' only",
         ));
     }
+    let mut discovery = Some(DiscoverySpec::Static);
     let instances: &[InstanceConfig] = match (&cfg.instances, &cfg.discovery) {
         (Some(list), None) => list,
         (None, Some(DiscoveryConfig::Static { instances })) => instances,
         (None, Some(dynamic)) => {
             let dpath = format!("{path}.discovery");
-            crate::upstream::discovery::validate(name, dynamic, admin, &dpath, errors);
+            discovery = discovery_spec(name, dynamic, has_admin, &dpath, errors);
             &[]
         }
         (Some(_), Some(_)) => {
@@ -76,53 +85,11 @@ pub(super) fn compile_service(
             ));
         }
     }
-    let lb = &cfg.load_balancer;
-    match (lb.algorithm, &lb.hash_on) {
-        (Algorithm::ConsistentHash, None) => errors.push(ConfigError::new(
-            format!("{path}.load_balancer.hash_on"),
-            "consistent_hash needs `hash_on` (header: NAME, cookie: NAME or client_ip)",
-        )),
-        (alg, Some(_)) if alg != Algorithm::ConsistentHash => errors.push(ConfigError::new(
-            format!("{path}.load_balancer.hash_on"),
-            "`hash_on` only applies to `algorithm: consistent_hash`",
-        )),
-        (_, Some(crate::config::file::HashOn::Header(h)))
-            if HeaderName::from_bytes(h.as_bytes()).is_err() =>
-        {
-            errors.push(ConfigError::new(
-                format!("{path}.load_balancer.hash_on.header"),
-                format!("{h:?} is not a valid header name"),
-            ))
-        }
-        _ => {}
-    }
-    if let Some(hc) = &cfg.health_check {
-        let hpath = format!("{path}.health_check");
-        if !hc.path.starts_with('/') || hc.path.parse::<http::Uri>().is_err() {
-            errors.push(ConfigError::new(
-                format!("{hpath}.path"),
-                "must be a path starting with '/'",
-            ));
-        }
-        if hc.interval.get().is_zero() || hc.timeout.get().is_zero() {
-            errors.push(ConfigError::new(
-                hpath.clone(),
-                "interval and timeout must be above zero",
-            ));
-        }
-        if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
-            errors.push(ConfigError::new(
-                hpath.clone(),
-                "thresholds must be at least 1",
-            ));
-        }
-        if !(100..=599).contains(&hc.expected_status) {
-            errors.push(ConfigError::new(
-                format!("{hpath}.expected_status"),
-                "must be an HTTP status (100..=599)",
-            ));
-        }
-    }
+    let balance = balance(&cfg.load_balancer, path, errors);
+    let health_check = cfg
+        .health_check
+        .as_ref()
+        .and_then(|hc| active_health(hc, &format!("{path}.health_check"), errors));
     if cfg.connect_timeout.get().is_zero()
         || cfg.read_timeout.get().is_zero()
         || cfg.write_timeout.get().is_zero()
@@ -132,20 +99,137 @@ pub(super) fn compile_service(
     if errors.len() != before {
         return None;
     }
+    let (Some(balance), Some(discovery)) = (balance, discovery) else {
+        return None;
+    };
+    let spec = ServiceSpec {
+        balance,
+        health_check,
+        passive_health: PassiveHealth {
+            consecutive_failures: cfg.passive_health.consecutive_failures,
+            ejection_time: cfg.passive_health.ejection_time.get(),
+        },
+        peer: PeerOptions {
+            tls: cfg.tls,
+            http2: cfg.http2,
+            sni: cfg.sni.clone().unwrap_or_default(),
+            connect_timeout: cfg.connect_timeout.get(),
+            read_timeout: cfg.read_timeout.get(),
+            write_timeout: cfg.write_timeout.get(),
+            idle_timeout: cfg.idle_timeout.get(),
+        },
+        discovery,
+    };
     let prev = previous.and_then(|p| p.services.get(name));
     if let Some(prev) = prev {
-        if prev.config == *cfg {
+        // a static service's endpoints are part of what must match
+        let same_endpoints = spec.discovery != DiscoverySpec::Static
+            || crate::upstream::discovery::initial_endpoints(Some(prev)) == endpoints;
+        if prev.spec == spec && same_endpoints {
             return Some(prev.clone());
         }
     }
-    if !matches!(cfg.discovery, None | Some(DiscoveryConfig::Static { .. })) {
+    if spec.discovery != DiscoverySpec::Static {
         // a discovered service starts with what it had; its loop refreshes it
         endpoints = crate::upstream::discovery::initial_endpoints(prev.map(|p| &**p));
     }
     Some(Arc::new(Service::new(
         name,
-        cfg.clone(),
+        spec,
         &endpoints,
         prev.map(|p| &**p),
     )))
+}
+
+/// `load_balancer`: the algorithm and, for consistent hashing, its key.
+fn balance(lb: &LoadBalancerConfig, path: &str, errors: &mut Vec<ConfigError>) -> Option<Balance> {
+    let hpath = format!("{path}.load_balancer.hash_on");
+    let key = match &lb.hash_on {
+        None => None,
+        Some(HashOn::Header(h)) => match HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => Some(HashKey::Header(name)),
+            Err(_) => {
+                errors.push(ConfigError::new(
+                    format!("{hpath}.header"),
+                    format!("{h:?} is not a valid header name"),
+                ));
+                return None;
+            }
+        },
+        Some(HashOn::Cookie(c)) => Some(HashKey::Cookie(c.clone())),
+        Some(HashOn::ClientIp) => Some(HashKey::ClientIp),
+    };
+    let balance = match (lb.algorithm, key) {
+        (Algorithm::ConsistentHash, Some(key)) => Balance::ConsistentHash(key),
+        (Algorithm::ConsistentHash, None) => {
+            errors.push(ConfigError::new(
+                hpath,
+                "consistent_hash needs `hash_on` (header: NAME, cookie: NAME or client_ip)",
+            ));
+            return None;
+        }
+        (_, Some(_)) => {
+            errors.push(ConfigError::new(
+                hpath,
+                "`hash_on` only applies to `algorithm: consistent_hash`",
+            ));
+            return None;
+        }
+        (Algorithm::RoundRobin, None) => Balance::RoundRobin,
+        (Algorithm::LeastConnections, None) => Balance::LeastConnections,
+        (Algorithm::PowerOfTwoChoices, None) => Balance::PowerOfTwoChoices,
+        (Algorithm::Random, None) => Balance::Random,
+    };
+    Some(balance)
+}
+
+/// `health_check`: the probe, its timing and thresholds.
+fn active_health(
+    hc: &HealthCheckConfig,
+    hpath: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ActiveHealth> {
+    let before = errors.len();
+    let uri = hc
+        .path
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|_| hc.path.starts_with('/'));
+    if uri.is_none() {
+        errors.push(ConfigError::new(
+            format!("{hpath}.path"),
+            "must be a path starting with '/'",
+        ));
+    }
+    if hc.interval.get().is_zero() || hc.timeout.get().is_zero() {
+        errors.push(ConfigError::new(
+            hpath,
+            "interval and timeout must be above zero",
+        ));
+    }
+    if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+        errors.push(ConfigError::new(hpath, "thresholds must be at least 1"));
+    }
+    if !(100..=599).contains(&hc.expected_status) {
+        errors.push(ConfigError::new(
+            format!("{hpath}.expected_status"),
+            "must be an HTTP status (100..=599)",
+        ));
+    }
+    let uri = uri.filter(|_| errors.len() == before)?;
+    let probe = match hc.kind {
+        HealthCheckKind::Tcp => Probe::Tcp,
+        HealthCheckKind::Http => Probe::Http {
+            path: uri,
+            host: hc.host.clone().unwrap_or_else(|| "localhost".to_string()),
+            expected_status: hc.expected_status,
+        },
+    };
+    Some(ActiveHealth {
+        probe,
+        interval: hc.interval.get(),
+        timeout: hc.timeout.get(),
+        healthy_threshold: hc.healthy_threshold,
+        unhealthy_threshold: hc.unhealthy_threshold,
+    })
 }

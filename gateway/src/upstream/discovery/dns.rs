@@ -8,7 +8,7 @@
 //! set; a timeout or an unreachable server keeps the last set.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{
@@ -19,85 +19,13 @@ use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{ResolveError, TokioResolver};
 
 use super::{clamp_weight, DiscoveryError, Refresh};
-use crate::config::discovery::{DnsDiscoveryConfig, IpVersion};
-use crate::config::ConfigError;
+use crate::upstream::policy::{DnsQuery, DnsSpec, IpFamily};
 use crate::upstream::Endpoint;
-
-/// Check `discovery: {type: dns}` settings.
-pub fn validate(cfg: &DnsDiscoveryConfig, path: &str, errors: &mut Vec<ConfigError>) {
-    match (&cfg.host, cfg.port, &cfg.srv) {
-        (Some(h), Some(p), None) => {
-            if h.trim().is_empty() || h.parse::<IpAddr>().is_ok() {
-                errors.push(ConfigError::new(
-                    format!("{path}.host"),
-                    "a DNS name (for a fixed IP use `instances`)",
-                ));
-            }
-            if p == 0 {
-                errors.push(ConfigError::new(
-                    format!("{path}.port"),
-                    "must be 1..=65535",
-                ));
-            }
-        }
-        (Some(_), None, None) => errors.push(ConfigError::new(
-            format!("{path}.port"),
-            "`host` needs a `port` (A/AAAA records carry none); or use `srv`",
-        )),
-        (None, _, Some(s)) => {
-            if s.trim().is_empty() {
-                errors.push(ConfigError::new(
-                    format!("{path}.srv"),
-                    "must be a DNS name",
-                ));
-            }
-            if cfg.port.is_some() {
-                errors.push(ConfigError::new(
-                    format!("{path}.port"),
-                    "SRV records carry their ports; remove `port`",
-                ));
-            }
-        }
-        (Some(_), _, Some(_)) => errors.push(ConfigError::new(
-            path,
-            "give either `host` (with `port`) or `srv`, not both",
-        )),
-        (None, _, None) => errors.push(ConfigError::new(
-            path,
-            "name what to resolve: `host` + `port` (A/AAAA) or `srv`",
-        )),
-    }
-    for (k, ns) in cfg.nameservers.iter().enumerate() {
-        if ns.parse::<SocketAddr>().is_err() {
-            errors.push(ConfigError::new(
-                format!("{path}.nameservers[{k}]"),
-                format!("{ns:?} is not an ip:port address (e.g. \"10.96.0.10:53\")"),
-            ));
-        }
-    }
-    if cfg.min_interval.get() < Duration::from_millis(100) || cfg.min_interval > cfg.max_interval {
-        errors.push(ConfigError::new(
-            path,
-            "min_interval must be at least 100ms and at most max_interval",
-        ));
-    }
-    if cfg.timeout.get().is_zero() {
-        errors.push(ConfigError::new(
-            format!("{path}.timeout"),
-            "must be above zero",
-        ));
-    }
-}
-
-enum Query {
-    Host { name: String, port: u16 },
-    Srv(String),
-}
 
 /// Resolves one name on an interval that follows its TTL.
 pub struct DnsSource {
     resolver: TokioResolver,
-    query: Query,
+    query: DnsQuery,
     min: Duration,
     max: Duration,
 }
@@ -110,29 +38,18 @@ fn dns_err(name: &str, e: impl std::fmt::Display) -> DiscoveryError {
 }
 
 impl DnsSource {
-    pub fn new(cfg: &DnsDiscoveryConfig) -> Result<Self, DiscoveryError> {
-        let query = match (&cfg.host, cfg.port, &cfg.srv) {
-            (Some(h), Some(p), None) => Query::Host {
-                name: h.trim().to_string(),
-                port: p,
-            },
-            (None, None, Some(s)) => Query::Srv(s.trim().to_string()),
-            _ => return Err(dns_err("?", "invalid dns discovery settings")),
+    pub fn new(spec: &DnsSpec) -> Result<Self, DiscoveryError> {
+        let name = match &spec.query {
+            DnsQuery::Host { name, .. } | DnsQuery::Srv(name) => name.clone(),
         };
-        let name = match &query {
-            Query::Host { name, .. } | Query::Srv(name) => name.clone(),
-        };
-        let mut builder = if cfg.nameservers.is_empty() {
+        let mut builder = if spec.nameservers.is_empty() {
             TokioResolver::builder_tokio()
                 .map_err(|e| dns_err(&name, format!("reading the system's DNS settings: {e}")))?
         } else {
             let mut group = NameServerConfigGroup::new();
-            for ns in &cfg.nameservers {
-                let addr: SocketAddr = ns
-                    .parse()
-                    .map_err(|_| dns_err(&name, format!("bad nameserver {ns:?}")))?;
+            for addr in &spec.nameservers {
                 for protocol in [Protocol::Udp, Protocol::Tcp] {
-                    let mut c = NameServerConfig::new(addr, protocol);
+                    let mut c = NameServerConfig::new(*addr, protocol);
                     c.trust_negative_responses = true;
                     group.push(c);
                 }
@@ -143,28 +60,28 @@ impl DnsSource {
             )
         };
         let opts = builder.options_mut();
-        opts.timeout = cfg.timeout.get();
+        opts.timeout = spec.timeout;
         opts.attempts = 2;
-        opts.ip_strategy = match cfg.ip_version {
-            IpVersion::Any => LookupIpStrategy::Ipv4AndIpv6,
-            IpVersion::V4 => LookupIpStrategy::Ipv4Only,
-            IpVersion::V6 => LookupIpStrategy::Ipv6Only,
+        opts.ip_strategy = match spec.family {
+            IpFamily::Any => LookupIpStrategy::Ipv4AndIpv6,
+            IpFamily::V4 => LookupIpStrategy::Ipv4Only,
+            IpFamily::V6 => LookupIpStrategy::Ipv6Only,
         };
         // the cache must never answer for longer than we wait between lookups
-        opts.positive_max_ttl = Some(cfg.max_interval.get());
-        opts.negative_max_ttl = Some(cfg.min_interval.get());
+        opts.positive_max_ttl = Some(spec.max_interval);
+        opts.negative_max_ttl = Some(spec.min_interval);
         Ok(DnsSource {
             resolver: builder.build(),
-            query,
-            min: cfg.min_interval.get(),
-            max: cfg.max_interval.get(),
+            query: spec.query.clone(),
+            min: spec.min_interval,
+            max: spec.max_interval,
         })
     }
 
     pub fn target(&self) -> String {
         match &self.query {
-            Query::Host { name, port } => format!("{name}:{port}"),
-            Query::Srv(name) => format!("SRV {name}"),
+            DnsQuery::Host { name, port } => format!("{name}:{port}"),
+            DnsQuery::Srv(name) => format!("SRV {name}"),
         }
     }
 
@@ -180,7 +97,7 @@ impl DnsSource {
 
     pub async fn refresh(&mut self) -> Result<Refresh, DiscoveryError> {
         match &self.query {
-            Query::Host { name, port } => match self.resolver.lookup_ip(name.as_str()).await {
+            DnsQuery::Host { name, port } => match self.resolver.lookup_ip(name.as_str()).await {
                 Ok(lookup) => {
                     let mut endpoints: Vec<Endpoint> = lookup
                         .iter()
@@ -198,7 +115,7 @@ impl DnsSource {
                 Err(e) if no_records(&e) => Ok(self.empty(name)),
                 Err(e) => Err(dns_err(name, e)),
             },
-            Query::Srv(name) => self.refresh_srv(name.clone()).await,
+            DnsQuery::Srv(name) => self.refresh_srv(name.clone()).await,
         }
     }
 

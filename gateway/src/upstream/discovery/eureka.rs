@@ -13,42 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{clamp_weight, DiscoveryError, Refresh};
-use crate::config::discovery::EurekaDiscoveryConfig;
-use crate::config::ConfigError;
+use crate::upstream::policy::EurekaSpec;
 use crate::upstream::Endpoint;
-
-/// Check `discovery: {type: eureka}` settings.
-pub fn validate(cfg: &EurekaDiscoveryConfig, path: &str, errors: &mut Vec<ConfigError>) {
-    if cfg.servers.is_empty() {
-        errors.push(ConfigError::new(
-            format!("{path}.servers"),
-            "at least one Eureka server URL, e.g. [\"http://eureka:8761/eureka/\"]",
-        ));
-    }
-    for (k, s) in cfg.servers.iter().enumerate() {
-        match reqwest::Url::parse(s) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => errors.push(ConfigError::new(
-                format!("{path}.servers[{k}]"),
-                format!("{s:?} is not an http(s) URL (e.g. \"http://eureka:8761/eureka/\")"),
-            )),
-        }
-    }
-    if let Some(app) = &cfg.app {
-        if !super::registry::valid_name(app) {
-            errors.push(ConfigError::new(
-                format!("{path}.app"),
-                "application names use letters, digits, '-', '_', '.' and ':'",
-            ));
-        }
-    }
-    if cfg.interval.get() < Duration::from_millis(100) || cfg.timeout.get().is_zero() {
-        errors.push(ConfigError::new(
-            path,
-            "interval must be at least 100ms and timeout above zero",
-        ));
-    }
-}
 
 /// Polls one application on a list of Eureka servers.
 pub struct EurekaSource {
@@ -76,20 +42,16 @@ pub fn app_url(server: &str, app: &str) -> String {
 }
 
 impl EurekaSource {
-    pub fn new(
-        service: &str,
-        tls: bool,
-        cfg: &EurekaDiscoveryConfig,
-    ) -> Result<Self, DiscoveryError> {
-        let app = cfg.app.as_deref().unwrap_or(service).to_ascii_uppercase();
+    pub fn new(spec: &EurekaSpec, tls: bool) -> Result<Self, DiscoveryError> {
+        let app = spec.app.clone();
         let client = reqwest::Client::builder()
-            .timeout(cfg.timeout.get())
-            .connect_timeout(cfg.timeout.get())
+            .timeout(spec.timeout)
+            .connect_timeout(spec.timeout)
             .build()
             .map_err(|e| DiscoveryError::Eureka(format!("cannot build the HTTP client: {e}")))?;
         Ok(EurekaSource {
-            urls: cfg.servers.iter().map(|s| app_url(s, &app)).collect(),
-            shown: cfg
+            urls: spec.servers.iter().map(|s| app_url(s, &app)).collect(),
+            shown: spec
                 .servers
                 .iter()
                 .map(|s| app_url(&redact(s), &app))
@@ -97,9 +59,9 @@ impl EurekaSource {
             app,
             preferred: 0,
             client,
-            interval: cfg.interval.get(),
-            weight_key: cfg.weight_key.clone(),
-            use_hostname: cfg.use_hostname,
+            interval: spec.interval,
+            weight_key: spec.weight_key.clone(),
+            use_hostname: spec.use_hostname,
             secure: tls,
         })
     }

@@ -9,9 +9,7 @@
 
 pub mod dns;
 pub mod eureka;
-mod redis_store;
 pub mod registry;
-pub mod registry_api;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -21,9 +19,7 @@ use prometheus::{register_gauge_vec, register_int_counter_vec, register_int_gaug
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec};
 use serde::Serialize;
 
-use super::{Endpoint, Service};
-use crate::config::file::{AdminConfig, DiscoveryConfig};
-use crate::config::ConfigError;
+use super::{DiscoverySpec, Endpoint, Service};
 
 /// Why one refresh failed (the previous instance set stays in use).
 #[derive(Debug, thiserror::Error)]
@@ -110,46 +106,6 @@ static METRICS: LazyLock<DiscoveryMetrics> = LazyLock::new(|| DiscoveryMetrics {
 
 pub use plugins::clock::unix_ms;
 
-/// Name of the source kind of a discovery config.
-pub fn source_name(cfg: Option<&DiscoveryConfig>) -> &'static str {
-    match cfg {
-        None | Some(DiscoveryConfig::Static { .. }) => "static",
-        Some(DiscoveryConfig::Dns(_)) => "dns",
-        Some(DiscoveryConfig::Eureka(_)) => "eureka",
-        Some(DiscoveryConfig::Registry(_)) => "registry",
-    }
-}
-
-/// Check a dynamic source's settings, pushing every problem under `path`.
-pub fn validate(
-    service: &str,
-    cfg: &DiscoveryConfig,
-    admin: Option<&AdminConfig>,
-    path: &str,
-    errors: &mut Vec<ConfigError>,
-) {
-    match cfg {
-        DiscoveryConfig::Static { .. } => {}
-        DiscoveryConfig::Dns(d) => dns::validate(d, path, errors),
-        DiscoveryConfig::Eureka(e) => eureka::validate(e, path, errors),
-        DiscoveryConfig::Registry(r) => {
-            if admin.is_none() {
-                errors.push(ConfigError::new(
-                    path,
-                    "the registry lives on the admin listener: add `admin: {address: \"127.0.0.1:9090\"}`",
-                ));
-            }
-            let name = r.name.as_deref().unwrap_or(service);
-            if !registry::valid_name(name) {
-                errors.push(ConfigError::new(
-                    format!("{path}.name"),
-                    format!("{name:?}: registry names use letters, digits, '-', '_' and '.' (at most 128)"),
-                ));
-            }
-        }
-    }
-}
-
 /// Endpoints a rebuilt dynamic service starts with: the previous service's, so a
 /// reload that changes other settings does not empty it until the first refresh.
 pub fn initial_endpoints(previous: Option<&Service>) -> Vec<Endpoint> {
@@ -169,26 +125,19 @@ pub fn initial_endpoints(previous: Option<&Service>) -> Vec<Endpoint> {
 
 /// Start the discovery loop of `service` on `rt` unless it has one (or is static).
 pub fn ensure_running(service: &Arc<Service>, rt: &tokio::runtime::Handle) {
-    let cfg = service.config.discovery.clone();
-    let source = match &cfg {
-        None | Some(DiscoveryConfig::Static { .. }) => {
+    let built = match &service.spec.discovery {
+        DiscoverySpec::Static => {
             service.discovery.update(|s| s.source = "static");
             return;
         }
-        Some(c) => c,
-    };
-    if service.discovery.started.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let built = match source {
-        DiscoveryConfig::Dns(d) => dns::DnsSource::new(d).map(|d| Source::Dns(Box::new(d))),
-        DiscoveryConfig::Eureka(e) => {
-            eureka::EurekaSource::new(&service.name, service.config.tls, e).map(Source::Eureka)
+        _ if service.discovery.started.swap(true, Ordering::AcqRel) => return,
+        DiscoverySpec::Dns(d) => dns::DnsSource::new(d).map(|d| Source::Dns(Box::new(d))),
+        DiscoverySpec::Eureka(e) => {
+            eureka::EurekaSource::new(e, service.spec.peer.tls).map(Source::Eureka)
         }
-        DiscoveryConfig::Registry(r) => Ok(Source::Registry(registry::RegistrySource::new(
-            r.name.as_deref().unwrap_or(&service.name),
-        ))),
-        DiscoveryConfig::Static { .. } => return,
+        DiscoverySpec::Registry { name } => {
+            Ok(Source::Registry(registry::RegistrySource::new(name)))
+        }
     };
     let source = match built {
         Ok(s) => s,
@@ -208,7 +157,7 @@ pub fn ensure_running(service: &Arc<Service>, rt: &tokio::runtime::Handle) {
         .instances
         .with_label_values(&[&service.name])
         .set(service.instances().len() as i64);
-    rt.spawn(run(Arc::downgrade(service), source));
+    service.adopt(rt.spawn(run(Arc::downgrade(service), source)));
 }
 
 enum Source {
@@ -362,10 +311,7 @@ pub(crate) fn clamp_weight(w: u64) -> u32 {
 pub fn apply_registry_now<'a>(services: impl IntoIterator<Item = &'a Arc<Service>>, name: &str) {
     let registry = registry::global();
     for svc in services {
-        let Some(DiscoveryConfig::Registry(r)) = &svc.config.discovery else {
-            continue;
-        };
-        if r.name.as_deref().unwrap_or(&svc.name) != name {
+        if !matches!(&svc.spec.discovery, DiscoverySpec::Registry { name: n } if n == name) {
             continue;
         }
         let Ok(endpoints) = registry.endpoints(name) else {

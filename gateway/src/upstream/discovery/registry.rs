@@ -20,10 +20,49 @@ mod tasks;
 #[cfg(test)]
 mod tests;
 
-use super::redis_store::RedisStore;
+mod redis_store;
+
 use super::{clamp_weight, unix_ms, DiscoveryError};
-use crate::config::discovery::{RegistryConfig, RegistryLimitsConfig, RegistryStore};
 use crate::upstream::Endpoint;
+pub use limits::{parse_network, LimitError, RegistryLimits};
+use redis_store::RedisStore;
+pub use tasks::RegistrySource;
+
+/// Where the registry keeps its state (`admin.registry`), chosen at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrySettings {
+    pub store: StoreSettings,
+    /// Prefix of the Redis keys and of the change channel.
+    pub key_prefix: String,
+    /// TTL of a registration that names none.
+    pub default_ttl: Duration,
+    /// Longest TTL a registration may ask for.
+    pub max_ttl: Duration,
+    /// With Redis: how often each gateway re-reads the whole registry.
+    pub sync_interval: Duration,
+}
+
+/// The registry's store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// In this process only (one gateway).
+    Memory,
+    /// Shared by every replica through Redis.
+    Redis { url: String },
+}
+
+impl Default for RegistrySettings {
+    /// The documented defaults of `admin.registry` (the file's defaults read these).
+    fn default() -> Self {
+        RegistrySettings {
+            store: StoreSettings::Memory,
+            key_prefix: "gateway:registry".to_string(),
+            default_ttl: Duration::from_secs(30),
+            max_ttl: Duration::from_secs(3600),
+            sync_interval: Duration::from_secs(2),
+        }
+    }
+}
 
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +135,7 @@ type Entries = BTreeMap<String, BTreeMap<String, Record>>;
 
 /// The registry of one gateway process.
 pub struct Registry {
-    settings: RegistryConfig,
+    settings: RegistrySettings,
     entries: Mutex<Entries>,
     changes: watch::Sender<u64>,
     store: Option<Arc<RedisStore>>,
@@ -110,13 +149,13 @@ static GLOBAL: OnceLock<Arc<Registry>> = OnceLock::new();
 /// tasks on `rt` (eviction; with Redis also sync and change notices). Call once,
 /// before the first config is compiled; later calls keep the first registry.
 pub fn install(
-    cfg: Option<&RegistryConfig>,
+    settings: RegistrySettings,
     rt: &tokio::runtime::Handle,
 ) -> Result<(), RegistryError> {
     if GLOBAL.get().is_some() {
         return Ok(());
     }
-    let registry = Registry::new(cfg.cloned().unwrap_or_default())?;
+    let registry = Registry::new(settings)?;
     if GLOBAL.set(registry.clone()).is_ok() {
         registry.start(rt);
     }
@@ -126,12 +165,12 @@ pub fn install(
 /// The process registry (an in-memory one when [`install`] was not called).
 pub fn global() -> Arc<Registry> {
     GLOBAL
-        .get_or_init(|| Arc::new(Registry::memory(RegistryConfig::default())))
+        .get_or_init(|| Arc::new(Registry::memory(RegistrySettings::default())))
         .clone()
 }
 
 impl Registry {
-    fn memory(settings: RegistryConfig) -> Self {
+    fn memory(settings: RegistrySettings) -> Self {
         Registry {
             settings,
             entries: Mutex::new(BTreeMap::new()),
@@ -142,15 +181,10 @@ impl Registry {
     }
 
     /// A registry with the given settings (connects to Redis lazily).
-    pub fn new(settings: RegistryConfig) -> Result<Arc<Self>, RegistryError> {
-        let store = match settings.store {
-            RegistryStore::Memory => None,
-            RegistryStore::Redis => {
-                let url = settings.redis_url.as_deref().ok_or_else(|| {
-                    RegistryError::Invalid(
-                        "admin.registry.redis_url is required for store: redis".into(),
-                    )
-                })?;
+    pub fn new(settings: RegistrySettings) -> Result<Arc<Self>, RegistryError> {
+        let store = match &settings.store {
+            StoreSettings::Memory => None,
+            StoreSettings::Redis { url } => {
                 Some(Arc::new(RedisStore::new(url, &settings.key_prefix)?))
             }
         };
@@ -190,7 +224,7 @@ impl Registry {
         id: &str,
         req: RegisterRequest,
     ) -> Result<(Record, bool), RegistryError> {
-        self.register_with(service, id, req, &RegistryLimitsConfig::default())
+        self.register_with(service, id, req, &RegistryLimits::default())
             .await
     }
 
@@ -201,7 +235,7 @@ impl Registry {
         service: &str,
         id: &str,
         req: RegisterRequest,
-        limits: &RegistryLimitsConfig,
+        limits: &RegistryLimits,
     ) -> Result<(Record, bool), RegistryError> {
         check_names(service, id)?;
         let ttl = self.ttl(req.ttl.as_ref())?;
@@ -365,7 +399,7 @@ impl Registry {
 
     fn ttl(&self, v: Option<&serde_json::Value>) -> Result<Duration, RegistryError> {
         let ttl = match v {
-            None | Some(serde_json::Value::Null) => self.settings.default_ttl.get(),
+            None | Some(serde_json::Value::Null) => self.settings.default_ttl,
             Some(serde_json::Value::Number(n)) => n
                 .as_f64()
                 .filter(|f| f.is_finite() && *f > 0.0)
@@ -381,10 +415,10 @@ impl Registry {
                 ))
             }
         };
-        if ttl < Duration::from_secs(1) || ttl > self.settings.max_ttl.get() {
+        if ttl < Duration::from_secs(1) || ttl > self.settings.max_ttl {
             return Err(RegistryError::Invalid(format!(
                 "ttl must be between 1s and {}",
-                self.settings.max_ttl
+                humantime::format_duration(self.settings.max_ttl)
             )));
         }
         Ok(ttl)
@@ -428,6 +462,3 @@ async fn resolve(address: &str, port: u16) -> Result<SocketAddr, RegistryError> 
         ))),
     }
 }
-
-pub use limits::LimitError;
-pub use tasks::{validate_config, RegistrySource};

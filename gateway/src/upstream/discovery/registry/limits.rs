@@ -9,7 +9,30 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::discovery::RegistryLimitsConfig;
+/// `admin.registry.limits` as the runtime owns it (networks parsed by compile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryLimits {
+    /// Distinct service names with at least one instance.
+    pub max_services: usize,
+    /// Instances of one service.
+    pub max_instances_per_service: usize,
+    /// Size of one instance's `metadata`, as compact JSON.
+    pub max_metadata_bytes: usize,
+    /// Networks a registered address must fall in; empty: any.
+    pub allowed_networks: Vec<IpNet>,
+}
+
+impl Default for RegistryLimits {
+    /// The documented defaults of `admin.registry.limits` (the file's defaults read these).
+    fn default() -> Self {
+        RegistryLimits {
+            max_services: 256,
+            max_instances_per_service: 256,
+            max_metadata_bytes: 4096,
+            allowed_networks: Vec::new(),
+        }
+    }
+}
 
 /// Which cap a registration ran into.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +62,7 @@ impl LimitError {
 /// The metadata's size as compact JSON (what is stored and served).
 pub(super) fn check_metadata(
     metadata: &std::collections::BTreeMap<String, serde_json::Value>,
-    limits: &RegistryLimitsConfig,
+    limits: &RegistryLimits,
 ) -> Result<(), LimitError> {
     let size = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
     if size > limits.max_metadata_bytes {
@@ -52,7 +75,7 @@ pub(super) fn check_metadata(
 }
 
 /// The resolved address must be in one of `allowed_networks` (when any are listed).
-pub(super) fn check_address(ip: IpAddr, limits: &RegistryLimitsConfig) -> Result<(), LimitError> {
+pub(super) fn check_address(ip: IpAddr, limits: &RegistryLimits) -> Result<(), LimitError> {
     if limits.allowed_networks.is_empty() {
         return Ok(());
     }
@@ -61,11 +84,7 @@ pub(super) fn check_address(ip: IpAddr, limits: &RegistryLimitsConfig) -> Result
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    let allowed = limits
-        .allowed_networks
-        .iter()
-        .filter_map(|n| parse_network(n).ok())
-        .any(|net| net.contains(&ip));
+    let allowed = limits.allowed_networks.iter().any(|net| net.contains(&ip));
     if allowed {
         Ok(())
     } else {
@@ -74,7 +93,7 @@ pub(super) fn check_address(ip: IpAddr, limits: &RegistryLimitsConfig) -> Result
 }
 
 /// A CIDR (`10.0.0.0/8`) or a single address (`10.0.0.5`).
-pub(super) fn parse_network(s: &str) -> Result<IpNet, String> {
+pub fn parse_network(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     if let Ok(net) = s.parse::<IpNet>() {
         return Ok(net.trunc());
@@ -90,7 +109,7 @@ pub(super) fn check_counts(
     service: &str,
     id: &str,
     now: u64,
-    limits: &RegistryLimitsConfig,
+    limits: &RegistryLimits,
 ) -> Result<(), LimitError> {
     let live = |m: &std::collections::BTreeMap<String, super::Record>| {
         m.values().filter(|r| r.live(now)).count()
@@ -124,45 +143,18 @@ pub(super) fn check_counts(
     }
 }
 
-/// Check `admin.registry.limits`.
-pub(super) fn validate(
-    limits: &RegistryLimitsConfig,
-    errors: &mut Vec<crate::config::ConfigError>,
-) {
-    use crate::config::ConfigError;
-    for (k, n) in limits.allowed_networks.iter().enumerate() {
-        if let Err(m) = parse_network(n) {
-            errors.push(ConfigError::new(
-                format!("admin.registry.limits.allowed_networks[{k}]"),
-                m,
-            ));
-        }
-    }
-    for (key, v) in [
-        ("max_services", limits.max_services),
-        (
-            "max_instances_per_service",
-            limits.max_instances_per_service,
-        ),
-    ] {
-        if v == 0 {
-            errors.push(ConfigError::new(
-                format!("admin.registry.limits.{key}"),
-                "must be at least 1 (a registry that can hold nothing refuses every registration)",
-            ));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn networks_and_mapped_addresses() {
-        let limits = RegistryLimitsConfig {
-            allowed_networks: vec!["10.0.0.0/8".into(), "192.168.1.7".into()],
-            ..RegistryLimitsConfig::default()
+        let limits = RegistryLimits {
+            allowed_networks: vec![
+                parse_network("10.0.0.0/8").unwrap(),
+                parse_network("192.168.1.7").unwrap(),
+            ],
+            ..RegistryLimits::default()
         };
         let ok = |s: &str| check_address(s.parse().unwrap(), &limits).is_ok();
         assert!(ok("10.1.2.3"));

@@ -1,6 +1,5 @@
 //! The registry's background work (control plane): TTL eviction, the Redis
-//! sync loop, the discovery source of `type: registry` services, and the
-//! `admin.registry` settings check.
+//! sync loop, and the discovery source of `type: registry` services.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +7,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{global, Record, Registry};
-use crate::config::discovery::{RegistryConfig, RegistryStore};
 use crate::upstream::discovery::{unix_ms, DiscoveryError, Refresh};
 
 /// Evict instances whose TTL lapsed (every 250 ms).
@@ -59,7 +57,6 @@ pub(super) async fn sync(registry: Arc<Registry>, mut wake: tokio::sync::mpsc::R
     let interval = registry
         .settings
         .sync_interval
-        .get()
         .max(Duration::from_millis(100));
     loop {
         match store.load_all().await {
@@ -137,44 +134,4 @@ impl RegistrySource {
             Ok(Ok(()))
         )
     }
-}
-
-/// Check `admin.registry` settings.
-pub fn validate_config(cfg: &RegistryConfig, errors: &mut Vec<crate::config::ConfigError>) {
-    use crate::config::ConfigError;
-    match (cfg.store, &cfg.redis_url) {
-        (RegistryStore::Redis, None) => errors.push(ConfigError::new(
-            "admin.registry.redis_url",
-            "`store: redis` needs `redis_url`, e.g. \"redis://127.0.0.1:6379/0\"",
-        )),
-        (RegistryStore::Redis, Some(url)) => {
-            if let Err(e) = redis::Client::open(url.as_str()) {
-                errors.push(ConfigError::new("admin.registry.redis_url", format!("{e}")));
-            }
-        }
-        (RegistryStore::Memory, Some(_)) => errors.push(ConfigError::new(
-            "admin.registry.redis_url",
-            "only used with `store: redis`",
-        )),
-        (RegistryStore::Memory, None) => {}
-    }
-    if cfg.default_ttl.get() < Duration::from_secs(1) || cfg.default_ttl > cfg.max_ttl {
-        errors.push(ConfigError::new(
-            "admin.registry.default_ttl",
-            "must be at least 1s and at most max_ttl",
-        ));
-    }
-    if cfg.sync_interval.get() < Duration::from_millis(100) {
-        errors.push(ConfigError::new(
-            "admin.registry.sync_interval",
-            "must be at least 100ms",
-        ));
-    }
-    if cfg.key_prefix.is_empty() {
-        errors.push(ConfigError::new(
-            "admin.registry.key_prefix",
-            "must not be empty",
-        ));
-    }
-    super::limits::validate(&cfg.limits, errors);
 }

@@ -12,7 +12,7 @@ fn req(port: u16, ttl: serde_json::Value, metadata: serde_json::Value) -> Regist
 }
 
 fn registry() -> Arc<Registry> {
-    Registry::new(RegistryConfig::default()).unwrap()
+    Registry::new(RegistrySettings::default()).unwrap()
 }
 
 #[tokio::test]
@@ -152,10 +152,10 @@ async fn host_names_are_resolved_at_registration() {
 #[tokio::test]
 async fn caps_count_live_instances_only() {
     let r = registry();
-    let limits = RegistryLimitsConfig {
+    let limits = RegistryLimits {
         max_services: 1,
         max_instances_per_service: 1,
-        ..RegistryLimitsConfig::default()
+        ..RegistryLimits::default()
     };
     r.register_with("s", "a", req(1, json!("5s"), json!({})), &limits)
         .await

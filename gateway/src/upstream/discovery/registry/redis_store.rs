@@ -13,9 +13,8 @@ use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::registry::{LimitError, Record, RegistryError};
-use super::unix_ms;
-use crate::config::discovery::RegistryLimitsConfig;
+use super::{LimitError, Record, RegistryError, RegistryLimits};
+use crate::upstream::discovery::unix_ms;
 
 /// Deletes an instance only if the stored copy has expired, so an eviction never
 /// removes a record another gateway has just renewed.
@@ -172,7 +171,7 @@ impl RedisStore {
     pub(super) async fn put_capped(
         &self,
         record: &Record,
-        limits: &RegistryLimitsConfig,
+        limits: &RegistryLimits,
     ) -> Result<(), RegistryError> {
         let json = serde_json::to_string(record).map_err(store_err)?;
         let (key, set, channel, prefix) = (

@@ -21,9 +21,10 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::registry::{self, LimitError, RegisterRequest, RegistryError};
-use crate::admin::access::{self, Access};
+use super::access::{self, Access};
 use crate::runtime::Shared;
+use crate::upstream::discovery::apply_registry_now;
+use crate::upstream::discovery::registry::{self, LimitError, RegisterRequest, RegistryError};
 use crate::upstream::monotonic_ms;
 
 /// The registry and discovery routes, to merge into the admin router.
@@ -96,18 +97,11 @@ async fn register(
         }
     };
     let cfg = shared.current();
-    let limits = cfg
-        .file
-        .admin
-        .as_ref()
-        .and_then(|a| a.registry.as_ref())
-        .map(|r| r.limits.clone())
-        .unwrap_or_default();
     let result = registry::global()
-        .register_with(&service, &id, req, &limits)
+        .register_with(&service, &id, req, &cfg.admin.registry_limits)
         .await;
     if result.is_ok() {
-        super::apply_registry_now(shared.current().services.values(), &service);
+        apply_registry_now(shared.current().services.values(), &service);
     }
     match result {
         Ok((record, true)) => (StatusCode::CREATED, Json(record)).into_response(),
@@ -140,7 +134,7 @@ async fn deregister(
     }
     let result = registry::global().deregister(&service, &id).await;
     if result.is_ok() {
-        super::apply_registry_now(shared.current().services.values(), &service);
+        apply_registry_now(shared.current().services.values(), &service);
     }
     match result {
         Ok(true) => {
@@ -192,7 +186,7 @@ async fn discovery_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -
         .map(|(name, s)| {
             let mut status = s.discovery.status();
             if status.source.is_empty() {
-                status.source = super::source_name(s.config.discovery.as_ref());
+                status.source = s.spec.discovery.kind();
             }
             let instances: Vec<_> = s
                 .instances()

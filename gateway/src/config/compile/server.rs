@@ -1,0 +1,239 @@
+//! Compile the process-level sections (`server`, `listeners`, `admin`) into the
+//! settings bound at start ([`Startup`]) and those a reload applies at once
+//! (client timeouts, the access log switch, admin access and registry limits).
+
+use std::net::SocketAddr;
+
+use super::super::file::{AdminConfig, GatewayConfig};
+use super::super::ConfigError;
+use super::discovery;
+use crate::runtime::{AdminSettings, ClientTimeouts, ListenerSpec, ListenerTls, Startup};
+
+/// What the process-level sections compile to.
+pub(super) struct ServerParts {
+    pub startup: Startup,
+    pub client: ClientTimeouts,
+    pub access_log: bool,
+    pub admin: AdminSettings,
+}
+
+pub(super) fn compile_server(file: &GatewayConfig, errors: &mut Vec<ConfigError>) -> ServerParts {
+    let server = &file.server;
+    if server.threads == 0 || server.threads > 1024 {
+        errors.push(ConfigError::new(
+            "server.threads",
+            format!(
+                "{} worker threads is out of range (1..=1024)",
+                server.threads
+            ),
+        ));
+    }
+    if server.client_header_timeout.get() < std::time::Duration::from_millis(100) {
+        errors.push(ConfigError::new(
+            "server.client_header_timeout",
+            "must be at least 100ms (e.g. \"10s\"): a client needs time to send its header",
+        ));
+    }
+    let listeners = listeners(file, errors);
+    let (admin_address, admin) = admin(file, errors);
+    let (registry, registry_limits) = discovery::registry(
+        file.admin.as_ref().and_then(|a| a.registry.as_ref()),
+        errors,
+    );
+    ServerParts {
+        startup: Startup {
+            threads: server.threads,
+            grace_period: server.grace_period.get(),
+            shutdown_timeout: server.shutdown_timeout.get(),
+            upstream_keepalive_pool: server.upstream_keepalive_pool,
+            log_format: server.log.format,
+            listeners,
+            admin_address,
+            registry,
+        },
+        client: ClientTimeouts {
+            header: server.client_header_timeout.get(),
+            keepalive: Some(server.keepalive_timeout.get()).filter(|d| !d.is_zero()),
+        },
+        access_log: server.log.access_log,
+        admin: AdminSettings {
+            registry_limits,
+            ..admin
+        },
+    }
+}
+
+fn listeners(file: &GatewayConfig, errors: &mut Vec<ConfigError>) -> Vec<ListenerSpec> {
+    if file.listeners.is_empty() {
+        errors.push(ConfigError::new(
+            "listeners",
+            "at least one listener is required, e.g. `listeners: [{address: \"0.0.0.0:8080\"}]`",
+        ));
+    }
+    let mut out: Vec<ListenerSpec> = Vec::with_capacity(file.listeners.len());
+    for (k, l) in file.listeners.iter().enumerate() {
+        let path = format!("listeners[{k}]");
+        let address = match l.address.parse::<SocketAddr>() {
+            Ok(a) if out.iter().any(|o| o.address == a) => {
+                errors.push(ConfigError::new(
+                    format!("{path}.address"),
+                    format!("{} is listed twice", l.address),
+                ));
+                None
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(ConfigError::new(
+                    format!("{path}.address"),
+                    format!(
+                        "{:?} is not an ip:port address (e.g. \"0.0.0.0:8080\")",
+                        l.address
+                    ),
+                ));
+                None
+            }
+        };
+        if l.max_connections == 0 {
+            errors.push(ConfigError::new(
+                format!("{path}.max_connections"),
+                "must be at least 1 (it is the number of connections served at once)",
+            ));
+        }
+        if let Some(tls) = &l.tls {
+            for (key, file_path) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if let Err(e) = std::fs::File::open(file_path) {
+                    errors.push(ConfigError::new(
+                        format!("{path}.tls.{key}"),
+                        format!("cannot read {file_path:?}: {e}"),
+                    ));
+                }
+            }
+        }
+        if let Some(address) = address {
+            out.push(ListenerSpec {
+                address,
+                tls: l.tls.as_ref().map(|t| ListenerTls {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    http2: t.http2,
+                }),
+                max_connections: l.max_connections,
+            });
+        }
+    }
+    out
+}
+
+/// `admin`: its address (bound at start) and who may call it (applied on reload).
+fn admin(
+    file: &GatewayConfig,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<SocketAddr>, AdminSettings) {
+    let Some(admin) = &file.admin else {
+        return (None, AdminSettings::default());
+    };
+    check_exposure(admin, errors);
+    let address = match admin.address.parse::<SocketAddr>() {
+        Err(_) => {
+            errors.push(ConfigError::new(
+                "admin.address",
+                format!(
+                    "{:?} is not an ip:port address (e.g. \"127.0.0.1:9090\")",
+                    admin.address
+                ),
+            ));
+            None
+        }
+        Ok(a) if file.listeners.iter().any(|l| l.address.parse() == Ok(a)) => {
+            errors.push(ConfigError::new(
+                "admin.address",
+                "the admin address must differ from every listener",
+            ));
+            None
+        }
+        Ok(a) => Some(a),
+    };
+    let settings = AdminSettings {
+        token: admin.token.clone(),
+        protect_reads: admin.protect_reads,
+        registry_limits: Default::default(),
+    };
+    (address, settings)
+}
+
+/// The exposure rule: registry writes without a token only on a loopback address,
+/// unless explicitly allowed (then warned about at every start and reload).
+fn check_exposure(admin: &AdminConfig, errors: &mut Vec<ConfigError>) {
+    if let Some(t) = &admin.token {
+        if t.trim().is_empty() {
+            errors.push(ConfigError::new(
+                "admin.token",
+                "is empty; set a long random value (e.g. `openssl rand -hex 32`) or remove the key",
+            ));
+        }
+    }
+    if admin.protect_reads && admin.token.is_none() {
+        errors.push(ConfigError::new(
+            "admin.protect_reads",
+            "needs admin.token: reads are protected by the same bearer token",
+        ));
+    }
+    let Ok(addr) = admin.address.parse::<SocketAddr>() else {
+        return; // reported with the address check
+    };
+    if admin.token.is_some() || addr.ip().is_loopback() {
+        return;
+    }
+    if admin.allow_unauthenticated_writes {
+        tracing::warn!(
+            address = %addr,
+            "admin API reachable from other hosts WITHOUT a token: anyone who reaches {addr} can \
+             register instances and receive traffic (admin.allow_unauthenticated_writes: true); \
+             set admin.token"
+        );
+        return;
+    }
+    errors.push(ConfigError::new(
+        "admin.token",
+        format!(
+            "the admin listener {addr} is not a loopback address and has no token, so anyone who \
+             reaches it could register instances and receive traffic: set admin.token (clients send \
+             `Authorization: Bearer <token>`), or bind admin.address to 127.0.0.1, or accept the \
+             risk with admin.allow_unauthenticated_writes: true"
+        ),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(address: &str, token: Option<&str>, allow: bool) -> AdminConfig {
+        AdminConfig {
+            address: address.into(),
+            token: token.map(Into::into),
+            allow_unauthenticated_writes: allow,
+            protect_reads: false,
+            registry: None,
+        }
+    }
+
+    fn errors(a: &AdminConfig) -> Vec<ConfigError> {
+        let mut e = Vec::new();
+        check_exposure(a, &mut e);
+        e
+    }
+
+    #[test]
+    fn exposure_rule() {
+        assert!(errors(&admin("127.0.0.1:9090", None, false)).is_empty());
+        assert!(errors(&admin("[::1]:9090", None, false)).is_empty());
+        assert!(errors(&admin("0.0.0.0:9090", Some("s3cret-token"), false)).is_empty());
+        assert!(errors(&admin("0.0.0.0:9090", None, true)).is_empty());
+        let e = errors(&admin("0.0.0.0:9090", None, false));
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].path, "admin.token");
+        assert!(e[0].message.contains("allow_unauthenticated_writes"));
+        assert_eq!(errors(&admin("10.0.0.1:9090", Some(" "), false)).len(), 1);
+    }
+}
