@@ -10,9 +10,10 @@
 //!                            cors, rate limit, auth; built by
 //!                            config::compile::route::plugin_chain), request::hash_key,
 //!                            retry buffering when the route's retry policy wants it
-//! upstream_peer           -> peer::pick (the balancer; where the retry policy says),
-//!                            peer::http_peer
-//! fail_to_connect         -> peer::report_failure (passive health), retry::ask
+//! upstream_peer           -> a retry counted in the route's metrics, peer::pick (the
+//!                            balancer, where the retry policy says), peer::http_peer
+//! fail_to_connect         -> peer::report_failure (passive health), retry::ask; if final,
+//!                            Refusal::connect_failed (upstream_unreachable or _timeout)
 //! upstream_request_filter -> forward::rewrite_path, forward::apply_request_rules (header
 //!                            rules, then identity headers), forward::forwarded_headers,
 //!                            X-Request-Id, forward::sign_identity; once per attempt,
@@ -22,7 +23,8 @@
 //!                            in the route's `retries.on_status`)
 //! response_filter         -> response (revocation on success for a logout, header rules,
 //!                            plugin headers, X-Request-Id)
-//! error_while_proxy       -> peer::report_failure (passive health), retry::ask
+//! error_while_proxy       -> retry::failure_of, peer::report_failure (passive health),
+//!                            retry::ask; a read or write timeout is upstream_timeout
 //! fail_to_proxy           -> Refusal::for_error, respond::respond (`Connection: close`)
 //! logging                 -> finish::record (route metrics + access log)
 //!
