@@ -1,7 +1,8 @@
 //! Every upstream attempt carries the full signed identity, against the real binary:
 //! retries after a retryable status, after a connect error, and after a reused pooled
 //! connection turned out dead, to HTTP/1.1 and HTTP/2 (h2c) instances alike. Route
-//! `request_headers` apply once per attempt. The recording upstream keeps what every
+//! `request_headers` apply once per attempt; a POST that failed after it was sent is
+//! sent again only where the route allows it. The recording upstream keeps what every
 //! attempt received, so a test sees the first attempt and the retry side by side.
 
 #[path = "retry_identity/upstream.rs"]
@@ -240,6 +241,47 @@ async fn a_dead_pooled_connection_retry_carries_the_full_signed_identity_over_ht
 #[tokio::test]
 async fn a_dead_pooled_connection_retry_carries_the_full_signed_identity_over_h2c() {
     dead_pooled_connection_retry(true).await;
+}
+
+/// A POST that failed after it went out (its pooled connection was reset) may have
+/// reached the service, so it is not sent again unless the route says
+/// `non_idempotent: true`; a GET in the same spot is retried (above).
+#[tokio::test]
+async fn a_post_that_failed_after_sending_is_retried_only_when_the_route_allows_it() {
+    for non_idempotent in [false, true] {
+        let flaky = Upstream::start(Behaviour::ResetReused);
+        let policy = RetryConfig {
+            non_idempotent,
+            ..retries(1, &[])
+        };
+        let gw = GatewayProcess::start(BIN, &config(&[flaky.addr()], false, policy));
+        let c = client();
+        let post = |path: &'static str, sub: &'static str| {
+            c.post(gw.url(path)).bearer_auth(token(sub)).send()
+        };
+        // the first request opens the connection the second one is sent on again
+        assert_eq!(post("/api/p?k=0", "p0").await.unwrap().status(), 200);
+        let resp = post("/api/p?k=1", "p1").await.unwrap();
+        let status = resp.status().as_u16();
+        let attempts = flaky.received_for("/p?k=1");
+        assert!(
+            attempts[0].seq > 1,
+            "sent on the pooled connection: {attempts:?}"
+        );
+        for a in &attempts {
+            assert_full_identity(a, "p1");
+        }
+        if non_idempotent {
+            assert_eq!(status, 200, "{attempts:?}");
+            assert_eq!(attempts.len(), 2, "{attempts:?}");
+            assert_same_identity(&attempts);
+        } else {
+            assert_eq!(status, 502, "{attempts:?}");
+            assert_eq!(attempts.len(), 1, "{attempts:?}");
+            let body: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(body["error"], "upstream_unreachable");
+        }
+    }
 }
 
 /// The signature covers the path as the service receives it (after `strip_prefix`),

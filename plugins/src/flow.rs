@@ -77,14 +77,15 @@ impl Rejection {
     }
 }
 
-/// A plugin's answer.
+/// A plugin's answer. `Reject` and `Answer` end the chain; the host writes both with
+/// its one responder, adding the request id and the response headers plugins set.
 #[derive(Debug)]
 pub enum Flow {
     /// Go on to the next plugin, then the upstream.
     Continue,
-    /// Answer the client now with this refusal.
+    /// Answer the client now with this refusal (the JSON error shape).
     Reject(Rejection),
-    /// Answer the client now with an empty response (e.g. a CORS preflight).
+    /// Answer the client now with `status`, `headers` and no body (e.g. a CORS preflight).
     Answer {
         status: StatusCode,
         headers: Vec<(HeaderName, HeaderValue)>,

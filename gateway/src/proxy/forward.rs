@@ -14,8 +14,11 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use plugins::auth::identity::Binding;
 
-use super::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::routing::Route;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Forward `new_path` (the route's rewrite, already checked by the path policy when
 /// the route was selected) and drop `strip_param` from the query (a token read from

@@ -1,22 +1,84 @@
-//! Request stage helpers: the path policy and route selection on the request's config snapshot,
-//! host and request-id handling, the route's plugin chain, the balancer's hash key.
+//! Request stages (early_request_filter, request_filter): client header hygiene, the
+//! request id, the path policy and route selection on the request's config snapshot,
+//! what is refused before the plugins run, the route's plugin chain, the balancer's
+//! hash key.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
-use super::X_REQUEST_ID;
+use super::body_limit;
+use super::refusal::Refusal;
+use super::respond::LocalResponse;
+use super::RequestCtx;
+use crate::observe::METRICS;
 use crate::routing::path_policy::{self, PathRefusal};
 use crate::routing::Route;
 use crate::runtime::RuntimeConfig;
 use crate::upstream::{hash_bytes, HashKey};
 
+pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Client header hygiene (see `crate::edge`): note who the client is, remove what it
+/// may not tell a service, and keep a refused header name for request_filter to answer.
+pub(super) fn sanitize(session: &mut Session, ctx: &mut RequestCtx) {
+    let edge = &ctx.config.edge;
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    ctx.trusted_peer = peer.is_some_and(|ip| edge.trusts(ip));
+    ctx.client_ip = edge.client_ip(peer, &session.req_header().headers);
+    if let Err(bad) = edge.sanitize(session.req_header_mut(), ctx.trusted_peer) {
+        ctx.refused = Some(Refusal::InvalidHeader(bad.name));
+    }
+}
+
+/// Judge the path and select the route ([`route_request`]); a path the policy refuses
+/// is kept for request_filter to answer, unless a header was refused first.
+pub(super) fn select_route(session: &Session, ctx: &mut RequestCtx) {
+    match route_request(&ctx.config, session.req_header()) {
+        Ok(routed) => {
+            ctx.route = routed.route;
+            ctx.upstream_path = routed.upstream_path;
+        }
+        Err(why) if ctx.refused.is_none() => {
+            why.count();
+            tracing::debug!(reason = why.reason(), path = %session.req_header().uri, "path refused");
+            ctx.refused = Some(Refusal::InvalidPath(why));
+        }
+        Err(_) => {}
+    }
+}
+
+/// The route of a request nothing has refused yet, or why it is refused before its
+/// plugins run: the header or path policy, no route, a declared body over the limit.
+pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<Arc<Route>, Refusal> {
+    if let Some(refusal) = ctx.refused.take() {
+        ctx.route = None;
+        return Err(refusal);
+    }
+    let Some(route) = ctx.route.clone() else {
+        METRICS.no_route.inc();
+        return Err(Refusal::NoRoute);
+    };
+    ctx.body_limit = route.max_body_size;
+    if body_limit::declared_over(session.req_header(), ctx.body_limit) {
+        // refused before anything is read or forwarded; the unread body ends the connection
+        session.as_mut().set_keepalive(None);
+        return Err(Refusal::BodyTooLarge {
+            limit: ctx.body_limit,
+        });
+    }
+    Ok(route)
+}
+
 /// What routing decided for a request whose path the policy accepted.
-pub(super) struct Routed {
+struct Routed {
     pub route: Option<Arc<Route>>,
     /// The path to forward when the route's `strip_prefix`/`rewrite` changed it.
     pub upstream_path: Option<String>,
@@ -25,10 +87,7 @@ pub(super) struct Routed {
 /// Check the path (see `routing::path_policy`), pick the route for its decoded form
 /// from the snapshot this request holds, and derive the path to forward. The one
 /// place a path is judged: routing, rewriting and forwarding all follow from here.
-pub(super) fn route_request(
-    config: &RuntimeConfig,
-    req: &RequestHeader,
-) -> Result<Routed, PathRefusal> {
+fn route_request(config: &RuntimeConfig, req: &RequestHeader) -> Result<Routed, PathRefusal> {
     // the Uri holds a lossy copy of a non-UTF-8 target; the wire would get the bytes
     if !req.raw_path_is_utf8() {
         return Err(PathRefusal::NotUtf8);
@@ -90,14 +149,16 @@ pub(super) fn request_id(req: &RequestHeader) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
+/// Run the route's plugin chain in its order (cors, rate limit, auth); the first
+/// plugin that answers ends it, with the answer to write.
 pub(super) async fn run_plugins(
     route: &Route,
     session: &Session,
     client_ip: Option<IpAddr>,
     out: &mut plugins::PluginOutput,
-) -> plugins::Flow {
+) -> Result<(), LocalResponse> {
     if route.plugins.is_empty() {
-        return plugins::Flow::Continue;
+        return Ok(());
     }
     let req = session.req_header();
     let view = plugins::RequestView {
@@ -107,12 +168,15 @@ pub(super) async fn run_plugins(
         client_ip,
     };
     for plugin in &route.plugins {
-        let flow = plugin.on_request(&view, out).await;
-        if !matches!(flow, plugins::Flow::Continue) {
-            return flow;
+        match plugin.on_request(&view, out).await {
+            plugins::Flow::Continue => {}
+            plugins::Flow::Reject(rejection) => return Err(rejection.into()),
+            plugins::Flow::Answer { status, headers } => {
+                return Err(LocalResponse::empty(status, headers))
+            }
         }
     }
-    plugins::Flow::Continue
+    Ok(())
 }
 
 /// The balancer's key for this request. A header the gateway sets itself (the

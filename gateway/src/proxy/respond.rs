@@ -1,4 +1,8 @@
-//! Answers the gateway gives itself: the JSON error shape and empty responses.
+//! The one responder for answers the gateway writes itself: its own refusals
+//! (`refusal::Refusal`), plugins' rejections and a plugin's empty answer (a CORS
+//! preflight) all become a [`LocalResponse`], written by [`respond`].
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -6,38 +10,88 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::{RequestCtx, X_REQUEST_ID};
+use super::request::X_REQUEST_ID;
+use super::RequestCtx;
 
-/// Answer with the project's JSON error shape: the one responder for every
-/// refusal the gateway or a plugin makes.
-pub(super) async fn respond_json(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    rejection: plugins::Rejection,
-) {
-    let plugins::Rejection {
+/// An answer the gateway writes itself: a status, headers and, for an error, the
+/// project's JSON error body.
+#[derive(Debug)]
+pub(super) struct LocalResponse {
+    status: StatusCode,
+    /// `{"error": code, "message": ..., "request_id": ...}`; none for an answer that
+    /// is not an error (a CORS preflight).
+    error: Option<(&'static str, Cow<'static, str>)>,
+    /// Extra headers (e.g. `WWW-Authenticate`, the preflight's `Access-Control-*`).
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl LocalResponse {
+    pub(super) fn error(
+        status: StatusCode,
+        code: &'static str,
+        message: Cow<'static, str>,
+    ) -> Self {
+        Self {
+            status,
+            error: Some((code, message)),
+            headers: Vec::new(),
+        }
+    }
+
+    /// An answer with no body (a plugin's `Flow::Answer`).
+    pub(super) fn empty(status: StatusCode, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        Self {
+            status,
+            error: None,
+            headers,
+        }
+    }
+
+    /// The same answer with another status.
+    pub(super) fn with_status(self, status: StatusCode) -> Self {
+        Self { status, ..self }
+    }
+}
+
+impl From<plugins::Rejection> for LocalResponse {
+    fn from(r: plugins::Rejection) -> Self {
+        Self {
+            status: r.status,
+            error: Some((r.code, r.message)),
+            headers: r.headers,
+        }
+    }
+}
+
+/// Write `answer`: its status, `X-Request-Id`, the plugins' response headers (CORS,
+/// so a browser can read an error), its own headers, and its JSON body if it has one
+/// (not for `HEAD`).
+pub(super) async fn respond(session: &mut Session, ctx: &mut RequestCtx, answer: LocalResponse) {
+    let LocalResponse {
         status,
-        code,
-        message,
-        headers: extra,
-    } = rejection;
+        error,
+        headers,
+    } = answer;
     ctx.local_status = Some(status.as_u16());
-    let body = serde_json::json!({
-        "error": code,
-        "message": message,
-        "request_id": ctx.request_id.to_str().unwrap_or(""),
-    })
-    .to_string();
-    let body = Bytes::from(body);
-    let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
+    let body = error.map(|(code, message)| {
+        let json = serde_json::json!({
+            "error": code,
+            "message": message,
+            "request_id": ctx.request_id.to_str().unwrap_or(""),
+        });
+        Bytes::from(json.to_string())
+    });
+    let out = &ctx.plugin_out.response_headers;
+    let Ok(mut resp) = ResponseHeader::build(status, Some(3 + out.len() + headers.len())) else {
         return;
     };
     let mut add = || -> Result<()> {
-        resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        if let Some(body) = &body {
+            resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+            resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        }
         resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
-        // plugin response headers (CORS) first, so a browser can read the error
-        for (name, value) in ctx.plugin_out.response_headers.iter().chain(&extra) {
+        for (name, value) in out.iter().chain(&headers) {
             resp.insert_header(name.clone(), value.clone())?;
         }
         Ok(())
@@ -45,36 +99,15 @@ pub(super) async fn respond_json(
     if add().is_err() {
         return;
     }
-    let head = session.req_header().method == http::Method::HEAD;
+    let body = body.filter(|_| session.req_header().method != http::Method::HEAD);
+    let header_ends = body.is_none();
     if session
-        .write_response_header(Box::new(resp), head)
+        .write_response_header(Box::new(resp), header_ends)
         .await
         .is_ok()
-        && !head
     {
-        let _ = session.write_response_body(Some(body), true).await;
-    }
-}
-
-/// Answer with an empty body (e.g. a CORS preflight).
-pub(super) async fn respond_empty(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    status: StatusCode,
-    headers: &[(HeaderName, HeaderValue)],
-) {
-    ctx.local_status = Some(status.as_u16());
-    let Ok(mut resp) = ResponseHeader::build(status, Some(headers.len() + 2)) else {
-        return;
-    };
-    let mut add = || -> Result<()> {
-        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
-        for (name, value) in headers {
-            resp.insert_header(name.clone(), value.clone())?;
+        if let Some(body) = body {
+            let _ = session.write_response_body(Some(body), true).await;
         }
-        Ok(())
-    };
-    if add().is_ok() {
-        let _ = session.write_response_header(Box::new(resp), true).await;
     }
 }

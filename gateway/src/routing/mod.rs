@@ -22,7 +22,9 @@ use crate::upstream::Service;
 pub use matcher::RouteMatcher;
 pub use rewrite::{HeaderRules, PathRewrite};
 
-/// When and how a failed attempt is retried.
+/// When a failed attempt is retried, compiled from `routes[].retries`. The decision
+/// itself (the table of cases) is `RetryPolicy::decide` in `proxy::retry`, the one
+/// place the request path asks.
 #[derive(Debug, Clone, Default)]
 pub struct RetryPolicy {
     /// Extra attempts after the first.
@@ -31,12 +33,6 @@ pub struct RetryPolicy {
     pub on_status: Vec<u16>,
     /// Retry non-idempotent methods too.
     pub non_idempotent: bool,
-}
-
-impl RetryPolicy {
-    pub fn allows(&self, method: &Method) -> bool {
-        self.attempts > 0 && (self.non_idempotent || method.is_idempotent())
-    }
 }
 
 /// A compiled route.
