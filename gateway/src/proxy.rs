@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -60,9 +60,13 @@ use crate::upstream::InflightGuard;
 use finish::InFlight;
 use forward::{apply_request_rules, forwarded_headers, rewrite_path, sign_identity};
 use refusal::{fail, Refusal};
-use request::{hash_key, run_plugins, X_REQUEST_ID};
+use request::{hash_key, run_plugins};
 use respond::{respond, LocalResponse};
 use retry::Failure;
+
+/// The request id header: taken from the client when well-formed, else generated;
+/// sent to the service and echoed in every answer.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The gateway's proxy logic; all state is behind [`Shared`].
 pub struct Gateway {

@@ -7,21 +7,19 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::body_limit;
 use super::refusal::Refusal;
 use super::respond::LocalResponse;
-use super::RequestCtx;
+use super::{RequestCtx, X_REQUEST_ID};
 use crate::observe::METRICS;
 use crate::routing::path_policy::{self, PathRefusal};
 use crate::routing::Route;
 use crate::runtime::RuntimeConfig;
 use crate::upstream::{hash_bytes, HashKey};
-
-pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Client header hygiene (see `crate::edge`): note who the client is, remove what it
 /// may not tell a service, and keep a refused header name for request_filter to answer.

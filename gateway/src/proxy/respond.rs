@@ -10,8 +10,7 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::request::X_REQUEST_ID;
-use super::RequestCtx;
+use super::{RequestCtx, X_REQUEST_ID};
 
 /// An answer the gateway writes itself: a status, headers and, for an error, the
 /// project's JSON error body.

@@ -5,8 +5,8 @@
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 
-use super::request::X_REQUEST_ID;
 use super::RequestCtx;
+use super::X_REQUEST_ID;
 
 /// `revoke: on_success` (a logout): revoked here, on a 2xx, before the answer leaves,
 /// so the client's next request is refused; written to Redis for the other gateways.
