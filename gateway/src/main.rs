@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use gateway::logging::LogFormat;
 
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
