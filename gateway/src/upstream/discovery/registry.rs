@@ -1,5 +1,5 @@
 //! The built-in service registry (control plane): instances register, renew and
-//! deregister over the admin API (`registry_api`), and are evicted when their TTL
+//! deregister over the admin API (`admin::registry`), and are evicted when their TTL
 //! lapses. `discovery: {type: registry}` services read it through
 //! [`RegistrySource`], which wakes on every change.
 //!
