@@ -39,6 +39,9 @@ use crate::runtime::{ClientTimeouts, Shared};
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Pingora's own first header buffer size.
 const HEADER_BUF: usize = 4096;
+/// The first read of a request header, into a buffer inside the connection's future
+/// (a typical request header fits; a longer one continues in a heap buffer).
+const FIRST_READ: usize = 1024;
 /// Past this, the bytes go to Pingora's parser, which refuses headers over 1 MiB.
 const MAX_HEAD: usize = 1024 * 1024;
 
@@ -165,7 +168,7 @@ where
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
-            let head = read_head(&mut stream, first, !tls, h2c, accepted, timeouts, shutdown).await;
+            let head = read_head(&mut stream, first, h2c, accepted, timeouts, shutdown).await;
             let bytes = match head {
                 Head::Http1(b) => b,
                 Head::H2c(b) => {
@@ -223,7 +226,6 @@ where
 async fn read_head(
     stream: &mut Stream,
     first: bool,
-    plain: bool,
     h2c: bool,
     accepted: Instant,
     timeouts: ClientTimeouts,
@@ -243,31 +245,21 @@ async fn read_head(
             None => return Head::Gone,
         }
     };
-    if plain {
-        // an idle connection holds no header buffer: a zero-length read returns once
-        // the socket is readable (or at once, when that is not known), then we allocate
-        let ready = tokio::select! {
-            r = tokio::time::timeout_at(idle_until, stream.read(&mut [])) => r,
-            _ = shutdown.changed(), if !first => return Head::Gone,
-        };
-        match ready {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return Head::Gone,
-            Err(_) if first => return Head::Late(0),
-            Err(_) => return Head::Gone,
-        }
-    }
-    let mut buf = BytesMut::with_capacity(HEADER_BUF);
+    // an idle connection holds no heap buffer: the first read lands in a small buffer
+    // inside this future (one read, as before), and only a request that arrived gets one
+    let mut first_read = [0u8; FIRST_READ];
     let read = tokio::select! {
-        r = tokio::time::timeout_at(idle_until, stream.read_buf(&mut buf)) => r,
+        r = tokio::time::timeout_at(idle_until, stream.read(&mut first_read)) => r,
         _ = shutdown.changed(), if !first => return Head::Gone,
     };
-    match read {
+    let n = match read {
         Ok(Ok(0)) | Ok(Err(_)) => return Head::Gone,
-        Ok(Ok(_)) => {}
+        Ok(Ok(n)) => n,
         Err(_) if first => return Head::Late(0),
         Err(_) => return Head::Gone,
-    }
+    };
+    let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
+    buf.extend_from_slice(first_read.get(..n).unwrap_or_default());
     let deadline = if first {
         idle_until
     } else {
