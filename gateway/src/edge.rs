@@ -174,11 +174,15 @@ impl EdgePolicy {
         req: &mut RequestHeader,
         trusted_peer: bool,
     ) -> Result<(), InvalidHeader> {
-        for name in &self.always {
-            req.remove_header(name);
-        }
-        if !trusted_peer {
-            for name in &self.forwarded {
+        // one pass over what the client sent (a handful of names) instead of a removal
+        // (two hash lookups) per name on the lists; most requests carry none of them
+        let doomed = |n: &HeaderName| {
+            self.always.contains(n) || (!trusted_peer && self.forwarded.contains(n))
+        };
+        if req.headers.keys().any(doomed) {
+            let names: Vec<HeaderName> =
+                req.headers.keys().filter(|n| doomed(n)).cloned().collect();
+            for name in &names {
                 req.remove_header(name);
             }
         }
