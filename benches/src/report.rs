@@ -187,9 +187,7 @@ pub fn floor_summary(sc: &ScenarioResult) -> Option<String> {
 /// Allocations per request of the targets built with `count-allocations`
 /// (none when no target counted).
 pub fn alloc_table(sc: &ScenarioResult) -> Option<String> {
-    let floor = sc
-        .get(Target::Floor)
-        .and_then(Measured::allocs_per_request);
+    let floor = sc.get(Target::Floor).and_then(Measured::allocs_per_request);
     let rows: Vec<(&Measured, (f64, f64))> = sc
         .measured
         .iter()

@@ -175,9 +175,9 @@ fn write_atomically(path: &Path, tmp: &Path, counts: &Counts) -> std::io::Result
     // formatted on the stack: the reporter must not count itself
     let mut buf = [0u8; 96];
     let mut cur = std::io::Cursor::new(&mut buf[..]);
-    write!(
+    writeln!(
         cur,
-        "allocations={} bytes={} frees={}\n",
+        "allocations={} bytes={} frees={}",
         counts.allocations, counts.bytes, counts.frees
     )?;
     let len = usize::try_from(cur.position()).unwrap_or(0);
