@@ -1,9 +1,10 @@
 //! Config files for the targets: the gateway (plain, full pipeline, 1,000
 //! routes), and nginx and haproxy as equivalent plain reverse proxies.
 //!
-//! Equivalent means: one worker (nginx `worker_processes 1`, haproxy `nbthread 1`,
-//! gateway `server.threads`), round robin over the same two backends with
-//! keep-alive upstream connections, `X-Forwarded-For`/`-Proto` added, no access log.
+//! Equivalent means: as many workers (nginx `worker_processes N`, haproxy
+//! `nbthread N`, gateway `server.threads: N`; 1 unless `--workers`), round robin
+//! over the same two backends with keep-alive upstream connections,
+//! `X-Forwarded-For`/`-Proto` added, no access log.
 //! With TLS, each terminates it with the same certificate and its own library's
 //! defaults (nginx and haproxy: OpenSSL; the gateway: rustls), HTTP/1.1 only;
 //! nginx 1.22 is told to offer TLS 1.3 (its default stops at 1.2; later versions
@@ -139,6 +140,8 @@ pub struct PeerListen<'a> {
     pub tls: Option<&'a TlsFiles>,
     /// Client connections it must accept at once (raises the defaults, never lowers them).
     pub connections: usize,
+    /// nginx worker processes / haproxy threads.
+    pub workers: usize,
 }
 
 /// nginx as a plain reverse proxy; `routes` > 0 adds that many prefix locations.
@@ -175,7 +178,7 @@ pub fn nginx(
         let _ = writeln!(locations, "    location /svc{i}/ {{ {proxy} }}");
     }
     format!(
-        "worker_processes 1;\n\
+        "worker_processes {workers};\n\
          daemon off;\n\
          pid {d}/nginx.pid;\n\
          error_log {d}/nginx-error.log warn;\n\
@@ -203,7 +206,9 @@ pub fn nginx(
          \x20   location / {{ {proxy} }}\n\
          \x20 }}\n\
          }}\n",
-        upstreams[0], upstreams[1]
+        upstreams[0],
+        upstreams[1],
+        workers = listen.workers.max(1),
     )
 }
 
@@ -235,7 +240,7 @@ pub fn haproxy(
     };
     format!(
         "global\n\
-         \x20 nbthread 1\n\
+         \x20 nbthread {workers}\n\
          \x20 maxconn {maxconn}\n\
          {strict}\
          defaults\n\
@@ -257,7 +262,9 @@ pub fn haproxy(
          \x20 balance roundrobin\n\
          \x20 server b1 {}\n\
          \x20 server b2 {}\n",
-        upstreams[0], upstreams[1]
+        upstreams[0],
+        upstreams[1],
+        workers = listen.workers.max(1),
     )
 }
 
@@ -275,6 +282,7 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
             tls,
             connections,
+            workers: 1,
         }
     }
 
@@ -288,10 +296,18 @@ mod tests {
         let dir = Path::new("/tmp");
         let nginx_50 = nginx(dir, &listen(None, 50), UP, 0);
         assert!(nginx_50.contains("worker_connections 8192;"));
+        assert!(nginx_50.starts_with("worker_processes 1;\n"));
         assert!(nginx_50.contains("worker_rlimit_nofile 20000;"));
         let haproxy_50 = haproxy(&listen(None, 50), UP, None);
         assert!(haproxy_50.contains("maxconn 4000\n"));
         assert!(!haproxy_50.contains("strict-limits"));
+        assert!(haproxy_50.contains("nbthread 1\n"));
+        let two = PeerListen {
+            workers: 2,
+            ..listen(None, 50)
+        };
+        assert!(nginx(dir, &two, UP, 0).starts_with("worker_processes 2;\n"));
+        assert!(haproxy(&two, UP, None).contains("nbthread 2\n"));
 
         assert!(nginx(dir, &listen(None, 10_000), UP, 0).contains("worker_connections 11024;"));
         let haproxy_10k = haproxy(&listen(None, 10_000), UP, None);

@@ -18,7 +18,8 @@ pub struct RunInfo {
     pub load_after: Option<f64>,
     pub rounds: usize,
     pub duration_s: f64,
-    pub threads: usize,
+    /// Workers per target (gateway/floor threads, nginx processes, haproxy threads).
+    pub workers: usize,
     pub pinned: bool,
 }
 
@@ -44,12 +45,18 @@ pub fn markdown(info: &RunInfo, results: &[ScenarioResult]) -> String {
     );
     let _ = writeln!(
         out,
-        "- {} interleaved round(s) of {:.1} s per target; gateway `server.threads: {}`; \
-         nginx `worker_processes 1`; haproxy `nbthread 1`; pinning {}",
+        "- {} interleaved round(s) of {:.1} s per target; gateway and floor `threads: {w}`; \
+         nginx `worker_processes {w}`; haproxy `nbthread {w}`; {}",
         info.rounds,
         info.duration_s,
-        info.threads,
-        if info.pinned { "on" } else { "off" }
+        if info.pinned {
+            "pinning on (targets on one CPU, load generator and backends on another)"
+        } else if info.workers > 1 {
+            "no pinning: targets, load generator and backends share every CPU"
+        } else {
+            "pinning off"
+        },
+        w = info.workers,
     );
     let _ = writeln!(
         out,
@@ -65,6 +72,9 @@ pub fn markdown(info: &RunInfo, results: &[ScenarioResult]) -> String {
                 out.push_str(&table(sc));
                 if let Some(line) = floor_summary(sc) {
                     let _ = writeln!(out, "\n{line}");
+                }
+                if let Some(t) = alloc_table(sc) {
+                    let _ = write!(out, "\n{t}");
                 }
             }
             Kind::Idle => out.push_str(&idle_table(sc)),
@@ -174,6 +184,36 @@ pub fn floor_summary(sc: &ScenarioResult) -> Option<String> {
     ))
 }
 
+/// Allocations per request of the targets built with `count-allocations`
+/// (none when no target counted).
+pub fn alloc_table(sc: &ScenarioResult) -> Option<String> {
+    let floor = sc.get(Target::Floor).and_then(Measured::allocs_per_request);
+    let rows: Vec<(&Measured, (f64, f64))> = sc
+        .measured
+        .iter()
+        .filter_map(|m| Some((m, m.allocs_per_request()?)))
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut out = String::from(
+        "Allocations (counting allocator over mimalloc; alloc + realloc calls and the \
+         bytes they asked for, per request):\n\n\
+         | target | allocations/req | x floor | bytes/req | x floor |\n\
+         |---|--:|--:|--:|--:|\n",
+    );
+    for (m, (allocs, bytes)) in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {allocs:.1} | {} | {bytes:.0} | {} |",
+            m.target.name(),
+            ratio(allocs, floor.map(|f| f.0)),
+            ratio(bytes, floor.map(|f| f.1)),
+        );
+    }
+    Some(out)
+}
+
 /// The idle-connection scenario's table.
 pub fn idle_table(sc: &ScenarioResult) -> String {
     let nginx = sc
@@ -227,8 +267,12 @@ pub fn json(info: &RunInfo, results: &[ScenarioResult]) -> serde_json::Value {
                         "cpu_s_per_10k": m.cpu_per_10k(),
                         "cpu_us_per_req": m.cpu_us_per_request(),
                         "peak_rss_bytes": m.peak_rss,
+                        "allocs_per_req": m.allocs_per_request().map(|a| a.0),
+                        "alloc_bytes_per_req": m.allocs_per_request().map(|a| a.1),
                         "rounds": m.rounds.iter().map(|r| serde_json::json!({
-                            "requests": r.requests, "errors": r.errors, "secs": r.secs, "cpu_s": r.cpu
+                            "requests": r.requests, "errors": r.errors, "secs": r.secs, "cpu_s": r.cpu,
+                            "allocations": r.allocs.map(|a| a.allocations),
+                            "alloc_bytes": r.allocs.map(|a| a.bytes),
                         })).collect::<Vec<_>>(),
                     })
                 })
@@ -262,7 +306,7 @@ pub fn json(info: &RunInfo, results: &[ScenarioResult]) -> serde_json::Value {
         "load_after": info.load_after,
         "rounds": info.rounds,
         "duration_s": info.duration_s,
-        "gateway_threads": info.threads,
+        "workers": info.workers,
         "pinned": info.pinned,
         "scenarios": scenarios,
     })

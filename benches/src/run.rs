@@ -32,8 +32,10 @@ pub struct Options {
     /// The `pingora-floor` binary (the floor target is skipped when it is missing).
     pub floor: PathBuf,
     pub pin: bool,
-    /// The gateway's `server.threads`.
-    pub threads: usize,
+    /// Workers of every target: the gateway's and the floor's `threads`, nginx
+    /// `worker_processes`, haproxy `nbthread`. Above 1, nothing is pinned: the
+    /// targets use every CPU and share them with the load generator.
+    pub workers: usize,
     pub access_log: bool,
     /// Distinct tokens in the JWT scenario.
     pub distinct_tokens: usize,
@@ -49,6 +51,8 @@ pub struct Round {
     pub secs: f64,
     /// Target CPU seconds (user + system) spent in the window.
     pub cpu: f64,
+    /// The target's allocator calls over the window (builds with `count-allocations`).
+    pub allocs: Option<alloc_count::Counts>,
 }
 
 /// Everything measured for one target in one scenario.
@@ -93,6 +97,26 @@ impl Measured {
     /// Target CPU microseconds per request (over all rounds).
     pub fn cpu_us_per_request(&self) -> f64 {
         self.cpu_per_10k() * 100.0
+    }
+
+    /// Allocator calls and bytes per request over the rounds that counted them
+    /// (none when the target was not built with `count-allocations`).
+    pub fn allocs_per_request(&self) -> Option<(f64, f64)> {
+        let counted: Vec<(&Round, alloc_count::Counts)> = self
+            .rounds
+            .iter()
+            .filter_map(|r| Some((r, r.allocs?)))
+            .collect();
+        let requests: u64 = counted.iter().map(|(r, _)| r.requests).sum();
+        if requests == 0 {
+            return None;
+        }
+        let allocations: u64 = counted.iter().map(|(_, c)| c.allocations).sum();
+        let bytes: u64 = counted.iter().map(|(_, c)| c.bytes).sum();
+        Some((
+            allocations as f64 / requests as f64,
+            bytes as f64 / requests as f64,
+        ))
     }
 
     /// Latency quantile in milliseconds.
@@ -151,13 +175,17 @@ impl Options {
 /// Run every selected scenario, printing progress to stderr.
 pub fn run_all(opts: &Options, scenarios: &[Scenario]) -> Vec<ScenarioResult> {
     let cpus = sys::allowed_cpus();
-    let (target_cpu, load_cpu) = match (opts.pin, cpus.as_slice()) {
+    let (target_cpu, load_cpu) = match (opts.pin && opts.workers == 1, cpus.as_slice()) {
         (true, [a, b, ..]) => (Some(*a), Some(*b)),
         _ => (None, None),
     };
     match (target_cpu, load_cpu) {
         (Some(t), Some(l)) => eprintln!(
             "pinning: targets on CPU {t}; load generator, upstream backends and redis on CPU {l}"
+        ),
+        _ if opts.workers > 1 => eprintln!(
+            "pinning: off ({} workers per target: targets, load generator and backends share every CPU)",
+            opts.workers
         ),
         _ => eprintln!("pinning: off"),
     }
@@ -179,6 +207,7 @@ struct Live {
     proc: Proc,
     note: Option<String>,
     tls: Option<String>,
+    alloc_counts: Option<PathBuf>,
     pids: Vec<u32>,
     rounds: Vec<Round>,
     latency: Option<Histogram<u64>>,
@@ -220,7 +249,12 @@ fn run_scenario(
         }
         let probe_token = tokens.first().and_then(|v| v.to_str().ok()).unwrap_or("");
         match setup::start(&mut s, t, sc, probe_token) {
-            Ok(setup::Started { proc, note, tls }) => {
+            Ok(setup::Started {
+                proc,
+                note,
+                tls,
+                alloc_counts,
+            }) => {
                 if let Some(n) = &note {
                     eprintln!("{tag} note: {}: {n}", t.name());
                 }
@@ -233,6 +267,7 @@ fn run_scenario(
                     proc,
                     note,
                     tls,
+                    alloc_counts,
                     pids,
                     rounds: Vec::new(),
                     latency: None,
@@ -263,7 +298,13 @@ fn run_scenario(
             let l = &mut live[(i + round) % n];
             let pids = l.pids.clone();
             let probe = move || sys::cpu_seconds(&pids);
-            match loadgen::run(&spec_for(l, opts.duration), &probe) {
+            let allocs_before = l.alloc_counts.as_deref().and_then(settled_counts);
+            let outcome = loadgen::run(&spec_for(l, opts.duration), &probe);
+            let allocs_after = l.alloc_counts.as_deref().and_then(settled_counts);
+            let allocs = allocs_before
+                .zip(allocs_after)
+                .map(|(before, after)| after.since(&before));
+            match outcome {
                 Ok(r) => {
                     let cpu = r.probe.1 - r.probe.0;
                     let p99 = r.latency.value_at_quantile(0.99) as f64 / 1000.0;
@@ -282,6 +323,7 @@ fn run_scenario(
                         errors: r.errors,
                         secs: r.elapsed.as_secs_f64(),
                         cpu,
+                        allocs,
                     });
                     match &mut l.latency {
                         Some(h) => {
@@ -307,6 +349,13 @@ fn run_scenario(
         drop(l.proc);
     }
     result
+}
+
+/// A target's allocation counters once its counters file has caught up with
+/// the last load (the target rewrites it every `alloc_count::REPORT_EVERY`).
+fn settled_counts(path: &Path) -> Option<alloc_count::Counts> {
+    std::thread::sleep(alloc_count::REPORT_EVERY * 4);
+    alloc_count::Counts::read(path)
 }
 
 /// The `Authorization` values scenario `sc` sends (one, or `distinct_tokens`).

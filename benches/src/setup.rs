@@ -36,6 +36,9 @@ pub struct Started {
     pub note: Option<String>,
     /// What the TLS handshake negotiated (HTTPS scenarios).
     pub tls: Option<String>,
+    /// The target's allocation counters (gateway and floor built with
+    /// `count-allocations`; none otherwise).
+    pub alloc_counts: Option<PathBuf>,
 }
 
 impl<'a> Setup<'a> {
@@ -82,7 +85,7 @@ impl<'a> Setup<'a> {
             listen: loopback()?,
             admin: loopback()?,
             upstreams: self.upstream_addrs(),
-            threads: self.opts.threads,
+            threads: self.opts.workers,
             access_log: self.opts.access_log,
             tls: self
                 .tls
@@ -96,6 +99,7 @@ impl<'a> Setup<'a> {
             addr: loopback()?,
             tls: self.tls.as_ref(),
             connections,
+            workers: self.opts.workers,
         })
     }
 
@@ -110,7 +114,7 @@ impl<'a> Setup<'a> {
         cmd.arg("--listen")
             .arg(listen.to_string())
             .arg("--threads")
-            .arg(self.opts.threads.to_string());
+            .arg(self.opts.workers.to_string());
         for u in self.upstream_addrs() {
             cmd.arg("--upstream").arg(u.to_string());
         }
@@ -120,7 +124,9 @@ impl<'a> Setup<'a> {
                 .arg("--tls-key")
                 .arg(&t.key);
         }
-        let log = self.logs()?.join("pingora-floor.log");
+        let logs = self.logs()?;
+        cmd.env(alloc_count::ENV_FILE, logs.join("pingora-floor.allocs"));
+        let log = logs.join("pingora-floor.log");
         procs::spawn("pingora-floor", cmd, listen, &log, self.target_cpu).map_err(|e| e.to_string())
     }
 
@@ -161,7 +167,9 @@ impl<'a> Setup<'a> {
         if !self.opts.access_log {
             cmd.env("RUST_LOG", "warn");
         }
-        let log = self.logs()?.join(format!("{name}.log"));
+        let logs = self.logs()?;
+        cmd.env(alloc_count::ENV_FILE, logs.join(format!("{name}.allocs")));
+        let log = logs.join(format!("{name}.log"));
         procs::spawn(name, cmd, addr, &log, self.target_cpu).map_err(|e| e.to_string())
     }
 
@@ -303,7 +311,21 @@ pub fn start(s: &mut Setup<'_>, t: Target, sc: &Scenario, token: &str) -> Result
             None
         }
     };
-    Ok(Started { proc, note, tls })
+    // written at start by binaries built with `count-allocations`
+    let alloc_counts = match t {
+        Target::Floor => Some("pingora-floor.allocs"),
+        Target::Gateway => Some("gateway.allocs"),
+        Target::Pipeline => Some("gateway-pipeline.allocs"),
+        _ => None,
+    }
+    .map(|name| s.dir.join("logs").join(name))
+    .filter(|p| p.is_file());
+    Ok(Started {
+        proc,
+        note,
+        tls,
+        alloc_counts,
+    })
 }
 
 fn loopback() -> Result<SocketAddr, String> {

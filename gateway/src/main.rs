@@ -9,9 +9,19 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use gateway::logging::LogFormat;
 
-#[cfg(not(feature = "system-allocator"))]
+#[cfg(all(not(feature = "system-allocator"), not(feature = "count-allocations")))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(not(feature = "system-allocator"), feature = "count-allocations"))]
+#[global_allocator]
+static GLOBAL: alloc_count::Counting<mimalloc::MiMalloc> =
+    alloc_count::Counting::new(mimalloc::MiMalloc);
+
+#[cfg(all(feature = "system-allocator", feature = "count-allocations"))]
+#[global_allocator]
+static GLOBAL: alloc_count::Counting<std::alloc::System> =
+    alloc_count::Counting::new(std::alloc::System);
 
 #[derive(Parser)]
 #[command(
@@ -91,6 +101,10 @@ enum LogFormatArg {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "count-allocations")]
+    if let Some(Err(e)) = alloc_count::report_to_env_file(&GLOBAL) {
+        eprintln!("gateway: cannot write the allocation counters: {e}");
+    }
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run {
         config: PathBuf::from("config/gateway.yaml"),

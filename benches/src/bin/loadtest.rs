@@ -42,9 +42,11 @@ struct Cli {
     /// Seconds of unmeasured load per target before the rounds.
     #[arg(long)]
     warmup: Option<f64>,
-    /// The gateway's `server.threads` (1 matches nginx's single worker).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// Workers per target: the gateway's and the floor's `server.threads`, nginx
+    /// `worker_processes`, haproxy `nbthread`. Above 1 nothing is pinned: the
+    /// targets run on every CPU, shared with the load generator and the backends.
+    #[arg(long, alias = "threads", default_value_t = 1)]
+    workers: usize,
     /// Keep the gateway's access log on (written to the work folder).
     #[arg(long)]
     access_log: bool,
@@ -172,7 +174,7 @@ fn run_cli(cli: Cli) -> Result<(), String> {
         backend,
         floor,
         pin: !cli.no_pin,
-        threads: cli.threads.max(1),
+        workers: cli.workers.clamp(1, 64),
         access_log: cli.access_log,
         distinct_tokens: cli.tokens.unwrap_or(if cli.quick { 500 } else { 100_000 }),
         idle_connections,
@@ -193,8 +195,8 @@ fn run_cli(cli: Cli) -> Result<(), String> {
         load_after: sys::load_average(),
         rounds: opts.rounds,
         duration_s: opts.duration.as_secs_f64(),
-        threads: opts.threads,
-        pinned: opts.pin && sys::allowed_cpus().len() >= 2,
+        workers: opts.workers,
+        pinned: opts.pin && opts.workers == 1 && sys::allowed_cpus().len() >= 2,
     };
     let md = report::markdown(&info, &results);
     let write = |name: &str, text: &str| {
@@ -217,7 +219,8 @@ fn run_cli(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo build` the gateway, the backend and the floor in this binary's profile.
+/// `cargo build` the gateway, the backend and the floor in this binary's profile
+/// (with `count-allocations` when this binary has it).
 fn build_binaries(here: &std::path::Path) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -243,6 +246,12 @@ fn build_binaries(here: &std::path::Path) -> Result<(), String> {
         "--bin",
         "pingora-floor",
     ]);
+    if cfg!(feature = "count-allocations") {
+        cmd.args([
+            "--features",
+            "gateway/count-allocations,benches/count-allocations",
+        ]);
+    }
     eprintln!("building: {cmd:?}");
     let status = cmd
         .status()

@@ -25,8 +25,15 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::Result;
 use pingora_proxy::{ProxyHttp, Session};
 
+#[cfg(not(feature = "count-allocations"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// With `count-allocations`, the gateway's counting wrapper (see `alloc-count`).
+#[cfg(feature = "count-allocations")]
+#[global_allocator]
+static GLOBAL: alloc_count::Counting<mimalloc::MiMalloc> =
+    alloc_count::Counting::new(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +86,10 @@ impl ProxyHttp for Floor {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "count-allocations")]
+    if let Some(Err(e)) = alloc_count::report_to_env_file(&GLOBAL) {
+        eprintln!("pingora-floor: cannot write the allocation counters: {e}");
+    }
     let cli = Cli::parse();
     if cli.upstreams.is_empty() {
         eprintln!("pingora-floor: at least one --upstream is needed");
