@@ -312,3 +312,74 @@ async fn a_route_read_timeout_is_a_json_504() {
     let resp = c.get(gw.url("/other?delay_ms=600")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// Background work follows the config that is serving: a reload that drops a
+/// health-checked service stops its checker at once, even while a request still
+/// holds the old config, and a config that fails to compile starts nothing.
+// multi-threaded: the held request runs while this test blocks in `wait_until`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_stops_the_checkers_of_dropped_services_and_a_rejected_one_starts_none() {
+    let (a, slow, d) = (
+        Backend::start("a"),
+        Backend::start("slow"),
+        Backend::start("d"),
+    );
+    let checked = |b: &Backend| {
+        ServiceBuilder::instances([b.addr()]).health_check(HealthCheckConfig {
+            path: "/health".into(),
+            interval: ms(100),
+            timeout: ms(500),
+            ..HealthCheckConfig::default()
+        })
+    };
+    let slow_route = || RouteBuilder::to("t").prefix("/slow");
+    let first = GatewayConfigBuilder::new()
+        .admin()
+        .service("s", checked(&a))
+        .service("t", ServiceBuilder::instances([slow.addr()]))
+        .route(slow_route())
+        .route(RouteBuilder::to("s"))
+        .yaml();
+    let gw = GatewayProcess::start(BIN, &first);
+    assert!(wait_until(Duration::from_secs(5), || a.health_checks() >= 2));
+
+    // a request on the old config stays in flight across the reload
+    let held = tokio::spawn({
+        let url = gw.url("/slow/x?delay_ms=3000");
+        async move { client().get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    assert!(wait_until(Duration::from_secs(5), || slow.in_flight() == 1));
+    let without_s = GatewayConfigBuilder::new()
+        .admin()
+        .service("t", ServiceBuilder::instances([slow.addr()]))
+        .route(slow_route())
+        .yaml();
+    gw.rewrite_config(&without_s);
+    assert!(gw.wait_for_log("config reloaded", Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.reset_counts();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        a.health_checks(),
+        0,
+        "the dropped service is still checked while the old config is held"
+    );
+    assert_eq!(
+        held.await.unwrap().unwrap(),
+        200,
+        "the held request finished"
+    );
+
+    // rejected: a checked service next to a route to an unknown service
+    let broken = GatewayConfigBuilder::new()
+        .admin()
+        .service("t", ServiceBuilder::instances([slow.addr()]))
+        .service("u", checked(&d))
+        .route(slow_route())
+        .route(RouteBuilder::to("nowhere"))
+        .yaml();
+    gw.rewrite_config(&broken);
+    assert!(gw.wait_for_log("config reload rejected", Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(d.health_checks(), 0, "a rejected config started a checker");
+}
