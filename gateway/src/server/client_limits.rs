@@ -40,8 +40,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Pingora's own first header buffer size.
 const HEADER_BUF: usize = 4096;
 /// The first read of a request header, into a buffer inside the connection's future
-/// (a typical request header fits; a longer one continues in a heap buffer).
+/// (a typical request header fits; a longer one continues in the heap buffer, which
+/// is always larger than this).
 const FIRST_READ: usize = 1024;
+const _: () = assert!(FIRST_READ <= HEADER_BUF);
 /// Past this, the bytes go to Pingora's parser, which refuses headers over 1 MiB.
 const MAX_HEAD: usize = 1024 * 1024;
 
@@ -258,7 +260,7 @@ async fn read_head(
         Err(_) if first => return Head::Late(0),
         Err(_) => return Head::Gone,
     };
-    let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
+    let mut buf = BytesMut::with_capacity(HEADER_BUF);
     buf.extend_from_slice(first_read.get(..n).unwrap_or_default());
     let deadline = if first {
         idle_until

@@ -186,11 +186,13 @@ pub struct EurekaSpec {
     pub use_hostname: bool,
 }
 
-/// Durations in the admin view as humans write them in the file (`5s`, `1m 30s`).
+/// Durations in the admin view spelled as the config file spells them (`5s`, `1m 30s`).
 mod human_duration {
     use std::time::Duration;
 
+    use serde::Serialize;
+
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
+        plugins::Dur(*d).serialize(s)
     }
 }
