@@ -358,7 +358,20 @@ where
             );
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            while let Some((mut stream, mut persistent_settings)) = result.map(|r| r.consume()) {
+                // [vendored patch] Wait for the next request here, in a small buffer,
+                // instead of inside a new session and the app's request future: an idle
+                // keep-alive connection then holds neither (see third_party/PATCHES.md).
+                if let Some(settings) = persistent_settings.as_mut() {
+                    let idle = settings.pipelined_prefix.as_ref().is_none_or(|p| p.is_empty());
+                    // keep-alive off: the session's own read (with its read timeout) decides
+                    if idle && settings.keepalive_timeout.is_some() {
+                        let first =
+                            wait_next_request(&mut stream, settings.keepalive_timeout, shutdown)
+                                .await?;
+                        settings.pipelined_prefix = Some(first);
+                    }
+                }
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
@@ -373,6 +386,65 @@ where
     async fn cleanup(&self) {
         self.http_cleanup().await;
     }
+}
+
+/// The first read of a request on an idle keep-alive connection: a typical request
+/// header fits; a longer one continues in the session's own header buffer.
+const IDLE_READ_BUF: usize = 1024;
+/// The session's first header buffer (`INIT_HEADER_BUF_SIZE` of the HTTP/1 server).
+const HEADER_BUF: usize = 4096;
+
+/// [vendored patch] Wait on an idle keep-alive HTTP/1 connection for the first bytes
+/// of its next request, with the session's keep-alive timeout (seconds, 0: none).
+///
+/// The bytes land in a buffer inside this future; only a request that arrived gets a
+/// heap buffer (of the session's usual size), handed to the next session as its
+/// pipelined prefix. `None`: the client closed, the wait timed out, the read failed,
+/// or the server is shutting down; the connection is then closed, as the session's
+/// own keep-alive read would have.
+async fn wait_next_request(
+    stream: &mut Stream,
+    keepalive_timeout: Option<u64>,
+    shutdown: &ShutdownWatch,
+) -> Option<BytesMut> {
+    use tokio::io::AsyncReadExt;
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow() {
+        return None;
+    }
+    let mut first = [0u8; IDLE_READ_BUF];
+    let read = async {
+        match keepalive_timeout {
+            // 0: keep-alive without a timeout (`KeepaliveStatus::Infinite`)
+            None | Some(0) => stream.read(&mut first).await.ok(),
+            Some(secs) => pingora_timeout::timeout(
+                Duration::from_secs(secs),
+                stream.read(&mut first),
+            )
+            .await
+            .ok()?
+            .ok(),
+        }
+    };
+    // like the proxy's own idle read, an idle connection closes on shutdown
+    let closing = async {
+        while shutdown.changed().await.is_ok() {
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let n = tokio::select! {
+        n = read => n?,
+        () = closing => return None,
+    };
+    if n == 0 {
+        return None;
+    }
+    let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
+    buf.extend_from_slice(first.get(..n)?);
+    Some(buf)
 }
 
 #[cfg(test)]
