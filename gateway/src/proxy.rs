@@ -67,6 +67,11 @@ use retry::Failure;
 /// The request id header: taken from the client when well-formed, else generated;
 /// sent to the service and echoed in every answer.
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// How the gateway writes the names of the headers it adds. Pingora keeps each
+/// header's spelling beside the map: given a `&'static str`, it stores the spelling
+/// without a copy; given a `HeaderName` outside its table of standard names, it
+/// copies the name into a new buffer, once per insert.
+const X_REQUEST_ID_WIRE: &str = "X-Request-Id";
 
 /// The gateway's proxy logic; all state is behind [`Shared`].
 pub struct Gateway {
@@ -220,7 +225,7 @@ impl ProxyHttp for Gateway {
         )?;
         apply_request_rules(route, req, out)?;
         forwarded_headers(session, req, ctx.trusted_peer)?;
-        req.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        req.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
         sign_identity(route, req, out, &ctx.request_id)?;
         Ok(())
     }

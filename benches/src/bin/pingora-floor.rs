@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clap::Parser;
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -59,6 +61,13 @@ struct Cli {
     /// PEM private key of `--tls-cert`.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Per-connection read buffer of the listener in bytes (the gateway's
+    /// `listeners[].read_buffer`); Pingora's default (64 KiB) when absent.
+    #[arg(long, requires = "write_buffer")]
+    read_buffer: Option<usize>,
+    /// Per-connection write buffer of the listener in bytes (`listeners[].write_buffer`).
+    #[arg(long, requires = "read_buffer")]
+    write_buffer: Option<usize>,
 }
 
 /// The whole proxy: a cursor over the upstreams.
@@ -123,7 +132,12 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        _ => proxy.add_tcp(&listen),
+        _ => match (cli.read_buffer, cli.write_buffer) {
+            (Some(read), Some(write)) => proxy.add_listener(
+                ListenerConfig::tcp(&listen).l4_buffer(L4BufferSettings::new(read, write)),
+            ),
+            _ => proxy.add_tcp(&listen),
+        },
     }
     server.add_service(proxy);
     server.run(Default::default());

@@ -19,6 +19,10 @@ use crate::routing::Route;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+// the spellings written (see `super::X_REQUEST_ID_WIRE`)
+const X_FORWARDED_FOR_WIRE: &str = "X-Forwarded-For";
+const X_FORWARDED_PROTO_WIRE: &str = "X-Forwarded-Proto";
+const X_FORWARDED_HOST_WIRE: &str = "X-Forwarded-Host";
 
 /// Forward `new_path` (the route's rewrite, already checked by the path policy when
 /// the route was selected) and drop `strip_param` from the query (a token read from
@@ -150,21 +154,21 @@ pub(super) fn forwarded_headers(
             forwarded_for(prev.as_deref(), addr.ip())
         };
         if let Some(value) = value {
-            req.insert_header(X_FORWARDED_FOR.clone(), value)?;
+            req.insert_header(X_FORWARDED_FOR_WIRE, value)?;
         }
     }
     if !(trusted_peer && req.headers.contains_key(&X_FORWARDED_PROTO)) {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         req.insert_header(
-            X_FORWARDED_PROTO.clone(),
+            X_FORWARDED_PROTO_WIRE,
             if tls { "https" } else { "http" },
         )?;
     }
     if !req.headers.contains_key(&X_FORWARDED_HOST) {
         if let Some(host) = req.headers.get(http::header::HOST).cloned() {
-            req.insert_header(X_FORWARDED_HOST.clone(), host)?;
+            req.insert_header(X_FORWARDED_HOST_WIRE, host)?;
         } else if let Some(host) = req.uri.authority().map(|a| a.to_string()) {
-            req.insert_header(X_FORWARDED_HOST.clone(), host)?;
+            req.insert_header(X_FORWARDED_HOST_WIRE, host)?;
         }
     }
     Ok(())

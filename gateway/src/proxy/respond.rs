@@ -10,7 +10,7 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::{RequestCtx, X_REQUEST_ID};
+use super::{RequestCtx, X_REQUEST_ID_WIRE};
 
 /// An answer the gateway writes itself: a status, headers and, for an error, the
 /// project's JSON error body.
@@ -89,7 +89,7 @@ pub(super) async fn respond(session: &mut Session, ctx: &mut RequestCtx, answer:
             resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
             resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         }
-        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        resp.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
         for (name, value) in out.iter().chain(&headers) {
             resp.insert_header(name.clone(), value.clone())?;
         }

@@ -6,7 +6,7 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 
 use super::RequestCtx;
-use super::X_REQUEST_ID;
+use super::X_REQUEST_ID_WIRE;
 
 /// `revoke: on_success` (a logout): revoked here, on a 2xx, before the answer leaves,
 /// so the client's next request is refused; written to Redis for the other gateways.
@@ -35,6 +35,6 @@ pub(super) fn set_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result
     for (name, value) in &ctx.plugin_out.response_headers {
         resp.insert_header(name.clone(), value.clone())?;
     }
-    resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+    resp.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
     Ok(())
 }
