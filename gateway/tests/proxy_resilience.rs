@@ -213,6 +213,48 @@ async fn retries_do_not_go_into_an_open_breaker() {
     assert_eq!(a.requests() + b.requests(), 2);
 }
 
+/// Breaker state belongs to the service: a reload that keeps the service's spec
+/// keeps its breaker open; one that changes the breaker starts a closed one.
+#[tokio::test]
+async fn a_reload_keeps_the_state_of_an_unchanged_breaker() {
+    let a = Backend::start("a");
+    a.set_status(Some(500));
+    let config = |cb: CircuitBreakerConfig, extra_route: bool| {
+        let mut c = GatewayConfigBuilder::new()
+            .admin()
+            .service(
+                "s",
+                ServiceBuilder::instances([a.addr()]).circuit_breaker(cb),
+            )
+            .route(RouteBuilder::to("s").retries(0));
+        if extra_route {
+            c = c.route(RouteBuilder::to("s").id("other").prefix("/other"));
+        }
+        c.yaml()
+    };
+    let gw = GatewayProcess::start(BIN, &config(breaker(2, secs(60)), false));
+    let reloads = |n: usize| wait_until(T, || gw.log_count("config reloaded") == n);
+    for _ in 0..2 {
+        assert_eq!(get(&gw).await.0, 500);
+    }
+    assert_eq!(state(&gw), 1.0);
+
+    gw.rewrite_config(&config(breaker(2, secs(60)), true));
+    assert!(reloads(1), "{}", gw.log());
+    assert_eq!(
+        get(&gw).await.1,
+        "circuit_open",
+        "still open after the reload"
+    );
+    assert_eq!(state(&gw), 1.0);
+
+    gw.rewrite_config(&config(breaker(3, secs(60)), true));
+    assert!(reloads(2), "{}", gw.log());
+    assert_eq!(state(&gw), 0.0, "a changed breaker starts closed");
+    assert_eq!(get(&gw).await.0, 500);
+    assert_eq!(transitions(&gw, "open"), 1.0);
+}
+
 #[tokio::test]
 async fn a_passing_health_check_ends_a_passive_ejection() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
