@@ -17,9 +17,9 @@
 //! admit, a few atomic adds and a sum over ten buckets to record. The lock guards
 //! transitions and the open/half-open states, where calls are few.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
 use serde::Serialize;
@@ -27,6 +27,9 @@ use serde::Serialize;
 use super::instance::monotonic_ms;
 use super::policy::BreakerSpec;
 use crate::observe::METRICS;
+use window::{Totals, Window};
+
+mod window;
 
 /// Where the breaker stands; the number is `gateway_circuit_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,7 +138,7 @@ impl Breaker {
     pub fn admit(self: &Arc<Self>, now_ms: u64) -> Result<Call, Duration> {
         let hint = self.hint.load(Ordering::Acquire);
         if State::from_bits(hint) == State::Closed {
-            return Ok(self.call(hint >> 2, false));
+            return Ok(self.call(hint >> 2, false, now_ms));
         }
         let mut inner = self.lock();
         if inner.state == State::Open {
@@ -145,10 +148,10 @@ impl Breaker {
             self.transition(&mut inner, State::HalfOpen, now_ms);
         }
         match inner.state {
-            State::Closed => Ok(self.call(inner.generation, false)),
+            State::Closed => Ok(self.call(inner.generation, false, now_ms)),
             State::HalfOpen if inner.probes_started < self.spec.half_open_calls => {
                 inner.probes_started += 1;
-                Ok(self.call(inner.generation, true))
+                Ok(self.call(inner.generation, true, now_ms))
             }
             _ => Err(HALF_OPEN_RETRY_AFTER),
         }
@@ -185,12 +188,12 @@ impl Breaker {
         }
     }
 
-    fn call(self: &Arc<Self>, generation: u64, probe: bool) -> Call {
+    fn call(self: &Arc<Self>, generation: u64, probe: bool, now_ms: u64) -> Call {
         Call {
             breaker: self.clone(),
             generation,
             probe,
-            started: Instant::now(),
+            admitted_ms: now_ms,
             done: false,
         }
     }
@@ -199,9 +202,10 @@ impl Breaker {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, generation: u64, probe: bool, failed: bool, elapsed: Duration) {
+    fn record(&self, call: &Call, failed: bool, now_ms: u64) {
+        let (generation, probe) = (call.generation, call.probe);
+        let elapsed = Duration::from_millis(now_ms.saturating_sub(call.admitted_ms));
         let slow = elapsed >= self.spec.slow_call_duration;
-        let now_ms = monotonic_ms();
         if probe {
             let mut inner = self.lock();
             if inner.generation != generation || inner.state != State::HalfOpen {
@@ -286,18 +290,21 @@ pub struct Call {
     breaker: Arc<Breaker>,
     generation: u64,
     probe: bool,
-    started: Instant,
+    admitted_ms: u64,
     done: bool,
 }
 
 impl Call {
     /// The attempt ended: `failed` for a 5xx from the instance, a connect error or
     /// a timeout. Its duration (admission to now) decides whether it was slow.
-    pub fn finish(mut self, failed: bool) {
+    pub fn finish(self, failed: bool) {
+        self.finish_at(failed, monotonic_ms());
+    }
+
+    /// [`Call::finish`] at `now_ms` (the monotonic clock).
+    pub fn finish_at(mut self, failed: bool, now_ms: u64) {
         self.done = true;
-        let elapsed = self.started.elapsed();
-        self.breaker
-            .record(self.generation, self.probe, failed, elapsed);
+        self.breaker.record(&self, failed, now_ms);
     }
 }
 
@@ -305,97 +312,6 @@ impl Drop for Call {
     fn drop(&mut self) {
         if !self.done && self.probe {
             self.breaker.give_back(self.generation);
-        }
-    }
-}
-
-/// Buckets of the rolling window; a call lands in the bucket of its end time, and
-/// the window is the last `BUCKETS` buckets (the current one partly filled).
-const BUCKETS: usize = 10;
-const EMPTY: u64 = u64::MAX;
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Totals {
-    calls: u32,
-    failures: u32,
-    slow: u32,
-}
-
-struct Bucket {
-    /// Which bucket of time this slot holds (`now_ms / bucket_ms`), or `EMPTY`.
-    epoch: AtomicU64,
-    calls: AtomicU32,
-    failures: AtomicU32,
-    slow: AtomicU32,
-}
-
-/// The rolling window: a ring of buckets, each recycled by the first call of a new
-/// period (a call counted in the instant its bucket is recycled may be lost; the
-/// ratios do not need more precision than that).
-struct Window {
-    buckets: [Bucket; BUCKETS],
-    bucket_ms: u64,
-}
-
-impl Window {
-    fn new(window: Duration) -> Self {
-        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        Window {
-            buckets: std::array::from_fn(|_| Bucket {
-                epoch: AtomicU64::new(EMPTY),
-                calls: AtomicU32::new(0),
-                failures: AtomicU32::new(0),
-                slow: AtomicU32::new(0),
-            }),
-            bucket_ms: (ms / BUCKETS as u64).max(1),
-        }
-    }
-
-    fn add(&self, now_ms: u64, failed: bool, slow: bool) {
-        let epoch = now_ms / self.bucket_ms;
-        let b = &self.buckets[(epoch % BUCKETS as u64) as usize];
-        let seen = b.epoch.load(Ordering::Acquire);
-        if seen != epoch {
-            if seen != EMPTY && seen > epoch {
-                return; // this call ended a whole window ago
-            }
-            if b.epoch
-                .compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                b.calls.store(0, Ordering::Relaxed);
-                b.failures.store(0, Ordering::Relaxed);
-                b.slow.store(0, Ordering::Relaxed);
-            }
-        }
-        b.calls.fetch_add(1, Ordering::Relaxed);
-        if failed {
-            b.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        if slow {
-            b.slow.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn totals(&self, now_ms: u64) -> Totals {
-        let epoch = now_ms / self.bucket_ms;
-        let mut t = Totals::default();
-        for b in &self.buckets {
-            let e = b.epoch.load(Ordering::Acquire);
-            if e != EMPTY && e <= epoch && epoch - e < BUCKETS as u64 {
-                t.calls = t.calls.saturating_add(b.calls.load(Ordering::Relaxed));
-                t.failures = t
-                    .failures
-                    .saturating_add(b.failures.load(Ordering::Relaxed));
-                t.slow = t.slow.saturating_add(b.slow.load(Ordering::Relaxed));
-            }
-        }
-        t
-    }
-
-    fn clear(&self) {
-        for b in &self.buckets {
-            b.epoch.store(EMPTY, Ordering::Release);
         }
     }
 }
@@ -427,8 +343,9 @@ mod tests {
         Arc::new(Breaker::new(name, spec))
     }
 
-    fn run(b: &Arc<Breaker>, failed: bool) {
-        b.admit(monotonic_ms()).expect("admitted").finish(failed);
+    /// One call admitted and finished at `at` (ms on the monotonic clock).
+    fn run(b: &Arc<Breaker>, at: u64, failed: bool) {
+        b.admit(at).expect("admitted").finish_at(failed, at);
     }
 
     fn transitions(name: &str, to: &str) -> u64 {
@@ -438,51 +355,65 @@ mod tests {
             .get()
     }
 
+    /// A breaker opened at 1_000 ms by four failures (open until 1_200).
+    fn opened(name: &str) -> Arc<Breaker> {
+        let b = breaker(name, spec());
+        for _ in 0..4 {
+            run(&b, 1_000, true);
+        }
+        assert_eq!(b.status(1_000).state, State::Open);
+        b
+    }
+
     #[test]
     fn no_decision_below_minimum_calls_then_opens_on_the_failure_ratio() {
         let b = breaker("t-ratio", spec());
-        run(&b, true);
-        run(&b, true);
-        run(&b, true);
-        assert_eq!(
-            b.status(monotonic_ms()).state,
-            State::Closed,
-            "3 < minimum_calls"
-        );
-        run(&b, false); // 3 of 4 failed
-        assert_eq!(b.status(monotonic_ms()).state, State::Open);
+        run(&b, 1_000, true);
+        run(&b, 1_000, true);
+        run(&b, 1_000, true);
+        assert_eq!(b.status(1_000).state, State::Closed, "3 < minimum_calls");
+        run(&b, 1_000, false); // 3 of 4 failed
+        assert_eq!(b.status(1_000).state, State::Open);
         assert_eq!(transitions("t-ratio", "open"), 1);
-        let wait = b.admit(monotonic_ms()).err().expect("refused while open");
-        assert!(wait <= Duration::from_millis(200) && !wait.is_zero());
-        assert!(b.refuses(monotonic_ms()));
+        assert_eq!(b.admit(1_050).err(), Some(Duration::from_millis(150)));
+        assert!(b.refuses(1_199));
+        assert!(!b.refuses(1_200), "open_for is over: a probe may go");
     }
 
     #[test]
     fn successes_keep_it_closed() {
         let b = breaker("t-ok", spec());
         for k in 0..40 {
-            run(&b, k % 3 == 2); // a third fail: under 0.5 at every count
+            run(&b, 1_000 + k, k % 3 == 2); // a third fail: under 0.5 at every count
         }
-        assert_eq!(b.status(monotonic_ms()).state, State::Closed);
+        assert_eq!(b.status(1_040).state, State::Closed);
+    }
+
+    #[test]
+    fn failures_leave_the_window_with_their_bucket() {
+        let b = breaker("t-window", spec());
+        run(&b, 1_000, true);
+        run(&b, 1_000, true);
+        run(&b, 1_000, true);
+        // ten seconds on, those three are out of the window: one failure of two
+        run(&b, 11_500, false);
+        run(&b, 11_500, true);
+        assert_eq!(b.status(11_500).state, State::Closed);
+        assert_eq!(b.status(11_500).window_calls, 2);
     }
 
     #[test]
     fn half_open_lets_probes_through_and_closes_when_all_succeed() {
-        let b = breaker("t-half", spec());
-        for _ in 0..4 {
-            run(&b, true);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-        let now = monotonic_ms();
-        assert!(!b.refuses(now), "open_for is over: a probe may go");
+        let b = opened("t-half");
+        let now = 1_300;
         let p1 = b.admit(now).expect("probe 1");
         let p2 = b.admit(now).expect("probe 2");
         assert_eq!(b.admit(now).err(), Some(HALF_OPEN_RETRY_AFTER));
         assert!(b.refuses(now));
         assert_eq!(b.status(now).state, State::HalfOpen);
-        p1.finish(false);
+        p1.finish_at(false, now);
         assert_eq!(b.status(now).state, State::HalfOpen);
-        p2.finish(false);
+        p2.finish_at(false, now);
         let st = b.status(now);
         assert_eq!((st.state, st.window_calls), (State::Closed, 0));
         assert_eq!(transitions("t-half", "half_open"), 1);
@@ -491,53 +422,51 @@ mod tests {
 
     #[test]
     fn a_failed_probe_opens_it_again_and_a_dropped_one_gives_its_place_back() {
-        let b = breaker("t-probe", spec());
-        for _ in 0..4 {
-            run(&b, true);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-        let now = monotonic_ms();
+        let b = opened("t-probe");
+        let now = 1_300;
         let p1 = b.admit(now).expect("probe 1");
         let p2 = b.admit(now).expect("probe 2");
         drop(p1); // the client went away
         let p3 = b.admit(now).expect("the dropped probe's place");
-        p3.finish(false);
-        p2.finish(true);
-        assert_eq!(b.status(monotonic_ms()).state, State::Open);
+        p3.finish_at(false, now);
+        p2.finish_at(true, now);
+        assert_eq!(b.status(now).state, State::Open);
         assert_eq!(transitions("t-probe", "open"), 2);
+        assert_eq!(b.admit(now).err(), Some(Duration::from_millis(200)));
     }
 
     #[test]
     fn outcomes_of_an_earlier_generation_do_not_count() {
         let b = breaker("t-gen", spec());
-        let stale = b.admit(monotonic_ms()).expect("closed");
+        let stale = b.admit(1_000).expect("closed");
         for _ in 0..4 {
-            run(&b, true);
+            run(&b, 1_000, true);
         }
-        std::thread::sleep(Duration::from_millis(250));
-        let probe = b.admit(monotonic_ms()).expect("probe");
+        let probe = b.admit(1_300).expect("probe");
         // admitted while closed, it ends during half-open: not a probe
-        stale.finish(true);
-        assert_eq!(b.status(monotonic_ms()).state, State::HalfOpen);
-        probe.finish(false);
-        run(&b, false);
-        assert_eq!(b.status(monotonic_ms()).state, State::Closed);
+        stale.finish_at(true, 1_300);
+        assert_eq!(b.status(1_300).state, State::HalfOpen);
+        probe.finish_at(false, 1_300);
+        run(&b, 1_300, false);
+        assert_eq!(b.status(1_300).state, State::Closed);
     }
 
     #[test]
     fn slow_calls_open_it_when_counted() {
-        let slow = BreakerSpec {
+        let slow_spec = BreakerSpec {
             slow_call_ratio: 0.5,
             slow_call_duration: Duration::from_millis(20),
             ..spec()
         };
-        let b = breaker("t-slow", slow);
+        let b = breaker("t-slow", slow_spec);
         for _ in 0..4 {
-            let call = b.admit(monotonic_ms()).expect("closed");
-            std::thread::sleep(Duration::from_millis(25));
-            call.finish(false);
+            b.admit(1_000).expect("closed").finish_at(false, 1_025);
         }
-        assert_eq!(b.status(monotonic_ms()).state, State::Open);
+        assert_eq!(b.status(1_025).state, State::Open);
+        // a slow probe fails it
+        let probe = b.admit(1_300).expect("probe");
+        probe.finish_at(false, 1_330);
+        assert_eq!(b.status(1_330).state, State::Open);
         // with slow_call_ratio 1.0 they are not counted
         let off = breaker(
             "t-slow-off",
@@ -547,29 +476,9 @@ mod tests {
             },
         );
         for _ in 0..4 {
-            let call = off.admit(monotonic_ms()).expect("closed");
-            std::thread::sleep(Duration::from_millis(25));
-            call.finish(false);
+            off.admit(1_000).expect("closed").finish_at(false, 1_025);
         }
-        assert_eq!(off.status(monotonic_ms()).state, State::Closed);
-    }
-
-    #[test]
-    fn the_window_forgets_old_buckets() {
-        let w = Window::new(Duration::from_secs(10)); // 1 s buckets
-        w.add(5_000, true, false);
-        w.add(5_500, false, true);
-        w.add(9_000, false, false);
-        let t = w.totals(9_100);
-        assert_eq!((t.calls, t.failures, t.slow), (3, 1, 1));
-        // 5_000's bucket leaves the window at 15_000
-        let t = w.totals(15_000);
-        assert_eq!((t.calls, t.failures), (1, 0));
-        // a slot is recycled by its next period
-        w.add(15_000, true, false);
-        let t = w.totals(15_000);
-        assert_eq!((t.calls, t.failures), (2, 1));
-        w.clear();
-        assert_eq!(w.totals(15_000), Totals::default());
+        assert_eq!(off.status(1_025).state, State::Closed);
+        assert_eq!(off.status(1_025).window_slow, 4);
     }
 }
