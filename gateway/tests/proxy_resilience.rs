@@ -183,6 +183,22 @@ async fn slow_calls_open_the_breaker() {
 }
 
 #[tokio::test]
+async fn timeouts_count_as_failures() {
+    let a = Backend::start("a");
+    a.set_delay(Duration::from_secs(2));
+    let gw = start(
+        ServiceBuilder::instances([a.addr()]).circuit_breaker(breaker(2, secs(5))),
+        RouteBuilder::to("s").read_timeout(ms(200)).retries(0),
+    );
+    for _ in 0..2 {
+        let (status, code, _) = get(&gw).await;
+        assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
+    }
+    assert_eq!(transitions(&gw, "open"), 1.0);
+    assert_eq!(get(&gw).await.1, "circuit_open");
+}
+
+#[tokio::test]
 async fn retries_do_not_go_into_an_open_breaker() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     a.set_status(Some(503));
