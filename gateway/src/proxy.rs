@@ -57,7 +57,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::routing::Route;
 use crate::runtime::{RuntimeConfig, Shared};
-use crate::upstream::breaker::Call;
+use crate::upstream::circuit_breaker::Call;
 use crate::upstream::InflightGuard;
 use finish::InFlight;
 use forward::{apply_request_rules, forwarded_headers, rewrite_path, sign_identity};

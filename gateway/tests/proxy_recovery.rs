@@ -40,11 +40,12 @@ fn discovery(gw: &GatewayProcess) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn checked(instances: &[&Backend]) -> ServiceBuilder {
+/// Checked every 100 ms, out after `unhealthy_threshold` failed checks.
+fn checked(instances: &[&Backend], unhealthy_threshold: u32) -> ServiceBuilder {
     ServiceBuilder::instances(instances.iter().map(|b| b.addr())).health_check(HealthCheckConfig {
         interval: ms(100),
         timeout: ms(500),
-        unhealthy_threshold: 1,
+        unhealthy_threshold,
         ..HealthCheckConfig::default()
     })
 }
@@ -162,7 +163,7 @@ async fn panic_mode_tries_a_service_whose_instances_are_all_ejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_instance_restarted_under_load_is_routed_to_again_at_once() {
     let a = Backend::start("a");
-    let gw = start(checked(&[&a]), RouteBuilder::to("s").retries(0));
+    let gw = start(checked(&[&a], 1), RouteBuilder::to("s").retries(0));
     let load = Load::start(gw.url("/x"));
     assert!(wait_until(T, || a.requests() >= 20));
     let (a, back_at) = restart(&gw, a);
@@ -205,8 +206,9 @@ async fn a_single_instance_restarted_under_load_is_routed_to_again_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_restarted_beside_a_healthy_one_is_back_after_its_checks() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
+    // ejected by its first connect error, which comes before its second failed check
     let gw = start(
-        checked(&[&a, &b]).passive_health(5, secs(60)),
+        checked(&[&a, &b], 2).passive_health(1, secs(60)),
         RouteBuilder::to("s"),
     );
     let load = Load::start(gw.url("/x"));

@@ -205,7 +205,7 @@ async fn discovery_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -
                     })
                 })
                 .collect();
-            let breaker = s.breaker.as_ref().map(|b| b.status(now));
+            let breaker = s.circuit_breaker.as_ref().map(|b| b.status(now));
             (
                 name.clone(),
                 json!({"discovery": status, "circuit_breaker": breaker, "instances": instances}),

@@ -1,6 +1,6 @@
 //! The YAML schema of a service's failure handling beyond health checks: its
 //! circuit breaker (`services.<name>.circuit_breaker`). `config::compile` checks and
-//! converts it into the runtime's `upstream::BreakerSpec`.
+//! converts it into the runtime's `upstream::CircuitBreakerSpec`.
 
 use serde::{Deserialize, Serialize};
 

@@ -16,7 +16,7 @@ use crate::upstream::{monotonic_ms, Instance, PickInput};
 /// Let the attempt through the service's circuit breaker (if it has one), before any
 /// instance is picked: an open breaker answers `circuit_open` without touching one.
 pub(super) fn admit(route: &Route, ctx: &mut RequestCtx) -> Result<(), Refusal> {
-    let Some(breaker) = &route.service.breaker else {
+    let Some(breaker) = &route.service.circuit_breaker else {
         return Ok(());
     };
     match breaker.admit(monotonic_ms()) {

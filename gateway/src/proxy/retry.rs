@@ -127,7 +127,7 @@ pub(super) fn ask(ctx: &RequestCtx, session: &Session, failure: Failure) -> Deci
     let breaker_refuses = || {
         route
             .service
-            .breaker
+            .circuit_breaker
             .as_ref()
             .is_some_and(|b| b.refuses(monotonic_ms()))
     };

@@ -2,11 +2,11 @@
 //! picks one per attempt, the health state that keeps bad instances out, and the
 //! service's circuit breaker.
 //!
-//! `upstream_peer` asks the breaker ([`Service::breaker`]) to admit the attempt,
+//! `upstream_peer` asks the breaker ([`Service::circuit_breaker`]) to admit the attempt,
 //! then calls [`Service::pick`]; nothing here waits on I/O.
 
 pub mod balancer;
-pub mod breaker;
+pub mod circuit_breaker;
 pub mod discovery;
 mod hash;
 pub mod health;
@@ -24,7 +24,7 @@ pub use balancer::{InstanceSet, PickInput};
 pub use hash::hash_bytes;
 pub use instance::{monotonic_ms, InflightGuard, Instance};
 pub use policy::{
-    ActiveHealth, Balance, BreakerSpec, DiscoverySpec, HashKey, PassiveHealth, PeerOptions,
+    ActiveHealth, Balance, CircuitBreakerSpec, DiscoverySpec, HashKey, PassiveHealth, PeerOptions,
     ServiceSpec,
 };
 
@@ -41,7 +41,7 @@ pub struct Service {
     /// How it is balanced, checked and reached; a reload with an equal spec keeps this `Arc`.
     pub spec: ServiceSpec,
     /// The circuit breaker (`spec.circuit_breaker`); kept with the service across reloads.
-    pub breaker: Option<Arc<breaker::Breaker>>,
+    pub circuit_breaker: Option<Arc<circuit_breaker::CircuitBreaker>>,
     /// `gateway_upstream_panic_total{service}`, resolved once.
     panics: prometheus::IntCounter,
     set: ArcSwap<InstanceSet>,
@@ -72,9 +72,9 @@ impl Service {
     ) -> Self {
         let svc = Service {
             name: Arc::from(name),
-            breaker: spec
+            circuit_breaker: spec
                 .circuit_breaker
-                .map(|b| Arc::new(breaker::Breaker::new(name, b))),
+                .map(|b| Arc::new(circuit_breaker::CircuitBreaker::new(name, b))),
             panics: crate::observe::METRICS
                 .upstream_panics
                 .with_label_values(&[name]),

@@ -20,7 +20,7 @@ pub struct ServiceSpec {
     pub health_check: Option<ActiveHealth>,
     pub passive_health: PassiveHealth,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub circuit_breaker: Option<BreakerSpec>,
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
     #[serde(skip)]
     pub peer: PeerOptions,
     #[serde(skip)]
@@ -110,10 +110,10 @@ pub struct PassiveHealth {
     pub max_ejection_time: Duration,
 }
 
-/// A service's circuit breaker (`upstream::breaker`): when to open, how long to stay
+/// A service's circuit breaker (`upstream::circuit_breaker`): when to open, how long to stay
 /// open, how many probes decide in half-open.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct BreakerSpec {
+pub struct CircuitBreakerSpec {
     /// Open when at least this share of the window's calls failed (0 < r <= 1).
     pub failure_ratio: f64,
     /// Open when at least this share were slow; 1.0 turns the slow-call rule off.
@@ -129,7 +129,7 @@ pub struct BreakerSpec {
     pub half_open_calls: u32,
 }
 
-impl BreakerSpec {
+impl CircuitBreakerSpec {
     /// Whether slow calls count at all (`slow_call_ratio` below 1.0).
     pub fn counts_slow_calls(&self) -> bool {
         self.slow_call_ratio < 1.0

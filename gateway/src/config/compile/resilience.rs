@@ -1,11 +1,11 @@
 //! Compile a service's `passive_health` and `circuit_breaker` sections into the
-//! runtime's [`PassiveHealth`] and [`BreakerSpec`], reporting every bad value with
+//! runtime's [`PassiveHealth`] and [`CircuitBreakerSpec`], reporting every bad value with
 //! its key path.
 
 use super::super::file::PassiveHealthConfig;
 use super::super::resilience::CircuitBreakerConfig;
 use super::super::ConfigError;
-use crate::upstream::policy::{BreakerSpec, PassiveHealth};
+use crate::upstream::policy::{CircuitBreakerSpec, PassiveHealth};
 
 /// `passive_health`: the back-off of repeat ejections needs a cap no shorter than its start.
 pub(super) fn passive_health(
@@ -36,7 +36,7 @@ pub(super) fn circuit_breaker(
     cfg: &CircuitBreakerConfig,
     path: &str,
     errors: &mut Vec<ConfigError>,
-) -> Option<BreakerSpec> {
+) -> Option<CircuitBreakerSpec> {
     let before = errors.len();
     let mut bad = |key: &str, message: &str| {
         errors.push(ConfigError::new(format!("{path}.{key}"), message));
@@ -77,7 +77,7 @@ pub(super) fn circuit_breaker(
     if errors.len() != before {
         return None;
     }
-    Some(BreakerSpec {
+    Some(CircuitBreakerSpec {
         failure_ratio: cfg.failure_ratio,
         slow_call_ratio: cfg.slow_call_ratio,
         slow_call_duration: cfg.slow_call_duration.get(),

@@ -1,5 +1,5 @@
 //! Circuit breaker of one service: `upstream_peer` asks it to admit each attempt
-//! before any instance is picked ([`Breaker::admit`]), and the hooks that see an
+//! before any instance is picked ([`CircuitBreaker::admit`]), and the hooks that see an
 //! attempt end report how it went ([`Call::finish`]).
 //!
 //! - closed: every attempt passes and is counted in a rolling window of time
@@ -25,7 +25,7 @@ use prometheus::{IntCounter, IntGauge};
 use serde::Serialize;
 
 use super::instance::monotonic_ms;
-use super::policy::BreakerSpec;
+use super::policy::CircuitBreakerSpec;
 use crate::observe::METRICS;
 use window::{Totals, Window};
 
@@ -55,8 +55,8 @@ const HALF_OPEN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// One service's breaker. Shared by `Arc` with the service: a reload that keeps the
 /// service (equal spec) keeps its breaker and state.
-pub struct Breaker {
-    spec: BreakerSpec,
+pub struct CircuitBreaker {
+    spec: CircuitBreakerSpec,
     service: Arc<str>,
     /// `generation << 2 | state`, read without the lock on every admission.
     hint: AtomicU64,
@@ -82,7 +82,7 @@ struct BreakerMetrics {
 
 /// The breaker as the admin view shows it.
 #[derive(Debug, Serialize)]
-pub struct BreakerStatus {
+pub struct CircuitBreakerStatus {
     pub state: State,
     /// Time left open (0 unless open).
     pub open_remaining_ms: u64,
@@ -95,14 +95,14 @@ pub struct BreakerStatus {
     pub probes_succeeded: u32,
 }
 
-impl Breaker {
-    pub fn new(service: &str, spec: BreakerSpec) -> Self {
+impl CircuitBreaker {
+    pub fn new(service: &str, spec: CircuitBreakerSpec) -> Self {
         let transitions = |to: &str| {
             METRICS
                 .circuit_transitions
                 .with_label_values(&[service, to])
         };
-        Breaker {
+        CircuitBreaker {
             spec,
             service: Arc::from(service),
             hint: AtomicU64::new(State::Closed as u64),
@@ -121,10 +121,6 @@ impl Breaker {
                 to_closed: transitions("closed"),
             },
         }
-    }
-
-    pub fn spec(&self) -> &BreakerSpec {
-        &self.spec
     }
 
     /// Export the current state as `gateway_circuit_state` (when a config takes
@@ -171,10 +167,10 @@ impl Breaker {
         }
     }
 
-    pub fn status(&self, now_ms: u64) -> BreakerStatus {
+    pub fn status(&self, now_ms: u64) -> CircuitBreakerStatus {
         let totals = self.window.totals(now_ms);
         let inner = self.lock();
-        BreakerStatus {
+        CircuitBreakerStatus {
             state: inner.state,
             open_remaining_ms: match inner.state {
                 State::Open => inner.open_until_ms.saturating_sub(now_ms),
@@ -287,7 +283,7 @@ impl Breaker {
 /// One admitted attempt. Report its outcome once with [`Call::finish`]; a probe
 /// dropped without an outcome (the client went away) gives its place back.
 pub struct Call {
-    breaker: Arc<Breaker>,
+    breaker: Arc<CircuitBreaker>,
     generation: u64,
     probe: bool,
     admitted_ms: u64,
@@ -316,9 +312,9 @@ impl Drop for Call {
     }
 }
 
-/// Export every breaker's state of `service` (see [`Breaker::publish`]).
+/// Export the breaker state of `service`, if it has a breaker (see [`CircuitBreaker::publish`]).
 pub fn publish(service: &super::Service) {
-    if let Some(b) = &service.breaker {
+    if let Some(b) = &service.circuit_breaker {
         b.publish();
     }
 }
@@ -327,8 +323,8 @@ pub fn publish(service: &super::Service) {
 mod tests {
     use super::*;
 
-    fn spec() -> BreakerSpec {
-        BreakerSpec {
+    fn spec() -> CircuitBreakerSpec {
+        CircuitBreakerSpec {
             failure_ratio: 0.5,
             slow_call_ratio: 1.0,
             slow_call_duration: Duration::from_secs(2),
@@ -339,12 +335,12 @@ mod tests {
         }
     }
 
-    fn breaker(name: &str, spec: BreakerSpec) -> Arc<Breaker> {
-        Arc::new(Breaker::new(name, spec))
+    fn breaker(name: &str, spec: CircuitBreakerSpec) -> Arc<CircuitBreaker> {
+        Arc::new(CircuitBreaker::new(name, spec))
     }
 
     /// One call admitted and finished at `at` (ms on the monotonic clock).
-    fn run(b: &Arc<Breaker>, at: u64, failed: bool) {
+    fn run(b: &Arc<CircuitBreaker>, at: u64, failed: bool) {
         b.admit(at).expect("admitted").finish_at(failed, at);
     }
 
@@ -356,7 +352,7 @@ mod tests {
     }
 
     /// A breaker opened at 1_000 ms by four failures (open until 1_200).
-    fn opened(name: &str) -> Arc<Breaker> {
+    fn opened(name: &str) -> Arc<CircuitBreaker> {
         let b = breaker(name, spec());
         for _ in 0..4 {
             run(&b, 1_000, true);
@@ -453,7 +449,7 @@ mod tests {
 
     #[test]
     fn slow_calls_open_it_when_counted() {
-        let slow_spec = BreakerSpec {
+        let slow_spec = CircuitBreakerSpec {
             slow_call_ratio: 0.5,
             slow_call_duration: Duration::from_millis(20),
             ..spec()
@@ -470,7 +466,7 @@ mod tests {
         // with slow_call_ratio 1.0 they are not counted
         let off = breaker(
             "t-slow-off",
-            BreakerSpec {
+            CircuitBreakerSpec {
                 slow_call_duration: Duration::from_millis(20),
                 ..spec()
             },
