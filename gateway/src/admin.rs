@@ -142,6 +142,7 @@ async fn config_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
                 "load_balancer": s.spec.balance,
                 "health_check": s.spec.health_check,
                 "passive_health": s.spec.passive_health,
+                "circuit_breaker": s.spec.circuit_breaker,
                 "discovery": s.spec.discovery.kind(),
                 "instances": instances,
             });

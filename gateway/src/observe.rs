@@ -21,6 +21,9 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
     pub ejections: IntCounterVec,
+    pub upstream_panics: IntCounterVec,
+    pub circuit_state: IntGaugeVec,
+    pub circuit_transitions: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_info: IntGaugeVec,
     pub no_route: IntCounter,
@@ -67,6 +70,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "gateway_upstream_ejections_total",
             "Instances passively ejected after consecutive failures",
             &["service"]
+        )?,
+        upstream_panics: register_int_counter_vec!(
+            "gateway_upstream_panic_total",
+            "Attempts sent to an unavailable instance because none was available (panic mode)",
+            &["service"]
+        )?,
+        circuit_state: register_int_gauge_vec!(
+            "gateway_circuit_state",
+            "Circuit breaker state of a service: 0 closed, 1 open, 2 half-open",
+            &["service"]
+        )?,
+        circuit_transitions: register_int_counter_vec!(
+            "gateway_circuit_transitions_total",
+            "Circuit breaker transitions, by service and the state entered (open, half_open, closed)",
+            &["service", "to"]
         )?,
         config_reloads: register_int_counter_vec!(
             "gateway_config_reloads_total",

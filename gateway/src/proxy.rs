@@ -10,20 +10,21 @@
 //!                            cors, rate limit, auth; built by
 //!                            config::compile::route::plugin_chain), request::hash_key,
 //!                            retry buffering when the route's retry policy wants it
-//! upstream_peer           -> a retry counted in the route's metrics, peer::pick (the
-//!                            balancer, where the retry policy says), peer::http_peer
-//! fail_to_connect         -> peer::report_failure (passive health), retry::ask; if final,
+//! upstream_peer           -> a retry counted in the route's metrics, peer::admit (the
+//!                            service's circuit breaker), peer::pick (the balancer, where
+//!                            the retry policy says; panic mode), peer::http_peer
+//! fail_to_connect         -> peer::report_failure (passive health, breaker), retry::ask; if final,
 //!                            Refusal::connect_failed (upstream_unreachable or _timeout)
 //! upstream_request_filter -> forward::rewrite_path, forward::apply_request_rules (header
 //!                            rules, then identity headers), forward::forwarded_headers,
 //!                            X-Request-Id, forward::sign_identity; once per attempt,
 //!                            retries included
 //! request_body_filter     -> body_limit (a streamed body is cut at the route's limit)
-//! upstream_response_filter-> peer::report_status (passive health), retry::ask (a status
+//! upstream_response_filter-> peer::report_status (passive health, breaker), retry::ask (a status
 //!                            in the route's `retries.on_status`)
 //! response_filter         -> response (revocation on success for a logout, header rules,
 //!                            plugin headers, X-Request-Id)
-//! error_while_proxy       -> retry::failure_of, peer::report_failure (passive health),
+//! error_while_proxy       -> retry::failure_of, peer::report_failure (passive health, breaker),
 //!                            retry::ask; a read or write timeout is upstream_timeout
 //! fail_to_proxy           -> Refusal::for_error, respond::respond (`Connection: close`)
 //! logging                 -> finish::record (route metrics + access log)
@@ -56,6 +57,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::routing::Route;
 use crate::runtime::{RuntimeConfig, Shared};
+use crate::upstream::circuit_breaker::Call;
 use crate::upstream::InflightGuard;
 use finish::InFlight;
 use forward::{apply_request_rules, forwarded_headers, rewrite_path, sign_identity};
@@ -95,6 +97,9 @@ pub struct RequestCtx {
     /// The instance of each attempt so far, in order (its length is the attempt count).
     tried: Vec<Arc<str>>,
     inflight: Option<InflightGuard>,
+    /// The current attempt as the service's circuit breaker admitted it, until its
+    /// outcome is reported (once per attempt).
+    call: Option<Call>,
     hash_key: Option<u64>,
     /// The route's request body limit in bytes (0: none) and the bytes seen so far.
     body_limit: u64,
@@ -125,6 +130,7 @@ impl ProxyHttp for Gateway {
             plugin_out: plugins::PluginOutput::default(),
             tried: Vec::new(),
             inflight: None,
+            call: None,
             hash_key: None,
             body_limit: 0,
             body_seen: 0,
@@ -179,6 +185,9 @@ impl ProxyHttp for Gateway {
         };
         if !ctx.tried.is_empty() {
             route.metrics.retried();
+        }
+        if let Err(refusal) = peer::admit(&route, ctx) {
+            return Err(fail(ctx, refusal));
         }
         let Some(instance) = peer::pick(&route, ctx.hash_key, &ctx.tried) else {
             let service = route.service.name.clone();

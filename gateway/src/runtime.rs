@@ -109,6 +109,7 @@ impl RuntimeConfig {
     pub fn activate(&self, rt: &tokio::runtime::Handle) {
         for svc in self.services.values() {
             crate::upstream::health::ensure_checker(svc, rt);
+            crate::upstream::circuit_breaker::publish(svc);
             crate::upstream::discovery::ensure_running(svc, rt);
         }
         for route in self.routes.routes() {

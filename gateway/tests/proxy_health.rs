@@ -1,6 +1,6 @@
 //! Upstream health through the real binary: active checks take an instance out
 //! and bring it back, passive ejection after consecutive failures, retries that
-//! land on another instance, and the JSON 503 when no instance is healthy.
+//! land on another instance, and panic mode when no instance is healthy.
 
 use std::time::Duration;
 
@@ -244,8 +244,11 @@ async fn retry_on_status_lands_on_another_instance() {
     }
 }
 
+/// Panic mode: a service whose every instance fails its check is still tried
+/// (refusing helps no one, and a check can be wrong), and the metric says so; `/ready`
+/// still reports the service. (An empty service's JSON 503: discovery_registry.rs.)
 #[tokio::test]
-async fn no_healthy_instance_is_a_json_503_naming_the_service() {
+async fn a_service_with_no_healthy_instance_is_tried_anyway_in_panic_mode() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     a.set_healthy(false);
     b.set_healthy(false);
@@ -259,13 +262,38 @@ async fn no_healthy_instance_is_a_json_503_naming_the_service() {
         vec![RouteBuilder::to("orders")],
     );
     let gw = GatewayProcess::start(BIN, &yaml);
-    let c = client();
-    let down = wait_until_async(Duration::from_secs(10), || async {
-        c.get(gw.url("/x")).send().await.unwrap().status() == 503
-    })
-    .await;
-    assert!(down);
-    let resp = c
+    let unhealthy = |i: &Backend| {
+        gw.metric(
+            "gateway_upstream_healthy",
+            &[("service", "orders"), ("instance", &i.addr())],
+        ) == 0.0
+    };
+    assert!(wait_until(Duration::from_secs(10), || unhealthy(&a) && unhealthy(&b)));
+    a.reset_counts();
+    b.reset_counts();
+    for _ in 0..10 {
+        assert_eq!(backend_of(&gw, "/x").await.0, 200);
+    }
+    assert_eq!(a.requests() + b.requests(), 10);
+    assert_eq!(
+        gw.metric("gateway_upstream_panic_total", &[("service", "orders")]),
+        10.0
+    );
+    let ready = client().get(gw.admin_url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["services_without_instances"][0], "orders");
+}
+
+#[tokio::test]
+async fn a_service_without_instances_is_a_json_503_naming_it() {
+    let yaml = config(
+        "orders",
+        ServiceBuilder::registry(),
+        vec![RouteBuilder::to("orders")],
+    );
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let resp = client()
         .get(gw.url("/x"))
         .header("x-request-id", "r-503")
         .send()
@@ -282,10 +310,6 @@ async fn no_healthy_instance_is_a_json_503_naming_the_service() {
         body["message"].as_str().unwrap().contains("\"orders\""),
         "{body}"
     );
-    let ready = c.get(gw.admin_url("/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let ready: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(ready["services_without_instances"][0], "orders");
 }
 
 #[tokio::test]

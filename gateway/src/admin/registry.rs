@@ -5,7 +5,8 @@
 //! - `PUT    /registry/services/{service}/instances/{id}/heartbeat`: renew (404 when unknown);
 //! - `DELETE /registry/services/{service}/instances/{id}`: deregister;
 //! - `GET    /registry/services[/{service}]`: live instances;
-//! - `GET    /discovery`: per service, its source, last refresh, last error, instances.
+//! - `GET    /discovery`: per service, its source, last refresh, last error, its circuit
+//!   breaker (state, window counts, probes), instances (health, ejection, back-off level).
 //!
 //! With `admin.token` set, the writes need `Authorization: Bearer <token>` (and the
 //! reads too with `admin.protect_reads`); see `admin::access`. Registrations are
@@ -197,13 +198,17 @@ async fn discovery_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -
                         "id": &*i.id,
                         "weight": i.weight,
                         "available": i.is_available(now),
+                        "healthy": i.is_healthy(),
+                        "ejected": i.is_ejected(now),
+                        "ejection_level": i.ejection_level(),
                         "in_flight": i.inflight(),
                     })
                 })
                 .collect();
+            let breaker = s.circuit_breaker.as_ref().map(|b| b.status(now));
             (
                 name.clone(),
-                json!({"discovery": status, "instances": instances}),
+                json!({"discovery": status, "circuit_breaker": breaker, "instances": instances}),
             )
         })
         .collect();

@@ -4,6 +4,7 @@
 //! background work starts when the result is activated (`RuntimeConfig::activate`).
 
 mod discovery;
+mod resilience;
 mod route;
 mod server;
 mod service;

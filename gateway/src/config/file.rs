@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::duration::Dur;
+use super::resilience::CircuitBreakerConfig;
 use super::size::ByteSize;
 pub use crate::logging::LogFormat;
 
@@ -258,6 +259,9 @@ pub struct ServiceConfig {
     /// Eject an instance after consecutive failures (connect errors, 502/503/504).
     #[serde(default)]
     pub passive_health: PassiveHealthConfig,
+    /// Stop sending to the service for a while when too many calls fail (absent: no breaker).
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
     /// Connect to instances over TLS.
     #[serde(default)]
     pub tls: bool,
@@ -297,6 +301,7 @@ impl Default for ServiceConfig {
             load_balancer: LoadBalancerConfig::default(),
             health_check: None,
             passive_health: PassiveHealthConfig::default(),
+            circuit_breaker: None,
             tls: false,
             http2: false,
             sni: None,
@@ -487,9 +492,12 @@ pub struct PassiveHealthConfig {
     /// 0 turns passive ejection off.
     #[serde(default = "default_passive_failures")]
     pub consecutive_failures: u32,
-    /// How long an ejected instance sits out.
+    /// How long an ejected instance first sits out; doubles for each repeat ejection.
     #[serde(default = "default_ejection_time")]
     pub ejection_time: Dur,
+    /// Cap of the doubling.
+    #[serde(default = "default_max_ejection_time")]
+    pub max_ejection_time: Dur,
 }
 
 fn default_passive_failures() -> u32 {
@@ -498,12 +506,16 @@ fn default_passive_failures() -> u32 {
 fn default_ejection_time() -> Dur {
     Dur::from_secs(10)
 }
+fn default_max_ejection_time() -> Dur {
+    Dur::from_secs(300)
+}
 
 impl Default for PassiveHealthConfig {
     fn default() -> Self {
         Self {
             consecutive_failures: default_passive_failures(),
             ejection_time: default_ejection_time(),
+            max_ejection_time: default_max_ejection_time(),
         }
     }
 }

@@ -6,6 +6,7 @@ mod compile;
 pub mod discovery;
 pub mod duration;
 pub mod file;
+pub mod resilience;
 pub mod size;
 
 use std::fmt;

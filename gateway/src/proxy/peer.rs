@@ -1,31 +1,59 @@
-//! Upstream stage (upstream_peer and the hooks that see an attempt end): pick the
-//! instance for an attempt where the retry policy says, describe it to the engine as
-//! an `HttpPeer`, and feed passive health with how the attempt went.
+//! Upstream stage (upstream_peer and the hooks that see an attempt end): admit the
+//! attempt through the service's circuit breaker, pick the instance where the retry
+//! policy says, describe it to the engine as an `HttpPeer`, and feed passive health
+//! and the breaker with how the attempt went (once per attempt).
 
 use std::sync::Arc;
 
 use pingora_core::upstreams::peer::HttpPeer;
 
+use super::refusal::Refusal;
 use super::RequestCtx;
 use crate::observe::METRICS;
 use crate::routing::Route;
 use crate::upstream::{monotonic_ms, Instance, PickInput};
 
+/// Let the attempt through the service's circuit breaker (if it has one), before any
+/// instance is picked: an open breaker answers `circuit_open` without touching one.
+pub(super) fn admit(route: &Route, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+    let Some(breaker) = &route.service.circuit_breaker else {
+        return Ok(());
+    };
+    match breaker.admit(monotonic_ms()) {
+        Ok(call) => {
+            ctx.call = Some(call);
+            Ok(())
+        }
+        Err(retry_after) => Err(Refusal::CircuitOpen {
+            service: route.service.name.clone(),
+            retry_after,
+        }),
+    }
+}
+
 /// The instance for the next attempt: the balancer's pick, leaving out what the
 /// route's retry policy says (an instance this request already tried, if it can).
+/// When no instance is available (all ejected or failing their checks), panic mode:
+/// the same choice among all of them, since refusing helps no one and one may be back.
 pub(super) fn pick(route: &Route, key: Option<u64>, tried: &[Arc<str>]) -> Option<Arc<Instance>> {
     let now_ms = monotonic_ms();
-    route
-        .retry
-        .exclusions(tried)
-        .into_iter()
-        .find_map(|exclude| {
-            route.service.pick(&PickInput {
+    let service = &route.service;
+    let exclusions = route.retry.exclusions(tried);
+    let choose = |panic| {
+        exclusions.iter().find_map(|exclude| {
+            service.pick(&PickInput {
                 key,
                 exclude,
                 now_ms,
+                panic,
             })
         })
+    };
+    choose(false).or_else(|| {
+        let instance = choose(true)?;
+        service.count_panic();
+        Some(instance)
+    })
 }
 
 /// The engine's view of `instance` for one attempt on `route`: address, TLS, timeouts,
@@ -46,30 +74,40 @@ pub(super) fn http_peer(route: &Route, instance: &Instance) -> HttpPeer {
     peer
 }
 
-/// Passive health for an answered attempt: a 502-504 counts as a failure of the
-/// instance, anything else as a success.
-pub(super) fn report_status(ctx: &RequestCtx, status: u16) {
+/// An answered attempt. Passive health: a 502-504 counts as a failure of the
+/// instance, anything else as a success. The breaker: any 5xx is a failure.
+pub(super) fn report_status(ctx: &mut RequestCtx, status: u16) {
+    if let Some(call) = ctx.call.take() {
+        call.finish(status >= 500);
+    }
     if matches!(status, 502..=504) {
-        report_failure(ctx);
+        eject_on_failure(ctx);
     } else if let (Some(_), Some(g)) = (&ctx.route, &ctx.inflight) {
         g.instance().report_success();
     }
 }
 
-/// Passive health: count a failed attempt against the instance it went to; enough
-/// in a row eject it for the service's `ejection_time`.
-pub(super) fn report_failure(ctx: &RequestCtx) {
+/// A failed attempt (connect error, reset, timeout): a failure for the breaker and
+/// against the instance it went to.
+pub(super) fn report_failure(ctx: &mut RequestCtx) {
+    if let Some(call) = ctx.call.take() {
+        call.finish(true);
+    }
+    eject_on_failure(ctx);
+}
+
+/// Passive health: count a failed attempt against its instance; enough in a row
+/// eject it (for `ejection_time`, doubled for each repeat up to `max_ejection_time`).
+fn eject_on_failure(ctx: &RequestCtx) {
     let (Some(route), Some(g)) = (ctx.route.as_ref(), ctx.inflight.as_ref()) else {
         return;
     };
     let p = &route.service.spec.passive_health;
-    if g.instance()
-        .report_failure(p.consecutive_failures, p.ejection_time)
-    {
+    if let Some(time) = g.instance().report_failure(p, monotonic_ms()) {
         METRICS
             .ejections
             .with_label_values(&[&route.service.name])
             .inc();
-        tracing::warn!(service = %route.service.name, instance = %g.instance().id, "instance ejected after consecutive failures");
+        tracing::warn!(service = %route.service.name, instance = %g.instance().id, ejection_time = ?time, "instance ejected after consecutive failures");
     }
 }

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 use pingora_core::{Error, ErrorSource, ErrorType};
@@ -29,6 +30,11 @@ pub(super) enum Refusal {
     NoInstance {
         service: Arc<str>,
     },
+    /// The service's circuit breaker is open (or half-open with no probe left).
+    CircuitOpen {
+        service: Arc<str>,
+        retry_after: Duration,
+    },
     UpstreamUnreachable,
     UpstreamTimeout,
     Internal,
@@ -40,7 +46,9 @@ impl Refusal {
             Refusal::InvalidHeader(_) | Refusal::InvalidPath(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Refusal::NoInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::NoInstance { .. } | Refusal::CircuitOpen { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -55,6 +63,7 @@ impl Refusal {
             Refusal::NoRoute => "route_not_found",
             Refusal::BodyTooLarge { .. } => "body_too_large",
             Refusal::NoInstance { .. } => "no_healthy_instance",
+            Refusal::CircuitOpen { .. } => "circuit_open",
             Refusal::UpstreamUnreachable => "upstream_unreachable",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::Internal => "internal_error",
@@ -75,6 +84,10 @@ impl Refusal {
             Refusal::NoInstance { service } => {
                 format!("service {service:?} has no healthy instance").into()
             }
+            Refusal::CircuitOpen { service, .. } => format!(
+                "service {service:?} is failing; requests to it are paused (circuit breaker open)"
+            )
+            .into(),
             Refusal::UpstreamTimeout => "the service did not answer in time".into(),
             Refusal::UpstreamUnreachable => "the service could not be reached".into(),
             Refusal::Internal => "the gateway failed to handle this request".into(),
@@ -110,8 +123,25 @@ impl Refusal {
 
 impl From<Refusal> for LocalResponse {
     fn from(r: Refusal) -> Self {
-        LocalResponse::error(r.status(), r.code(), r.message())
+        let answer = LocalResponse::error(r.status(), r.code(), r.message());
+        match r {
+            Refusal::CircuitOpen { retry_after, .. } => answer.with_header(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(retry_after_secs(retry_after)),
+            ),
+            _ => answer,
+        }
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up: a client that waits that long finds
+/// the breaker half-open.
+fn retry_after_secs(d: Duration) -> u64 {
+    d.as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
 }
 
 /// End the proxying with `refusal`: recorded for `fail_to_proxy`, which answers it
@@ -160,6 +190,22 @@ mod tests {
         );
         let e = Error::explain(ErrorType::InternalError, "bug");
         assert_eq!(Refusal::for_error(None, &e), (500, Refusal::Internal));
+    }
+
+    #[test]
+    fn circuit_open_says_when_to_come_back() {
+        let r = Refusal::CircuitOpen {
+            service: "order".into(),
+            retry_after: Duration::from_millis(2_100),
+        };
+        assert_eq!(
+            (r.status(), r.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "circuit_open")
+        );
+        assert!(r.message().contains("\"order\""));
+        assert_eq!(retry_after_secs(Duration::from_millis(2_100)), 3);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
     }
 
     #[test]

@@ -46,6 +46,12 @@ impl LocalResponse {
         }
     }
 
+    /// The same answer with one more header (e.g. `Retry-After`).
+    pub(super) fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
     /// The same answer with another status.
     pub(super) fn with_status(self, status: StatusCode) -> Self {
         Self { status, ..self }

@@ -15,7 +15,9 @@
 //! - an upstream status: only one listed in `on_status`, with the same method and
 //!   buffer conditions.
 //!
-//! A retry goes to an instance this request has not tried, else to any available one.
+//! A retry goes to an instance this request has not tried, else to any available one;
+//! never into the service's open circuit breaker (the attempt's failure is the answer:
+//! retries would only pile onto a service that is already failing).
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use pingora_proxy::Session;
 use super::refusal::Refusal;
 use super::RequestCtx;
 use crate::routing::RetryPolicy;
+use crate::upstream::monotonic_ms;
 
 /// What ended an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,13 +117,24 @@ pub(super) fn ask(ctx: &RequestCtx, session: &Session, failure: Failure) -> Deci
     let Some(route) = ctx.route.as_ref() else {
         return Decision::Final;
     };
-    route.retry.decide(&Attempt {
+    let decision = route.retry.decide(&Attempt {
         number: u32::try_from(ctx.tried.len()).unwrap_or(u32::MAX),
         method: &session.req_header().method,
         failure,
         body_truncated: session.as_ref().retry_buffer_truncated(),
         body_refused: matches!(ctx.failure, Some(Refusal::BodyTooLarge { .. })),
-    })
+    });
+    let breaker_refuses = || {
+        route
+            .service
+            .circuit_breaker
+            .as_ref()
+            .is_some_and(|b| b.refuses(monotonic_ms()))
+    };
+    if decision.retries() && breaker_refuses() {
+        return Decision::Final;
+    }
+    decision
 }
 
 /// What ended an attempt after the connection was made: a status error (raised by

@@ -2,7 +2,8 @@
 //!
 //! All algorithms skip unavailable instances (failed health check or passively
 //! ejected) and instances the request already tried, so a retry lands elsewhere
-//! whenever another instance exists. Nothing here locks or allocates.
+//! whenever another instance exists; in panic mode (no instance available) they
+//! choose among all. Nothing here locks or allocates.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -76,11 +77,13 @@ pub struct PickInput<'a> {
     /// Instances this request already tried.
     pub exclude: &'a [Arc<str>],
     pub now_ms: u64,
+    /// Panic mode: choose among every instance, available or not (no instance is).
+    pub panic: bool,
 }
 
 impl PickInput<'_> {
     fn usable(&self, i: &Instance) -> bool {
-        i.is_available(self.now_ms) && !self.exclude.iter().any(|e| **e == *i.id)
+        (self.panic || i.is_available(self.now_ms)) && !self.exclude.iter().any(|e| **e == *i.id)
     }
 }
 
@@ -202,7 +205,6 @@ mod tests {
     use crate::upstream::instance::monotonic_ms;
     use crate::upstream::policy::HashKey;
     use std::collections::HashMap;
-    use std::time::Duration;
 
     fn set(weights: &[u32]) -> InstanceSet {
         InstanceSet::new(
@@ -232,6 +234,7 @@ mod tests {
                 key: key(k),
                 exclude: &[],
                 now_ms: monotonic_ms(),
+                panic: false,
             };
             let i = pick(&alg, s, &cursor, &input).unwrap();
             *out.entry(i.id.to_string()).or_default() += 1;
@@ -258,7 +261,7 @@ mod tests {
     #[test]
     fn skips_unavailable_and_excluded() {
         let s = set(&[1, 1, 1]);
-        s.instances[0].report_failure(1, Duration::from_secs(60));
+        s.instances[0].report_failure(&crate::upstream::instance::one_strike(60), monotonic_ms());
         let excluded: Vec<Arc<str>> = vec![s.instances[1].id.clone()];
         let cursor = AtomicUsize::new(0);
         for alg in [
@@ -273,18 +276,33 @@ mod tests {
                     key: Some(k),
                     exclude: &excluded,
                     now_ms: monotonic_ms(),
+                    panic: false,
                 };
                 let i = pick(&alg, &s, &cursor, &input).unwrap();
                 assert_eq!(&*i.id, "127.0.0.1:1002", "{alg:?}");
             }
         }
-        s.instances[2].report_failure(1, Duration::from_secs(60));
+        s.instances[2].report_failure(&crate::upstream::instance::one_strike(60), monotonic_ms());
         let input = PickInput {
             key: None,
             exclude: &excluded,
             now_ms: monotonic_ms(),
+            panic: false,
         };
         assert!(pick(&Balance::RoundRobin, &s, &cursor, &input).is_none());
+        // panic mode: the unavailable instance is chosen anyway, exclusions still hold
+        let panic = PickInput {
+            panic: true,
+            ..input
+        };
+        for alg in [
+            Balance::RoundRobin,
+            Balance::LeastConnections,
+            Balance::Random,
+        ] {
+            let i = pick(&alg, &s, &cursor, &panic).unwrap();
+            assert_ne!(i.id, excluded[0], "{alg:?}");
+        }
     }
 
     #[test]
@@ -312,6 +330,7 @@ mod tests {
                 key: Some(hash_bytes(&k.to_le_bytes())),
                 exclude: &[],
                 now_ms: monotonic_ms(),
+                panic: false,
             };
             pick(
                 &Balance::ConsistentHash(HashKey::ClientIp),
@@ -326,7 +345,7 @@ mod tests {
         let before: Vec<String> = (0..1000).map(|k| owner(&s, k)).collect();
         assert_eq!(before, (0..1000).map(|k| owner(&s, k)).collect::<Vec<_>>());
         // take one instance out: only its keys move
-        s.instances[3].report_failure(1, Duration::from_secs(60));
+        s.instances[3].report_failure(&crate::upstream::instance::one_strike(60), monotonic_ms());
         let after: Vec<String> = (0..1000).map(|k| owner(&s, k)).collect();
         for (b, a) in before.iter().zip(&after) {
             if b != "127.0.0.1:1003" {

@@ -1,6 +1,8 @@
 //! Active health checks: one background task per service probes each instance
 //! (HTTP GET with an expected status, or a TCP connect) and flips its verdict
-//! after `healthy_threshold` / `unhealthy_threshold` consecutive results.
+//! after `healthy_threshold` / `unhealthy_threshold` consecutive results. A passing
+//! check also ends a passive ejection at once: the instance answers again, so it
+//! need not sit out the rest of its `ejection_time` (an instance restarted under load).
 //!
 //! The task holds only a `Weak` to its service: when a reload drops the service,
 //! the checker ends on its next tick.
@@ -120,7 +122,11 @@ async fn run(service: Weak<Service>, cfg: ActiveHealth) {
         };
         let set = svc.instances();
         let results = probe_all(&checker, &set.instances, cfg.timeout).await;
+        let now = super::monotonic_ms();
         for (inst, ok) in set.instances.iter().zip(results) {
+            if ok && inst.end_ejection(now) {
+                tracing::info!(service = %svc.name, instance = %inst.id, "instance passed its health check; passive ejection ended");
+            }
             if let Some(now_healthy) =
                 inst.observe_check(ok, cfg.healthy_threshold, cfg.unhealthy_threshold)
             {

@@ -1,9 +1,12 @@
 //! Upstream stage: a service's instances (from discovery), the balancer that
-//! picks one per attempt, and the health state that keeps bad instances out.
+//! picks one per attempt, the health state that keeps bad instances out, and the
+//! service's circuit breaker.
 //!
-//! `upstream_peer` calls [`Service::pick`]; nothing here waits on I/O.
+//! `upstream_peer` asks the breaker ([`Service::circuit_breaker`]) to admit the attempt,
+//! then calls [`Service::pick`]; nothing here waits on I/O.
 
 pub mod balancer;
+pub mod circuit_breaker;
 pub mod discovery;
 mod hash;
 pub mod health;
@@ -21,7 +24,8 @@ pub use balancer::{InstanceSet, PickInput};
 pub use hash::hash_bytes;
 pub use instance::{monotonic_ms, InflightGuard, Instance};
 pub use policy::{
-    ActiveHealth, Balance, DiscoverySpec, HashKey, PassiveHealth, PeerOptions, ServiceSpec,
+    ActiveHealth, Balance, CircuitBreakerSpec, DiscoverySpec, HashKey, PassiveHealth, PeerOptions,
+    ServiceSpec,
 };
 
 /// A resolved endpoint as discovery reports it.
@@ -36,6 +40,10 @@ pub struct Service {
     pub name: Arc<str>,
     /// How it is balanced, checked and reached; a reload with an equal spec keeps this `Arc`.
     pub spec: ServiceSpec,
+    /// The circuit breaker (`spec.circuit_breaker`); kept with the service across reloads.
+    pub circuit_breaker: Option<Arc<circuit_breaker::CircuitBreaker>>,
+    /// `gateway_upstream_panic_total{service}`, resolved once.
+    panics: prometheus::IntCounter,
     set: ArcSwap<InstanceSet>,
     cursor: AtomicUsize,
     checker_started: AtomicBool,
@@ -64,6 +72,12 @@ impl Service {
     ) -> Self {
         let svc = Service {
             name: Arc::from(name),
+            circuit_breaker: spec
+                .circuit_breaker
+                .map(|b| Arc::new(circuit_breaker::CircuitBreaker::new(name, b))),
+            panics: crate::observe::METRICS
+                .upstream_panics
+                .with_label_values(&[name]),
             spec,
             set: ArcSwap::from_pointee(InstanceSet::default()),
             cursor: AtomicUsize::new(0),
@@ -103,6 +117,11 @@ impl Service {
     pub fn pick(&self, input: &PickInput<'_>) -> Option<Arc<Instance>> {
         let set = self.set.load();
         balancer::pick(&self.spec.balance, &set, &self.cursor, input)
+    }
+
+    /// Count a pick in panic mode (no instance was available; one was tried anyway).
+    pub fn count_panic(&self) {
+        self.panics.inc();
     }
 
     /// Claim the right to start this service's health checker (once per `Service`).
@@ -164,7 +183,9 @@ mod tests {
             passive_health: PassiveHealth {
                 consecutive_failures: 5,
                 ejection_time: Duration::from_secs(10),
+                max_ejection_time: Duration::from_secs(300),
             },
+            circuit_breaker: None,
             peer: PeerOptions {
                 tls: false,
                 http2: false,
@@ -189,7 +210,7 @@ mod tests {
     fn update_keeps_surviving_instances() {
         let s = Service::new("a", cfg(), &[ep(1), ep(2)], None);
         let before = s.instances();
-        before.instances[0].report_failure(1, Duration::from_secs(60));
+        before.instances[0].report_failure(&super::instance::one_strike(60), monotonic_ms());
         assert!(s.update_endpoints(&[ep(1), ep(3)]));
         let after = s.instances();
         assert!(Arc::ptr_eq(&before.instances[0], &after.instances[0]));

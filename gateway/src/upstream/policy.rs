@@ -19,6 +19,8 @@ pub struct ServiceSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<ActiveHealth>,
     pub passive_health: PassiveHealth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
     #[serde(skip)]
     pub peer: PeerOptions,
     #[serde(skip)]
@@ -100,8 +102,38 @@ fn uri<S: serde::Serializer>(u: &http::Uri, s: S) -> Result<S::Ok, S::Error> {
 pub struct PassiveHealth {
     /// 0: passive ejection off.
     pub consecutive_failures: u32,
+    /// The first ejection; each repeat doubles it (see `Instance::report_failure`).
     #[serde(with = "human_duration")]
     pub ejection_time: Duration,
+    /// Cap of the doubling (at least `ejection_time`).
+    #[serde(with = "human_duration")]
+    pub max_ejection_time: Duration,
+}
+
+/// A service's circuit breaker (`upstream::circuit_breaker`): when to open, how long to stay
+/// open, how many probes decide in half-open.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CircuitBreakerSpec {
+    /// Open when at least this share of the window's calls failed (0 < r <= 1).
+    pub failure_ratio: f64,
+    /// Open when at least this share were slow; 1.0 turns the slow-call rule off.
+    pub slow_call_ratio: f64,
+    #[serde(with = "human_duration")]
+    pub slow_call_duration: Duration,
+    #[serde(with = "human_duration")]
+    pub window: Duration,
+    /// No decision with fewer calls than this in the window.
+    pub minimum_calls: u32,
+    #[serde(with = "human_duration")]
+    pub open_for: Duration,
+    pub half_open_calls: u32,
+}
+
+impl CircuitBreakerSpec {
+    /// Whether slow calls count at all (`slow_call_ratio` below 1.0).
+    pub fn counts_slow_calls(&self) -> bool {
+        self.slow_call_ratio < 1.0
+    }
 }
 
 /// Connection settings for every instance of a service.

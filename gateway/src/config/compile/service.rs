@@ -13,9 +13,10 @@ use super::super::file::{
 };
 use super::super::ConfigError;
 use super::discovery::discovery_spec;
+use super::resilience::{circuit_breaker, passive_health};
 use crate::runtime::RuntimeConfig;
 use crate::upstream::policy::{
-    ActiveHealth, Balance, DiscoverySpec, HashKey, PassiveHealth, PeerOptions, Probe, ServiceSpec,
+    ActiveHealth, Balance, DiscoverySpec, HashKey, PeerOptions, Probe, ServiceSpec,
 };
 use crate::upstream::{Endpoint, Service};
 
@@ -90,6 +91,15 @@ pub(super) fn compile_service(
         .health_check
         .as_ref()
         .and_then(|hc| active_health(hc, &format!("{path}.health_check"), errors));
+    let passive_health = passive_health(
+        &cfg.passive_health,
+        &format!("{path}.passive_health"),
+        errors,
+    );
+    let circuit_breaker = cfg
+        .circuit_breaker
+        .as_ref()
+        .and_then(|cb| circuit_breaker(cb, &format!("{path}.circuit_breaker"), errors));
     if cfg.connect_timeout.get().is_zero()
         || cfg.read_timeout.get().is_zero()
         || cfg.write_timeout.get().is_zero()
@@ -99,16 +109,16 @@ pub(super) fn compile_service(
     if errors.len() != before {
         return None;
     }
-    let (Some(balance), Some(discovery)) = (balance, discovery) else {
+    let (Some(balance), Some(discovery), Some(passive_health)) =
+        (balance, discovery, passive_health)
+    else {
         return None;
     };
     let spec = ServiceSpec {
         balance,
         health_check,
-        passive_health: PassiveHealth {
-            consecutive_failures: cfg.passive_health.consecutive_failures,
-            ejection_time: cfg.passive_health.ejection_time.get(),
-        },
+        passive_health,
+        circuit_breaker,
         peer: PeerOptions {
             tls: cfg.tls,
             http2: cfg.http2,

@@ -36,6 +36,7 @@ pub use gateway::config::file::{
     RewriteConfig, RouteConfig, ServerConfig, ServiceConfig, TimeoutsConfig, TlsConfig,
     UnderscoreHeadersConfig,
 };
+pub use gateway::config::resilience::CircuitBreakerConfig;
 pub use gateway::config::size::ByteSize;
 pub use plugins::auth::config::{
     AuthConfig, CacheConfig, IdentityConfig, IssuerConfig, JwtRouteConfig, OneOrMany,

@@ -1,9 +1,9 @@
 //! [`ServiceBuilder`]: a service's instances, balancer, health and timeouts.
 
 use super::{
-    Algorithm, DiscoveryConfig, DnsDiscoveryConfig, Dur, EurekaDiscoveryConfig, HashOn,
-    HealthCheckConfig, InstanceConfig, InstanceDetail, PassiveHealthConfig,
-    RegistryDiscoveryConfig, ServiceConfig,
+    Algorithm, CircuitBreakerConfig, DiscoveryConfig, DnsDiscoveryConfig, Dur,
+    EurekaDiscoveryConfig, HashOn, HealthCheckConfig, InstanceConfig, InstanceDetail,
+    PassiveHealthConfig, RegistryDiscoveryConfig, ServiceConfig,
 };
 
 /// A service: where its instances come from and how load is spread.
@@ -90,12 +90,23 @@ impl ServiceBuilder {
         self
     }
 
-    /// Passive ejection after `failures` (0: off) for `ejection_time`.
+    /// Passive ejection after `failures` (0: off) for `ejection_time` (the default cap
+    /// of its doubling, or `ejection_time` when that is longer).
     pub fn passive_health(mut self, failures: u32, ejection_time: Dur) -> Self {
+        let max_ejection_time = PassiveHealthConfig::default()
+            .max_ejection_time
+            .max(ejection_time);
         self.0.passive_health = PassiveHealthConfig {
             consecutive_failures: failures,
             ejection_time,
+            max_ejection_time,
         };
+        self
+    }
+
+    /// A circuit breaker for the service.
+    pub fn circuit_breaker(mut self, breaker: CircuitBreakerConfig) -> Self {
+        self.0.circuit_breaker = Some(breaker);
         self
     }
 
