@@ -54,6 +54,9 @@ pub struct RateLimitStore {
     config: RateLimitsConfig,
     conn: ConnectionManager,
     script: redis::Script,
+    /// Redis is not asked before this (after an error); shared, so one route
+    /// seeing Redis answer again resumes every route at once.
+    backoff_until: Mutex<Option<Instant>>,
 }
 
 impl RateLimitStore {
@@ -107,6 +110,7 @@ impl RateLimitStore {
             config: cfg.clone(),
             conn,
             script: redis::Script::new(SCRIPT),
+            backoff_until: Mutex::new(None),
         }))
     }
 
@@ -150,8 +154,6 @@ pub struct ClusterLimiter {
     /// `gateway:rl:{<route>:`, the fixed head of this route's keys.
     key_head: String,
     leases: Mutex<HashMap<u64, Lease>>,
-    /// Redis is not asked before this (after an error).
-    backoff_until: Mutex<Option<Instant>>,
 }
 
 impl ClusterLimiter {
@@ -167,7 +169,6 @@ impl ClusterLimiter {
             lease: lease.max(1),
             key_head: format!("{KEY_PREFIX}{{{route}:"),
             leases: Mutex::new(HashMap::new()),
-            backoff_until: Mutex::new(None),
         }
     }
 
@@ -210,11 +211,19 @@ impl ClusterLimiter {
     }
 
     fn lock_backoff(&self) -> Option<Instant> {
-        *self.backoff_until.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .store
+            .backoff_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn failed(&self, why: &str) -> Verdict {
-        let mut b = self.backoff_until.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self
+            .store
+            .backoff_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         // log once per back-off period, not once per request
         if b.is_none_or(|until| Instant::now() >= until) {
             tracing::warn!(error = %why, "cluster rate limit: Redis failed; the route's on_redis_error applies");
@@ -256,7 +265,11 @@ impl ClusterLimiter {
         reset_us: u64,
         retry_us: u64,
     ) -> Verdict {
-        let mut b = self.backoff_until.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self
+            .store
+            .backoff_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if b.take().is_some() {
             tracing::info!("cluster rate limit: Redis answers again");
         }
