@@ -128,7 +128,17 @@ pub(super) fn compile_route(
         }
     };
 
-    let (plugins, rate_limit) = plugin_chain(rc, &id, path, auth, rate_limits, previous, errors);
+    // a broken `rate_limits` section has its own error; its limits are not built
+    let section_broken = file.rate_limits.is_some() && rate_limits.is_none();
+    let (plugins, rate_limit) = plugin_chain(
+        rc,
+        &id,
+        path,
+        auth,
+        rate_limits.ok_or(section_broken),
+        previous,
+        errors,
+    );
 
     if errors.len() != before {
         return None;
@@ -177,7 +187,8 @@ fn plugin_chain(
     route_id: &str,
     path: &str,
     auth: Option<&plugins::AuthRuntime>,
-    rate_limits: Option<&Arc<plugins::RateLimitStore>>,
+    // Err(true): the section is there but did not compile
+    rate_limits: Result<&Arc<plugins::RateLimitStore>, bool>,
     previous: Option<&RuntimeConfig>,
     errors: &mut Vec<ConfigError>,
 ) -> (
@@ -200,7 +211,10 @@ fn plugin_chain(
                 "a claim key needs the verified token: protect the route with `auth: {jwt: {}}`, or key by client_ip, route or header",
             ));
         }
-        rate_limiter(c, route_id, &rl_path, rate_limits, previous)
+        if c.scope == plugins::rate_limit::RateLimitScope::Cluster && matches!(rate_limits, Err(true)) {
+            return None;
+        }
+        rate_limiter(c, route_id, &rl_path, rate_limits.ok(), previous)
             .map_err(|e| issues.extend(e))
             .ok()
     });
