@@ -54,9 +54,18 @@ pub struct RateLimitStore {
     config: RateLimitsConfig,
     conn: ConnectionManager,
     script: redis::Script,
-    /// Redis is not asked before this (after an error); shared, so one route
-    /// seeing Redis answer again resumes every route at once.
-    backoff_until: Mutex<Option<Instant>>,
+    /// Shared by every limiter of the section, so one route seeing Redis answer
+    /// again resumes every route at once.
+    health: Mutex<Health>,
+}
+
+/// Whether Redis answered lately.
+#[derive(Debug, Default)]
+struct Health {
+    /// Redis is not asked before this (set after a failure).
+    retry_at: Option<Instant>,
+    /// Failing since the last answer (the outage and the recovery are logged once).
+    down: bool,
 }
 
 impl RateLimitStore {
@@ -110,12 +119,39 @@ impl RateLimitStore {
             config: cfg.clone(),
             conn,
             script: redis::Script::new(SCRIPT),
-            backoff_until: Mutex::new(None),
+            health: Mutex::new(Health::default()),
         }))
     }
 
     fn timeout(&self) -> Duration {
         self.config.timeout.get()
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a call may be made now (no recent failure).
+    fn may_ask(&self, now: Instant) -> bool {
+        self.health().retry_at.is_none_or(|at| now >= at)
+    }
+
+    fn failed(&self, why: &str) {
+        let mut h = self.health();
+        h.retry_at = Some(Instant::now() + ERROR_BACKOFF);
+        if !h.down {
+            h.down = true;
+            tracing::warn!(error = %why, "cluster rate limits: Redis failed; routes apply their on_redis_error until it answers");
+        }
+    }
+
+    fn answered(&self) {
+        let mut h = self.health();
+        h.retry_at = None;
+        if h.down {
+            h.down = false;
+            tracing::info!("cluster rate limits: Redis answers again");
+        }
     }
 }
 
@@ -188,7 +224,7 @@ impl ClusterLimiter {
         if let Some(v) = self.from_lease(key, now) {
             return v;
         }
-        if self.lock_backoff().is_some_and(|until| now < until) {
+        if !self.store.may_ask(now) {
             return Verdict::Unavailable;
         }
         let mut conn = self.store.conn.clone();
@@ -205,31 +241,15 @@ impl ClusterLimiter {
             Ok(Ok((granted, remaining, reset_us, retry_us))) => {
                 self.record(key, Instant::now(), granted, remaining, reset_us, retry_us)
             }
-            Ok(Err(e)) => self.failed(&e.to_string()),
-            Err(_) => self.failed("no answer within rate_limits.timeout"),
+            Ok(Err(e)) => {
+                self.store.failed(&e.to_string());
+                Verdict::Unavailable
+            }
+            Err(_) => {
+                self.store.failed("no answer within rate_limits.timeout");
+                Verdict::Unavailable
+            }
         }
-    }
-
-    fn lock_backoff(&self) -> Option<Instant> {
-        *self
-            .store
-            .backoff_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn failed(&self, why: &str) -> Verdict {
-        let mut b = self
-            .store
-            .backoff_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        // log once per back-off period, not once per request
-        if b.is_none_or(|until| Instant::now() >= until) {
-            tracing::warn!(error = %why, "cluster rate limit: Redis failed; the route's on_redis_error applies");
-        }
-        *b = Some(Instant::now() + ERROR_BACKOFF);
-        Verdict::Unavailable
     }
 
     /// Spend a leased token, or refuse from a remembered refusal; `None`: ask Redis.
@@ -265,15 +285,7 @@ impl ClusterLimiter {
         reset_us: u64,
         retry_us: u64,
     ) -> Verdict {
-        let mut b = self
-            .store
-            .backoff_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if b.take().is_some() {
-            tracing::info!("cluster rate limit: Redis answers again");
-        }
-        drop(b);
+        self.store.answered();
         let reset = Duration::from_micros(reset_us);
         let full_at = now + reset;
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
@@ -397,7 +409,12 @@ mod tests {
         // within the back-off no call is made: the answer comes without waiting
         assert_eq!(l.check(3).await, Verdict::Unavailable);
         assert_eq!(Instant::now(), asked_at);
-        assert!(l.lock_backoff().is_some());
+        assert!(!l.store.may_ask(asked_at));
+        tokio::time::advance(ERROR_BACKOFF).await;
+        assert!(
+            l.store.may_ask(Instant::now()),
+            "asks again after the back-off"
+        );
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@
 //! single limiter's `burst + N·t`, whatever the number of gateways).
 
 mod cluster;
+mod config;
 mod gcra;
 pub mod headers;
 
@@ -35,86 +36,15 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use http::{HeaderName, HeaderValue, StatusCode};
 use prometheus::IntCounterVec;
-use serde::{Deserialize, Serialize};
 
 pub use cluster::{
     ClusterLimiter, RateLimitStore, RateLimitsConfig, Verdict, ERROR_BACKOFF, KEY_PREFIX,
 };
+pub use config::{OnRedisError, RateLimitConfig, RateLimitKey, RateLimitScope};
 pub use gcra::{lease_size, Gcra, Outcome, LEASE_SHARE, LEASE_TTL, SCRIPT};
 
 use crate::revocation::TaskGuard;
-use crate::{ConfigIssue, Dur, Flow, Plugin, PluginOutput, Rejection, RequestView};
-
-/// A route's `rate_limit:` section.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    /// `local` (default): a budget per gateway process; `cluster`: one budget shared
-    /// by every gateway through the top-level `rate_limits.redis_url`.
-    #[serde(default)]
-    pub scope: RateLimitScope,
-    /// Requests allowed per `per` at a steady rate.
-    pub requests: u32,
-    /// The period `requests` refers to (default 1s).
-    #[serde(default = "one_second")]
-    pub per: Dur,
-    /// Requests allowed at once above the steady rate (default: `requests`).
-    #[serde(default)]
-    pub burst: Option<u32>,
-    /// Who shares a budget: `client_ip` (default), `route` (everyone), `{header: NAME}`
-    /// or `{claim: NAME}` (requests without it fall back to the client IP).
-    #[serde(default)]
-    pub key: RateLimitKey,
-    /// `scope: cluster` only: what Redis failing means, `local` (default) | `allow` | `deny`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_redis_error: Option<OnRedisError>,
-}
-
-fn one_second() -> Dur {
-    Dur::from_secs(1)
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RateLimitScope {
-    #[default]
-    Local,
-    Cluster,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum RateLimitKey {
-    #[default]
-    ClientIp,
-    Route,
-    Header(String),
-    /// A claim of the verified JWT (string or number), e.g. `sub`: a budget per user.
-    Claim(String),
-}
-
-/// What a cluster limit does while Redis cannot answer.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OnRedisError {
-    /// Admit every request.
-    Allow,
-    /// Refuse with `503 {"error":"rate_limit_unavailable"}`.
-    Deny,
-    /// Apply the same quota in this process alone.
-    #[default]
-    Local,
-}
-
-impl OnRedisError {
-    fn label(self) -> &'static str {
-        match self {
-            OnRedisError::Allow => "allow",
-            OnRedisError::Deny => "deny",
-            OnRedisError::Local => "local",
-        }
-    }
-}
+use crate::{ConfigIssue, Flow, Plugin, PluginOutput, Rejection, RequestView};
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
     let c = IntCounterVec::new(prometheus::Opts::new(name, help), labels).ok()?;
@@ -485,6 +415,7 @@ impl Plugin for RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Dur;
     use http::{HeaderMap, Method, Uri};
 
     fn cfg(yaml: &str) -> RateLimitConfig {
@@ -574,5 +505,147 @@ mod tests {
                 "routes[2].rate_limit.burst"
             ]
         );
+    }
+
+    fn header<'a>(out: &'a PluginOutput, name: &str) -> Option<&'a str> {
+        out.response_headers
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .and_then(|(_, v)| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn claim_keys_give_each_user_a_budget_and_every_answer_its_headers() {
+        let rl = RateLimit::new(
+            &cfg(r#"{"requests": 2, "per": "1m", "key": {"claim": "sub"}}"#),
+            "r",
+            "p",
+            None,
+        )
+        .unwrap();
+        assert!(rl.after_auth());
+        let verified = |sub: serde_json::Value| {
+            let mut claims = serde_json::Map::new();
+            claims.insert("sub".into(), sub);
+            Arc::new(crate::auth::verify::VerifiedToken {
+                issuer: 0,
+                claims,
+                sub: None,
+                jti: None,
+                iat: None,
+                exp: None,
+                nbf: None,
+                leeway: 0.0,
+                identity: Vec::new(),
+                key_generation: 0,
+            })
+        };
+        let (uri, headers) = (Uri::from_static("/"), HeaderMap::new());
+        let view = RequestView {
+            method: &Method::GET,
+            uri: &uri,
+            headers: &headers,
+            client_ip: Some(IpAddr::from([10, 0, 0, 1])),
+        };
+        let run = |sub: serde_json::Value| {
+            let mut out = PluginOutput {
+                verified: Some(verified(sub)),
+                ..PluginOutput::default()
+            };
+            let rl = rl.clone();
+            let view = &view;
+            async move {
+                let flow = rl.on_request(view, &mut out).await;
+                (flow, out)
+            }
+        };
+        let (flow, out) = run("alice".into()).await;
+        assert!(matches!(flow, Flow::Continue));
+        assert_eq!(header(&out, "ratelimit-limit"), Some("2"));
+        assert_eq!(header(&out, "ratelimit-remaining"), Some("1"));
+        assert_eq!(header(&out, "ratelimit-reset"), Some("30"));
+        assert!(matches!(run("alice".into()).await.0, Flow::Continue));
+        let (flow, out) = run("alice".into()).await;
+        assert!(matches!(flow, Flow::Reject(r) if r.code == "rate_limited"));
+        assert_eq!(header(&out, "ratelimit-remaining"), Some("0"));
+        // same address, another user; a numeric claim is a key too
+        assert!(matches!(run("bob".into()).await.0, Flow::Continue));
+        assert!(matches!(run(42.into()).await.0, Flow::Continue));
+        assert!(matches!(run(42.into()).await.0, Flow::Continue));
+        assert!(matches!(run(42.into()).await.0, Flow::Reject(_)));
+    }
+
+    /// A cluster limit whose Redis never answers, with `policy`.
+    fn unreachable(policy: &str) -> Arc<RateLimit> {
+        let store = RateLimitStore::compile(
+            &RateLimitsConfig {
+                redis_url: "redis://127.0.0.1:1".into(),
+                timeout: Dur(Duration::from_millis(20)),
+            },
+            None,
+            &tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        let c = format!(
+            r#"{{"scope": "cluster", "requests": 1, "per": "1m", "on_redis_error": "{policy}"}}"#
+        );
+        RateLimit::new(&cfg(&c), "r", "p", Some(&store)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn redis_down_applies_the_route_policy() {
+        let h = HeaderMap::new();
+        let allow = unreachable("allow");
+        for _ in 0..3 {
+            assert!(matches!(
+                run(&allow, [1, 1, 1, 1], &h).await,
+                Flow::Continue
+            ));
+        }
+        match run(&unreachable("deny"), [1, 1, 1, 1], &h).await {
+            Flow::Reject(r) => {
+                assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(r.code, "rate_limit_unavailable");
+            }
+            other => panic!("{other:?}"),
+        }
+        let local = unreachable("local");
+        assert!(matches!(
+            run(&local, [1, 1, 1, 1], &h).await,
+            Flow::Continue
+        ));
+        assert!(
+            matches!(run(&local, [1, 1, 1, 1], &h).await, Flow::Reject(r) if r.code == "rate_limited")
+        );
+    }
+
+    #[tokio::test]
+    async fn cluster_scope_needs_the_rate_limits_section_and_reuse_needs_the_same_one() {
+        let c = cfg(r#"{"scope": "cluster", "requests": 1, "key": {"claim": ""}}"#);
+        let e = RateLimit::new(&c, "r", "routes[0].rate_limit", None)
+            .err()
+            .unwrap();
+        let paths: Vec<_> = e.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].rate_limit.key.claim",
+                "routes[0].rate_limit.scope"
+            ]
+        );
+        let rl = unreachable("deny");
+        let same = rl.config().clone();
+        let other_store = RateLimitStore::compile(
+            &RateLimitsConfig {
+                redis_url: "redis://127.0.0.1:2".into(),
+                timeout: Dur(Duration::from_millis(20)),
+            },
+            None,
+            &tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        assert!(rl.reusable(&same, rl.cluster.as_ref().map(|c| c.store())));
+        assert!(!rl.reusable(&same, Some(&other_store)));
+        assert!(!rl.reusable(&same, None));
     }
 }
