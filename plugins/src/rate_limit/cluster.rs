@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::gcra::{Gcra, LEASE_TTL, SCRIPT};
+use crate::auth::metrics::METRICS;
 use crate::{ConfigIssue, Dur};
 
 /// The top-level `rate_limits:` section (what `scope: cluster` limits share).
@@ -137,6 +138,10 @@ impl RateLimitStore {
     }
 
     fn failed(&self, why: &str) {
+        METRICS
+            .redis_errors
+            .with_label_values(&["rate_limit"])
+            .inc();
         let mut h = self.health();
         h.retry_at = Some(Instant::now() + ERROR_BACKOFF);
         if !h.down {
@@ -221,7 +226,7 @@ impl ClusterLimiter {
     /// Admit or refuse one request of budget `key`.
     pub async fn check(&self, key: u64) -> Verdict {
         let now = Instant::now();
-        if let Some(v) = self.from_lease(key, now) {
+        if let Some(v) = self.spend_lease(key, now) {
             return v;
         }
         if !self.store.may_ask(now) {
@@ -253,7 +258,7 @@ impl ClusterLimiter {
     }
 
     /// Spend a leased token, or refuse from a remembered refusal; `None`: ask Redis.
-    fn from_lease(&self, key: u64, now: Instant) -> Option<Verdict> {
+    fn spend_lease(&self, key: u64, now: Instant) -> Option<Verdict> {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         let l = leases.get_mut(&key)?;
         if let Some(until) = l.refused_until {
@@ -360,17 +365,17 @@ mod tests {
             }
         );
         for left in [8, 7, 6] {
-            match l.from_lease(7, now) {
+            match l.spend_lease(7, now) {
                 Some(Verdict::Allowed { remaining, .. }) => assert_eq!(remaining, left),
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(l.from_lease(7, now), None, "lease spent: ask Redis");
+        assert_eq!(l.spend_lease(7, now), None, "lease spent: ask Redis");
         // a new lease, then time passes beyond LEASE_TTL: the rest is dropped
         l.record(7, now, 3, 0, 1_000_000, 0);
         tokio::time::advance(LEASE_TTL).await;
-        assert_eq!(l.from_lease(7, Instant::now()), None);
-        assert_eq!(l.from_lease(8, Instant::now()), None, "unknown key");
+        assert_eq!(l.spend_lease(7, Instant::now()), None);
+        assert_eq!(l.spend_lease(8, Instant::now()), None, "unknown key");
         l.retain_recent();
         assert_eq!(l.tracked_keys(), 0);
     }
@@ -383,11 +388,11 @@ mod tests {
         assert!(matches!(v, Verdict::Refused { retry, .. } if retry == Duration::from_millis(10)));
         tokio::time::advance(Duration::from_millis(5)).await;
         assert!(matches!(
-            l.from_lease(1, Instant::now()),
+            l.spend_lease(1, Instant::now()),
             Some(Verdict::Refused { retry, .. }) if retry == Duration::from_millis(5)
         ));
         tokio::time::advance(Duration::from_millis(5)).await;
-        assert_eq!(l.from_lease(1, Instant::now()), None, "due: ask Redis");
+        assert_eq!(l.spend_lease(1, Instant::now()), None, "due: ask Redis");
     }
 
     #[tokio::test(start_paused = true)]
@@ -398,7 +403,7 @@ mod tests {
         tokio::time::advance(LEASE_TTL / 2).await;
         l.record(2, Instant::now(), 3, 0, 0, 0); // holds 1 + 2, still until t0 + TTL
         tokio::time::advance(LEASE_TTL / 2).await;
-        assert_eq!(l.from_lease(2, Instant::now()), None);
+        assert_eq!(l.spend_lease(2, Instant::now()), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -205,6 +205,7 @@ impl RateLimit {
             limited: LIMITED.as_ref().map(|c| c.with_label_values(&[route_id])),
             redis_errors: REDIS_ERRORS
                 .as_ref()
+                .filter(|_| config.scope == RateLimitScope::Cluster)
                 .map(|c| c.with_label_values(&[route_id, on_redis_error.label()])),
             cleanup: OnceLock::new(),
         }))
