@@ -163,8 +163,8 @@ impl RateLimitStore {
 /// What the cluster budget says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Admitted; `remaining` tokens left (Redis's count plus this process's lease),
-    /// full again after `reset`.
+    /// Admitted; about `remaining` tokens left (Redis's count at the last call plus
+    /// this process's lease, at most the burst), full again after `reset`.
     Allowed { remaining: u64, reset: Duration },
     /// Refused; the next token is free after `retry`, the budget full after `reset`.
     Refused { retry: Duration, reset: Duration },
@@ -177,14 +177,46 @@ pub enum Verdict {
 struct Lease {
     /// Leased tokens not spent yet.
     tokens: u64,
+    /// Tokens granted since the lease began (spent: `taken - tokens`).
+    taken: u64,
     /// The lease's tokens are dropped at this moment.
     expires: Instant,
+    /// Tokens the next call asks for: starts at 1, doubles while leases are spent
+    /// in time (up to the limiter's lease size), falls to what was spent when one
+    /// expires with tokens left, so a key used by few requests wastes little.
+    want: u64,
+    /// Calls to Redis under way for this key; while one is, others ask for 1 token
+    /// (a burst of concurrent misses does not take a lease each).
+    in_flight: u32,
     /// Redis's free tokens when the lease was taken.
     remaining: u64,
     /// When the budget is full again (as of the last call).
     full_at: Instant,
     /// Refused by Redis until then (no token is free anywhere before it).
     refused_until: Option<Instant>,
+}
+
+impl Lease {
+    fn empty(now: Instant) -> Self {
+        Lease {
+            tokens: 0,
+            taken: 0,
+            expires: now,
+            want: 1,
+            in_flight: 0,
+            remaining: 0,
+            full_at: now,
+            refused_until: None,
+        }
+    }
+}
+
+/// What this process can answer without Redis.
+#[derive(Debug, PartialEq, Eq)]
+enum Local {
+    Decided(Verdict),
+    /// Ask Redis for this many tokens.
+    Ask(u64),
 }
 
 /// A route's cluster limiter.
@@ -226,17 +258,20 @@ impl ClusterLimiter {
     /// Admit or refuse one request of budget `key`.
     pub async fn check(&self, key: u64) -> Verdict {
         let now = Instant::now();
-        if let Some(v) = self.spend_lease(key, now) {
-            return v;
-        }
+        let want = match self.spend_lease(key, now) {
+            Local::Decided(v) => return v,
+            Local::Ask(want) => want,
+        };
         if !self.store.may_ask(now) {
+            // Redis failed just now: no request waits on it before the back-off ends
+            self.call_ended(key);
             return Verdict::Unavailable;
         }
         let mut conn = self.store.conn.clone();
         let mut call = self.store.script.key(self.redis_key(key));
         call.arg(self.gcra.interval_us)
             .arg(self.gcra.burst)
-            .arg(self.lease);
+            .arg(want);
         let reply = tokio::time::timeout(
             self.store.timeout(),
             call.invoke_async::<(u64, u64, u64, u64)>(&mut conn),
@@ -247,37 +282,60 @@ impl ClusterLimiter {
                 self.record(key, Instant::now(), granted, remaining, reset_us, retry_us)
             }
             Ok(Err(e)) => {
+                self.call_ended(key);
                 self.store.failed(&e.to_string());
                 Verdict::Unavailable
             }
             Err(_) => {
+                self.call_ended(key);
                 self.store.failed("no answer within rate_limits.timeout");
                 Verdict::Unavailable
             }
         }
     }
 
-    /// Spend a leased token, or refuse from a remembered refusal; `None`: ask Redis.
-    fn spend_lease(&self, key: u64, now: Instant) -> Option<Verdict> {
+    /// Spend a leased token, or refuse from a remembered refusal; else say how
+    /// many tokens to ask Redis for (and count the call as under way).
+    fn spend_lease(&self, key: u64, now: Instant) -> Local {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        let l = leases.get_mut(&key)?;
+        let l = leases.entry(key).or_insert_with(|| Lease::empty(now));
         if let Some(until) = l.refused_until {
             if now < until {
-                return Some(Verdict::Refused {
+                return Local::Decided(Verdict::Refused {
                     retry: until - now,
                     reset: l.full_at.saturating_duration_since(now),
                 });
             }
             l.refused_until = None;
         }
-        if l.tokens == 0 || now >= l.expires {
-            return None;
+        if l.tokens > 0 && now < l.expires {
+            l.tokens -= 1;
+            return Local::Decided(Verdict::Allowed {
+                remaining: (l.remaining + l.tokens).min(self.gcra.burst),
+                reset: l.full_at.saturating_duration_since(now),
+            });
         }
-        l.tokens -= 1;
-        Some(Verdict::Allowed {
-            remaining: l.remaining + l.tokens,
-            reset: l.full_at.saturating_duration_since(now),
-        })
+        if l.in_flight == 0 && l.taken > 0 {
+            // size the next lease by how the last one went
+            l.want = if l.tokens > 0 {
+                (l.taken - l.tokens).max(1)
+            } else {
+                l.want.saturating_mul(2).min(self.lease)
+            };
+            l.tokens = 0;
+            l.taken = 0;
+        }
+        let want = if l.in_flight > 0 { 1 } else { l.want };
+        l.in_flight += 1;
+        Local::Ask(want.clamp(1, self.lease))
+    }
+
+    /// A call counted by [`Self::spend_lease`] ended without an answer to record.
+    fn call_ended(&self, key: u64) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = leases.get_mut(&key) {
+            l.in_flight = l.in_flight.saturating_sub(1);
+        }
     }
 
     /// Keep what Redis answered; one granted token is this request's.
@@ -294,13 +352,8 @@ impl ClusterLimiter {
         let reset = Duration::from_micros(reset_us);
         let full_at = now + reset;
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = leases.entry(key).or_insert(Lease {
-            tokens: 0,
-            expires: now,
-            remaining,
-            full_at,
-            refused_until: None,
-        });
+        let entry = leases.entry(key).or_insert_with(|| Lease::empty(now));
+        entry.in_flight = entry.in_flight.saturating_sub(1);
         entry.remaining = remaining;
         entry.full_at = full_at;
         if granted == 0 {
@@ -313,11 +366,15 @@ impl ClusterLimiter {
         // no token is ever spent later than LEASE_TTL after Redis counted it
         if entry.tokens == 0 || now >= entry.expires {
             entry.tokens = 0;
+            entry.taken = 0;
             entry.expires = now + LEASE_TTL;
         }
         entry.tokens += granted - 1;
+        entry.taken += granted;
+        // concurrent answers may be recorded out of Redis's order: never report
+        // more than a full budget
         Verdict::Allowed {
-            remaining: remaining + entry.tokens,
+            remaining: (remaining + entry.tokens).min(self.gcra.burst),
             reset,
         }
     }
@@ -326,7 +383,9 @@ impl ClusterLimiter {
     pub fn retain_recent(&self) {
         let now = Instant::now();
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases.retain(|_, l| now < l.expires || l.refused_until.is_some_and(|u| now < u));
+        leases.retain(|_, l| {
+            now < l.expires || l.in_flight > 0 || l.refused_until.is_some_and(|u| now < u)
+        });
         leases.shrink_to_fit();
     }
 
@@ -352,9 +411,10 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_lease_is_spent_locally_and_expires() {
+    async fn a_lease_is_spent_locally_grows_while_used_and_shrinks_when_wasted() {
         let l = limiter(4);
         let now = Instant::now();
+        assert_eq!(l.spend_lease(7, now), Local::Ask(1), "a new key asks for 1");
         // Redis granted 4 (this request takes one), 6 left there
         let v = l.record(7, now, 4, 6, 400_000, 0);
         assert_eq!(
@@ -366,16 +426,20 @@ mod tests {
         );
         for left in [8, 7, 6] {
             match l.spend_lease(7, now) {
-                Some(Verdict::Allowed { remaining, .. }) => assert_eq!(remaining, left),
+                Local::Decided(Verdict::Allowed { remaining, .. }) => assert_eq!(remaining, left),
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(l.spend_lease(7, now), None, "lease spent: ask Redis");
-        // a new lease, then time passes beyond LEASE_TTL: the rest is dropped
+        // spent within its lifetime: the next lease doubles (1 -> 2)
+        assert_eq!(l.spend_lease(7, now), Local::Ask(2));
+        // while that call is under way, another miss asks for a single token
+        assert_eq!(l.spend_lease(7, now), Local::Ask(1));
+        l.call_ended(7);
         l.record(7, now, 3, 0, 1_000_000, 0);
+        // the rest expires unspent after LEASE_TTL; the next lease is what was used
         tokio::time::advance(LEASE_TTL).await;
-        assert_eq!(l.spend_lease(7, Instant::now()), None);
-        assert_eq!(l.spend_lease(8, Instant::now()), None, "unknown key");
+        assert_eq!(l.spend_lease(7, Instant::now()), Local::Ask(1));
+        l.call_ended(7);
         l.retain_recent();
         assert_eq!(l.tracked_keys(), 0);
     }
@@ -389,10 +453,14 @@ mod tests {
         tokio::time::advance(Duration::from_millis(5)).await;
         assert!(matches!(
             l.spend_lease(1, Instant::now()),
-            Some(Verdict::Refused { retry, .. }) if retry == Duration::from_millis(5)
+            Local::Decided(Verdict::Refused { retry, .. }) if retry == Duration::from_millis(5)
         ));
         tokio::time::advance(Duration::from_millis(5)).await;
-        assert_eq!(l.spend_lease(1, Instant::now()), None, "due: ask Redis");
+        assert_eq!(
+            l.spend_lease(1, Instant::now()),
+            Local::Ask(1),
+            "due: ask Redis"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -403,7 +471,7 @@ mod tests {
         tokio::time::advance(LEASE_TTL / 2).await;
         l.record(2, Instant::now(), 3, 0, 0, 0); // holds 1 + 2, still until t0 + TTL
         tokio::time::advance(LEASE_TTL / 2).await;
-        assert_eq!(l.spend_lease(2, Instant::now()), None);
+        assert!(matches!(l.spend_lease(2, Instant::now()), Local::Ask(_)));
     }
 
     #[tokio::test(start_paused = true)]
