@@ -194,6 +194,9 @@ struct Lease {
     full_at: Instant,
     /// Refused by Redis until then (no token is free anywhere before it).
     refused_until: Option<Instant>,
+    /// Redis had no token left at the last answer: while a call is under way for
+    /// the one token due since, other misses are refused here instead of calling.
+    exhausted: bool,
 }
 
 impl Lease {
@@ -207,6 +210,7 @@ impl Lease {
             remaining: 0,
             full_at: now,
             refused_until: None,
+            exhausted: false,
         }
     }
 }
@@ -325,6 +329,13 @@ impl ClusterLimiter {
             l.tokens = 0;
             l.taken = 0;
         }
+        if l.in_flight > 0 && l.exhausted {
+            // a flood on a spent budget: one call per token due, not one per request
+            return Local::Decided(Verdict::Refused {
+                retry: Duration::from_micros(self.gcra.interval_us),
+                reset: l.full_at.saturating_duration_since(now),
+            });
+        }
         let want = if l.in_flight > 0 { 1 } else { l.want };
         l.in_flight += 1;
         Local::Ask(want.clamp(1, self.lease))
@@ -356,6 +367,7 @@ impl ClusterLimiter {
         entry.in_flight = entry.in_flight.saturating_sub(1);
         entry.remaining = remaining;
         entry.full_at = full_at;
+        entry.exhausted = remaining == 0;
         if granted == 0 {
             let retry = Duration::from_micros(retry_us.max(1));
             entry.refused_until = Some(now + retry);
@@ -461,6 +473,11 @@ mod tests {
             Local::Ask(1),
             "due: ask Redis"
         );
+        // while that call is under way, the spent budget refuses other misses here
+        assert!(matches!(
+            l.spend_lease(1, Instant::now()),
+            Local::Decided(Verdict::Refused { retry, .. }) if retry == Duration::from_millis(10)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
