@@ -3,8 +3,10 @@
 //!
 //! A request first spends a token this process leased earlier (no I/O). Without
 //! one, it runs the GCRA script ([`super::gcra::SCRIPT`]) once, bounded by
-//! `rate_limits.timeout`, taking up to a lease of tokens; a refusal is remembered
-//! until the next token is due, so a flood is refused locally. After a Redis
+//! `rate_limits.timeout`, taking a lease of tokens sized by how the key's last
+//! lease was used (see `Lease::want`); a refusal is remembered until the next
+//! token is due, and while a call for a spent budget is under way the key's other
+//! requests are refused here, so a flood costs about one call per token earned. After a Redis
 //! failure the limiter stops asking for [`ERROR_BACKOFF`] (the route's
 //! `on_redis_error` decides meanwhile) and then tries again: no restart is needed
 //! when Redis is back.
