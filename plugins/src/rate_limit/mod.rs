@@ -100,6 +100,10 @@ pub struct RateLimit {
     cleanup: OnceLock<TaskGuard>,
 }
 
+/// Longest refill of a cluster budget, in µs (2^48, about 8.9 years): Redis's clock
+/// plus this stays below 2^53, where the script's Lua numbers are exact.
+const MAX_REFILL_US: u64 = 1 << 48;
+
 /// How often idle keys are dropped (bounded memory).
 const CLEANUP_EVERY: Duration = Duration::from_secs(60);
 
@@ -184,11 +188,17 @@ impl RateLimit {
             issues.push(ConfigIssue::new(path, "the rate is too high to represent"));
             return Err(issues);
         };
+        let gcra = Gcra::new(requests.get(), period, burst.get());
+        if store.is_some() && gcra.burst.saturating_mul(gcra.interval_us) > MAX_REFILL_US {
+            issues.push(ConfigIssue::new(
+                path,
+                "a cluster budget must refill within 8 years (burst x per / requests): lower burst or per",
+            ));
+        }
         if !issues.is_empty() {
             return Err(issues);
         }
         let cluster = store.map(|s| {
-            let gcra = Gcra::new(requests.get(), period, burst.get());
             let lease = lease_size(requests.get(), period, burst.get());
             ClusterLimiter::new(s, route_id, gcra, lease)
         });
@@ -645,7 +655,11 @@ mod tests {
             &tokio::runtime::Handle::current(),
         )
         .unwrap();
-        assert!(rl.reusable(&same, rl.cluster.as_ref().map(|c| c.store())));
+        let slow = cfg(r#"{"scope": "cluster", "requests": 1, "per": "3650d", "burst": 1000}"#);
+        let store = rl.cluster.as_ref().map(|c| c.store());
+        let e = RateLimit::new(&slow, "r", "p", store).err().unwrap();
+        assert!(e[0].message.contains("within 8 years"), "{e:?}");
+        assert!(rl.reusable(&same, store));
         assert!(!rl.reusable(&same, Some(&other_store)));
         assert!(!rl.reusable(&same, None));
     }
