@@ -162,11 +162,12 @@ impl GatewayConfigBuilder {
         self
     }
 
-    /// The `rate_limits:` section: `scope: cluster` limits share budgets in this Redis.
+    /// The `rate_limits:` section: `scope: cluster` limits share budgets in this Redis
+    /// (timeout 250ms: a busy test machine is not a Redis outage).
     pub fn rate_limits(mut self, redis_url: &str) -> Self {
         self.0.rate_limits = Some(RateLimitsConfig {
             redis_url: redis_url.to_string(),
-            timeout: ms(50),
+            timeout: ms(250),
         });
         self
     }
