@@ -1,7 +1,8 @@
 //! Rate limits across gateways: two real `gateway` processes on one real
 //! `redis-server` share a `scope: cluster` budget per key (a header, a JWT `sub`);
 //! Redis stopped and started again under each `on_redis_error` policy; the
-//! `RateLimit-*` headers on both scopes; a claim key on a local limit.
+//! `RateLimit-*` headers on both scopes; a claim key on a local limit; the GCRA
+//! script itself against its Rust model.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -374,4 +375,57 @@ async fn local_limits_key_by_claim_and_send_the_headers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "another user, another budget");
+}
+
+#[tokio::test]
+async fn the_script_follows_the_model() {
+    use plugins::rate_limit::{Gcra, SCRIPT};
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let script = redis::Script::new(SCRIPT);
+    // 1 per second, burst 5: a refill slow enough that the test's own time hardly counts
+    let g = Gcra::new(1, Duration::from_secs(1), 5);
+    let take = |want: u64| {
+        let mut call = script.key("gateway:rl:{model:1}");
+        call.arg(g.interval_us).arg(g.burst).arg(want);
+        let mut conn = conn.clone();
+        async move {
+            call.invoke_async::<(u64, u64, u64, u64)>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    let model = g.take(None, 0, 3);
+    let (granted, remaining, reset_us, retry_us) = take(3).await;
+    assert_eq!(
+        (granted, remaining, retry_us),
+        (model.granted, model.remaining, 0)
+    );
+    assert!(reset_us <= model.reset_us && reset_us > model.reset_us - 500_000);
+    let (granted, remaining, _, _) = take(3).await;
+    assert_eq!((granted, remaining), (2, 0), "only the rest of the burst");
+    let (granted, _, reset_us, retry_us) = take(1).await;
+    assert_eq!(granted, 0);
+    assert!(
+        retry_us > 500_000 && retry_us <= 1_000_000,
+        "retry {retry_us}"
+    );
+    assert!(
+        reset_us > 4_500_000 && reset_us <= 5_000_000,
+        "reset {reset_us}"
+    );
+    // the TAT is stored as whole microseconds (no exponent), expiring with the refill
+    let tat = redis.cmd(&["GET", "gateway:rl:{model:1}"]);
+    let digits = tat.lines().last().unwrap();
+    assert!(
+        digits.len() >= 16 && digits.bytes().all(|b| b.is_ascii_digit()),
+        "{tat}"
+    );
+    let ttl: i64 = redis
+        .cmd(&["PTTL", "gateway:rl:{model:1}"])
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    assert!((5_000..=6_000).contains(&ttl), "pttl {ttl}");
 }
