@@ -30,6 +30,9 @@ pub struct RuntimeConfig {
     pub routes: RouteTable,
     pub services: BTreeMap<String, Arc<Service>>,
     pub auth: Arc<plugins::AuthRuntime>,
+    /// The `rate_limits:` section (Redis of `scope: cluster` limits), kept across
+    /// reloads while unchanged.
+    pub rate_limits: Option<Arc<plugins::RateLimitStore>>,
     /// Client header hygiene, applied before routing: identity and override
     /// headers removed, forwarded headers trusted from trusted proxies only.
     pub edge: EdgePolicy,

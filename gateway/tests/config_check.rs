@@ -34,7 +34,7 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         (
             "unknown top-level key",
             with("rotues: []\n"),
-            vec!["rotues: unknown field `rotues`, expected one of server, listeners, admin, auth, services, routes at line 6, column 1"],
+            vec!["rotues: unknown field `rotues`, expected one of server, listeners, admin, auth, services, routes, rate_limits at line 6, column 1"],
         ),
         (
             "unknown match key",
@@ -167,6 +167,28 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec![
                 "listeners: at least one listener is required, e.g. `listeners: [{address: \"0.0.0.0:8080\"}]`",
                 "services.a: no instances: add `instances: [\"host:port\"]` or a `discovery` section",
+            ],
+        ),
+        (
+            "rate limits: cluster scope without Redis, claim key without jwt, policy on a local limit",
+            with("routes: [{service: member, rate_limit: {scope: cluster, requests: 5}}, {service: product, rate_limit: {requests: 5, key: {claim: sub}, on_redis_error: deny}}]\n"),
+            vec![
+                "routes[0].rate_limit.scope: scope: cluster shares the budget through Redis: add a top-level `rate_limits: {redis_url: redis://host:6379/0}`, or use scope: local",
+                "routes[1].rate_limit.key.claim: a claim key needs the verified token: protect the route with `auth: {jwt: {}}`, or key by client_ip, route or header",
+                "routes[1].rate_limit.on_redis_error: applies to scope: cluster only (a local limit never asks Redis); remove it or set scope: cluster",
+            ],
+        ),
+        (
+            "rate limits: unknown on_redis_error",
+            with("rate_limits: {redis_url: \"redis://127.0.0.1:1\"}\nroutes: [{service: member, rate_limit: {scope: cluster, requests: 5, on_redis_error: ignore}}]\n"),
+            vec!["routes[0].rate_limit.on_redis_error: unknown variant `ignore`, expected one of allow, deny, local at line 7, column 86"],
+        ),
+        (
+            "rate limits: a broken rate_limits section",
+            with("rate_limits: {redis_url: \"http://127.0.0.1:1\", timeout: 5s}\nroutes: [{service: member, rate_limit: {scope: cluster, requests: 5}}]\n"),
+            vec![
+                "rate_limits.redis_url: must start with redis:// or rediss:// (TLS), e.g. redis://:password@127.0.0.1:6379/0",
+                "rate_limits.timeout: must be above 0s and at most 1s (requests wait this long for Redis)",
             ],
         ),
         (

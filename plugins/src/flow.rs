@@ -48,6 +48,8 @@ pub struct PluginOutput {
     pub subject: Option<String>,
     /// A route's `revoke: on_success`: applied by the response stage on a 2xx answer.
     pub revoke_on_success: Option<crate::revocation::PendingRevocation>,
+    /// The verified token, for the plugins after `jwt` (a rate limit keyed by a claim).
+    pub verified: Option<Arc<crate::auth::verify::VerifiedToken>>,
 }
 
 /// A refusal: the status, a stable machine code, and a message safe to show a client.

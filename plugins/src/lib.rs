@@ -18,4 +18,4 @@ pub use auth::{AuthConfig, AuthRuntime, RouteAuthConfig};
 pub use cors::{Cors, CorsConfig};
 pub use duration::Dur;
 pub use flow::{cookie, ConfigIssue, Flow, Plugin, PluginOutput, Rejection, RequestView};
-pub use rate_limit::{RateLimit, RateLimitConfig};
+pub use rate_limit::{RateLimit, RateLimitConfig, RateLimitStore, RateLimitsConfig};

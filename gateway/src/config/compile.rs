@@ -64,6 +64,13 @@ pub fn compile(input: CompileInput<'_>) -> Result<Compiled, Vec<ConfigError>> {
 
     let edge = edge_policy(&file, auth.as_deref(), &mut errors);
 
+    let rate_limits = file.rate_limits.as_ref().and_then(|r| {
+        let previous = previous.and_then(|p| p.rate_limits.as_ref());
+        plugins::RateLimitStore::compile(r, previous, rt)
+            .map_err(|issues| errors.extend(issues.into_iter().map(ConfigError::from)))
+            .ok()
+    });
+
     let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
     for (name, cfg) in &file.services {
         let path = format!("services.{name}");
@@ -100,6 +107,7 @@ pub fn compile(input: CompileInput<'_>) -> Result<Compiled, Vec<ConfigError>> {
             &file,
             &services,
             auth.as_deref(),
+            rate_limits.as_ref(),
             previous,
             &mut errors,
         ) {
@@ -122,6 +130,7 @@ pub fn compile(input: CompileInput<'_>) -> Result<Compiled, Vec<ConfigError>> {
             loaded_at: SystemTime::now(),
             edge,
             auth,
+            rate_limits,
             routes: RouteTable::new(routes),
             services,
             client: server.client,

@@ -28,6 +28,9 @@ pub struct GatewayConfig {
     pub services: BTreeMap<String, ServiceConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Where `scope: cluster` rate limits keep their shared budgets (Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<plugins::RateLimitsConfig>,
 }
 
 /// Process-wide settings. Changing them needs a restart.
@@ -546,7 +549,8 @@ pub struct RouteConfig {
     pub timeouts: Option<TimeoutsConfig>,
     #[serde(default)]
     pub retries: Option<RetryConfig>,
-    /// Per-client (or per-route, or per-header) request budget; see plugins::rate_limit.
+    /// Request budget per client, route, header or JWT claim, per process or shared
+    /// by every gateway (`scope: cluster`); see plugins::rate_limit.
     #[serde(default)]
     pub rate_limit: Option<plugins::RateLimitConfig>,
     /// Cross-origin policy: preflights answered at the edge, CORS headers on responses.

@@ -147,8 +147,8 @@ pub(super) fn request_id(req: &RequestHeader) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// Run the route's plugin chain in its order (cors, rate limit, auth); the first
-/// plugin that answers ends it, with the answer to write.
+/// Run the route's plugin chain in its order (cors, rate limit, auth, a claim-keyed
+/// rate limit); the first plugin that answers ends it, with the answer to write.
 pub(super) async fn run_plugins(
     route: &Route,
     session: &Session,

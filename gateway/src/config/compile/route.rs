@@ -25,6 +25,7 @@ pub(super) fn compile_route(
     file: &GatewayConfig,
     services: &BTreeMap<String, Arc<Service>>,
     auth: Option<&plugins::AuthRuntime>,
+    rate_limits: Option<&Arc<plugins::RateLimitStore>>,
     previous: Option<&RuntimeConfig>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Route> {
@@ -127,7 +128,17 @@ pub(super) fn compile_route(
         }
     };
 
-    let (plugins, rate_limit) = plugin_chain(rc, &id, path, auth, previous, errors);
+    // a broken `rate_limits` section has its own error; its limits are not built
+    let section_broken = file.rate_limits.is_some() && rate_limits.is_none();
+    let (plugins, rate_limit) = plugin_chain(
+        rc,
+        &id,
+        path,
+        auth,
+        rate_limits.ok_or(section_broken),
+        previous,
+        errors,
+    );
 
     if errors.len() != before {
         return None;
@@ -164,9 +175,11 @@ pub(super) fn compile_route(
 /// The route's request plugins, built here only, in the one order they run:
 /// 1. `cors`: a preflight is answered before any budget or token is spent, and the
 ///    CORS headers it adds ride on every refusal further down, so a browser can read it;
-/// 2. `rate_limit`: a flood is refused before the cost of verifying its tokens;
-/// 3. auth (`jwt`: verification, revocation, identity headers): last, so only
-///    admitted requests pay for it, and nothing after it can alter the identity.
+/// 2. `rate_limit` keyed by client, route or header: a flood is refused before the
+///    cost of verifying its tokens;
+/// 3. auth (`jwt`: verification, revocation, identity headers), so only admitted
+///    requests pay for it, and nothing after it can alter the identity;
+/// 4. `rate_limit` keyed by a claim (`{claim: sub}`): it needs the verified token.
 ///
 /// Returns the chain and the route's limiter (kept on the route so a reload can reuse it).
 fn plugin_chain(
@@ -174,6 +187,8 @@ fn plugin_chain(
     route_id: &str,
     path: &str,
     auth: Option<&plugins::AuthRuntime>,
+    // Err(true): the section is there but did not compile
+    rate_limits: Result<&Arc<plugins::RateLimitStore>, bool>,
     previous: Option<&RuntimeConfig>,
     errors: &mut Vec<ConfigError>,
 ) -> (
@@ -187,7 +202,19 @@ fn plugin_chain(
             .ok()
     });
     let rate_limit = rc.rate_limit.as_ref().and_then(|c| {
-        rate_limiter(c, route_id, &format!("{path}.rate_limit"), previous)
+        let rl_path = format!("{path}.rate_limit");
+        if let (plugins::rate_limit::RateLimitKey::Claim(_), plugins::RouteAuthConfig::Public) =
+            (&c.key, &rc.auth)
+        {
+            issues.push(plugins::ConfigIssue::new(
+                format!("{rl_path}.key.claim"),
+                "a claim key needs the verified token: protect the route with `auth: {jwt: {}}`, or key by client_ip, route or header",
+            ));
+        }
+        if c.scope == plugins::rate_limit::RateLimitScope::Cluster && matches!(rate_limits, Err(true)) {
+            return None;
+        }
+        rate_limiter(c, route_id, &rl_path, rate_limits.ok(), previous)
             .map_err(|e| issues.extend(e))
             .ok()
     });
@@ -204,29 +231,38 @@ fn plugin_chain(
     if let Some(c) = cors {
         chain.push(c);
     }
-    if let Some(rl) = &rate_limit {
-        chain.push(rl.clone());
+    let (before_auth, after_auth) = match &rate_limit {
+        Some(rl) if rl.after_auth() => (None, Some(rl.clone())),
+        other => (other.clone(), None),
+    };
+    if let Some(rl) = before_auth {
+        chain.push(rl);
     }
     chain.extend(auth);
+    if let Some(rl) = after_auth {
+        chain.push(rl);
+    }
     (chain, rate_limit)
 }
 
-/// The route's limiter: the previous config's when its settings are unchanged
-/// (so a reload does not hand every client a fresh budget), else a new one.
+/// The route's limiter: the previous config's when its settings (and the Redis
+/// section of a cluster limit) are unchanged, so a reload does not hand every
+/// client a fresh budget; else a new one.
 fn rate_limiter(
     cfg: &plugins::RateLimitConfig,
     route_id: &str,
     path: &str,
+    rate_limits: Option<&Arc<plugins::RateLimitStore>>,
     previous: Option<&RuntimeConfig>,
 ) -> Result<Arc<plugins::RateLimit>, Vec<plugins::ConfigIssue>> {
     let kept = previous
         .and_then(|p| p.routes.routes().iter().find(|r| &*r.id == route_id))
         .and_then(|r| r.rate_limit.clone())
-        .filter(|rl| rl.config() == cfg);
+        .filter(|rl| rl.reusable(cfg, rate_limits));
     if let Some(rl) = kept {
         return Ok(rl);
     }
-    plugins::RateLimit::new(cfg, route_id, path)
+    plugins::RateLimit::new(cfg, route_id, path, rate_limits)
 }
 
 fn compile_match(

@@ -43,8 +43,8 @@ pub use plugins::auth::config::{
     RedisErrorPolicy, RevocationConfig, RevocationMode, RevokeWhen, RouteAuthConfig, Scalar,
     SignatureConfig, TokenConfig,
 };
-pub use plugins::rate_limit::RateLimitKey;
-pub use plugins::{CorsConfig, Dur, RateLimitConfig};
+pub use plugins::rate_limit::{OnRedisError, RateLimitKey, RateLimitScope};
+pub use plugins::{CorsConfig, Dur, RateLimitConfig, RateLimitsConfig};
 
 pub use auth::{hs256_issuer, identity_headers, jwt_auth, revocation, TEST_SECRET};
 pub use route::{any_of, cors_for, rate_limit, require, RouteBuilder};
@@ -160,6 +160,16 @@ impl GatewayConfigBuilder {
     /// Set the `auth` section.
     pub fn auth(mut self, auth: AuthConfig) -> Self {
         self.0.auth = Some(auth);
+        self
+    }
+
+    /// The `rate_limits:` section: `scope: cluster` limits share budgets in this Redis
+    /// (timeout 250ms: a busy test machine is not a Redis outage).
+    pub fn rate_limits(mut self, redis_url: &str) -> Self {
+        self.0.rate_limits = Some(RateLimitsConfig {
+            redis_url: redis_url.to_string(),
+            timeout: ms(250),
+        });
         self
     }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use super::{
     ByteSize, CorsConfig, Dur, HeaderRulesConfig, JwtRouteConfig, OneOrMany, RateLimitConfig,
-    RateLimitKey, RetryConfig, RewriteConfig, RouteAuthConfig, RouteConfig, Scalar, TimeoutsConfig,
+    RateLimitKey, RateLimitScope, RetryConfig, RewriteConfig, RouteAuthConfig, RouteConfig, Scalar,
+    TimeoutsConfig,
 };
 
 /// A route to a service; it matches every request until conditions are added.
@@ -187,10 +188,12 @@ pub fn cors_for(origins: &[&str]) -> CorsConfig {
 /// A rate limit of `requests` per `per`, shared by `key`, burst at its default.
 pub fn rate_limit(requests: u32, per: Dur, key: RateLimitKey) -> RateLimitConfig {
     RateLimitConfig {
+        scope: RateLimitScope::Local,
         requests,
         per,
         burst: None,
         key,
+        on_redis_error: None,
     }
 }
 
