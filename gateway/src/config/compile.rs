@@ -7,6 +7,7 @@ mod discovery;
 mod route;
 mod server;
 mod service;
+mod split;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

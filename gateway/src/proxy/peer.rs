@@ -9,18 +9,24 @@ use pingora_core::upstreams::peer::HttpPeer;
 use super::RequestCtx;
 use crate::observe::METRICS;
 use crate::routing::Route;
-use crate::upstream::{monotonic_ms, Instance, PickInput};
+use crate::upstream::{monotonic_ms, Instance, PickInput, Service};
 
-/// The instance for the next attempt: the balancer's pick, leaving out what the
-/// route's retry policy says (an instance this request already tried, if it can).
-pub(super) fn pick(route: &Route, key: Option<u64>, tried: &[Arc<str>]) -> Option<Arc<Instance>> {
+/// The instance for the next attempt: the chosen target service's balancer pick
+/// (a retry stays within that service), leaving out what the route's retry policy
+/// says (an instance this request already tried, if it can).
+pub(super) fn pick(
+    route: &Route,
+    service: &Service,
+    key: Option<u64>,
+    tried: &[Arc<str>],
+) -> Option<Arc<Instance>> {
     let now_ms = monotonic_ms();
     route
         .retry
         .exclusions(tried)
         .into_iter()
         .find_map(|exclude| {
-            route.service.pick(&PickInput {
+            service.pick(&PickInput {
                 key,
                 exclude,
                 now_ms,
@@ -28,13 +34,13 @@ pub(super) fn pick(route: &Route, key: Option<u64>, tried: &[Arc<str>]) -> Optio
         })
 }
 
-/// The engine's view of `instance` for one attempt on `route`: address, TLS, timeouts,
-/// HTTP version.
-pub(super) fn http_peer(route: &Route, instance: &Instance) -> HttpPeer {
-    let opts = &route.service.spec.peer;
+/// The engine's view of `instance` of `service` for one attempt on `route`: address,
+/// TLS, timeouts (the route's, else the service's), HTTP version.
+pub(super) fn http_peer(route: &Route, service: &Service, instance: &Instance) -> HttpPeer {
+    let opts = &service.spec.peer;
     let mut peer = HttpPeer::new(instance.addr, opts.tls, opts.sni.clone());
-    peer.options.connection_timeout = Some(route.connect_timeout);
-    peer.options.read_timeout = Some(route.read_timeout);
+    peer.options.connection_timeout = Some(route.connect_timeout.unwrap_or(opts.connect_timeout));
+    peer.options.read_timeout = Some(route.read_timeout.unwrap_or(opts.read_timeout));
     peer.options.write_timeout = Some(opts.write_timeout);
     peer.options.idle_timeout = Some(opts.idle_timeout);
     if opts.http2 {
@@ -62,14 +68,12 @@ pub(super) fn report_failure(ctx: &RequestCtx) {
     let (Some(route), Some(g)) = (ctx.route.as_ref(), ctx.inflight.as_ref()) else {
         return;
     };
-    let p = &route.service.spec.passive_health;
+    let service = &route.target(ctx.target).service;
+    let p = &service.spec.passive_health;
     if g.instance()
         .report_failure(p.consecutive_failures, p.ejection_time)
     {
-        METRICS
-            .ejections
-            .with_label_values(&[&route.service.name])
-            .inc();
-        tracing::warn!(service = %route.service.name, instance = %g.instance().id, "instance ejected after consecutive failures");
+        METRICS.ejections.with_label_values(&[&service.name]).inc();
+        tracing::warn!(service = %service.name, instance = %g.instance().id, "instance ejected after consecutive failures");
     }
 }
