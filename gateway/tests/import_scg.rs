@@ -214,6 +214,13 @@ fn cases() -> Vec<Case> {
             traffic_control: false,
         },
         Case {
+            what: "a profile document is set aside",
+            file: "application.yml",
+            text: "spring.cloud.gateway.routes:\n  - id: a\n    uri: http://127.0.0.1:9000\n    predicates: [Path=/a/**]\n---\nspring.config.activate.on-profile: prod\nspring.cloud.gateway.routes:\n  - id: b\n    uri: http://127.0.0.1:9001\n".into(),
+            notes: vec![(6, "profile prod")],
+            traffic_control: false,
+        },
+        Case {
             what: "webflux prefix, SetPath, PrefixPath, http(s) uris: everything converts",
             file: "application.yml",
             text: CLEAN_WEBFLUX.into(),

@@ -32,8 +32,8 @@ pub fn import(path: &Path) -> Result<Imported, String> {
     let is_properties = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("properties"));
-    let props = if is_properties {
-        source::parse_properties(&text)
+    let (props, profiles) = if is_properties {
+        (source::parse_properties(&text), Vec::new())
     } else {
         source::parse_yaml(&text).map_err(|e| format!("{}: not valid YAML: {e}", path.display()))?
     };
@@ -41,7 +41,15 @@ pub fn import(path: &Path) -> Result<Imported, String> {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let (out, notes) = convert::convert(&props, &name);
+    let (out, mut notes) = convert::convert(&props, &name);
+    for (line, profile) in profiles {
+        notes.push(Note::new(
+            line,
+            format!("profile {profile}"),
+            "a profile's document is not converted (only the default ones are); put that profile's settings in a file of their own and convert it",
+        ));
+    }
+    notes.sort_by_key(|n| n.line);
     if out.routes.is_empty() && notes.is_empty() {
         return Err(format!(
             "{}: no Spring Cloud Gateway routes found (spring.cloud.gateway.routes or spring.cloud.gateway.server.webflux.routes)",
@@ -52,4 +60,51 @@ pub fn import(path: &Path) -> Result<Imported, String> {
         yaml: emit::render(&out),
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{convert, emit, source};
+
+    /// Lines made of SCG-like fragments: the readers and the converter never panic.
+    fn fragment() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "spring.cloud.gateway.routes[0].uri=lb://a",
+            "spring.cloud.gateway.routes[0].uri=http://[::1",
+            "spring.cloud.gateway.routes[1].predicates[0]=Path=/a/{x}/**,/b/*.c",
+            "spring.cloud.gateway.routes[1].predicates[1]=Weight=g,",
+            "spring.cloud.gateway.routes[0].predicates[0]=Weight=g,3",
+            "spring.cloud.gateway.routes[0].filters[0]=StripPrefix=9",
+            "spring.cloud.gateway.routes[0].filters[1]=RewritePath=(,",
+            "spring.cloud.gateway.routes[0].filters[2]=SetPath={",
+            "spring.cloud.gateway.routes[0].filters[3].name=Retry",
+            "spring.cloud.gateway.routes[0].filters[3].args.retries=x",
+            "spring.cloud.gateway.routes[0].metadata[a]=1",
+            "spring.cloud.gateway.default-filters[0]=PrefixPath=",
+            "a\\",
+            "\\u12",
+            "=",
+            ": x",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    proptest! {
+        #[test]
+        fn properties_never_panic(lines in prop::collection::vec(fragment(), 0..12)) {
+            let props = source::parse_properties(&lines.join("\n"));
+            let (out, _) = convert::convert(&props, "x.properties");
+            let _ = emit::render(&out);
+        }
+
+        #[test]
+        fn yaml_never_panics(text in "[a-z:\\- \\[\\]{}\n=/*.,]{0,80}") {
+            if let Ok((props, _)) = source::parse_yaml(&text) {
+                let (out, _) = convert::convert(&props, "x.yml");
+                let _ = emit::render(&out);
+            }
+        }
+    }
 }

@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn both_spellings_read_alike() {
         let yaml = "spring:\n  cloud:\n    gateway:\n      routes:\n        - id: m\n          uri: lb://member\n          order: 2\n          predicates:\n            - name: Path\n              args:\n                patterns: [/a/**, /b/**]\n          filters:\n            - StripPrefix=1\n          metadata:\n            response-timeout: 200\n";
-        let props = parse_yaml(yaml).unwrap();
+        let (props, _) = parse_yaml(yaml).unwrap();
         let routes = read_routes(&props, gateway_prefix(&props));
         let r = &routes[0];
         assert_eq!((r.id.as_str(), r.order), ("m", 2));

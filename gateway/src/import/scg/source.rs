@@ -193,12 +193,25 @@ fn unescape(s: &str) -> String {
     out
 }
 
-/// Parse `application.yml` text into flat properties (the first document).
-pub fn parse_yaml(text: &str) -> Result<Props, String> {
-    let root: Spanned<Node> = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+/// Parse `application.yml` text into flat properties. Documents bound to a
+/// profile (`spring.config.activate.on-profile`, `spring.profiles`) are left out
+/// and returned as `(line, profile)`, for the report.
+pub fn parse_yaml(text: &str) -> Result<(Props, Vec<(usize, String)>), String> {
+    let docs: Vec<Spanned<Node>> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
     let mut props = Props::default();
-    flatten("", &root.value, root.referenced.line() as usize, &mut props);
-    Ok(props)
+    let mut skipped = Vec::new();
+    for doc in docs {
+        let mut one = Props::default();
+        flatten("", &doc.value, doc.referenced.line() as usize, &mut one);
+        let profile = one.props.iter().find(|p| {
+            p.canonical == "spring.config.activate.onprofile" || p.canonical == "spring.profiles"
+        });
+        match profile {
+            Some(p) => skipped.push((p.line, p.value.clone())),
+            None => props.props.extend(one.props),
+        }
+    }
+    Ok((props, skipped))
 }
 
 /// A YAML node whose children carry their lines.
@@ -324,7 +337,7 @@ mod tests {
     #[test]
     fn yaml_is_flattened_with_lines() {
         let text = "spring:\n  cloud:\n    gateway:\n      routes:\n        - id: a\n          uri: lb://a\n          predicates:\n            - Path=/a/**\n            - name: Host\n              args:\n                pattern: x.org\n";
-        let props = parse_yaml(text).unwrap();
+        let (props, _) = parse_yaml(text).unwrap();
         let prefix = "spring.cloud.gateway.routes[0]";
         assert_eq!(
             pairs(&props),
@@ -341,6 +354,17 @@ mod tests {
             ]
         );
         assert_eq!(props.indices("spring.cloud.gateway.routes"), vec![0]);
+    }
+
+    #[test]
+    fn profile_documents_are_set_aside() {
+        let text = "a: 1\n---\nspring.config.activate.on-profile: prod\na: 2\n---\nb: 3\n";
+        let (props, skipped) = parse_yaml(text).unwrap();
+        assert_eq!(
+            pairs(&props),
+            vec![("a".into(), "1".into(), 1), ("b".into(), "3".into(), 6)]
+        );
+        assert_eq!(skipped, vec![(3, "prod".to_string())]);
     }
 
     #[test]
