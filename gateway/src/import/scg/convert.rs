@@ -11,6 +11,12 @@ use super::report::Note;
 use super::routes::{gateway_prefix, read_default_filters, read_routes, ScgRoute};
 use super::source::Props;
 
+/// The Eureka servers the file's client uses, and its poll interval.
+struct Eureka {
+    servers: Vec<String>,
+    interval: Option<String>,
+}
+
 /// Convert `props` (read from the file called `source_name`).
 pub fn convert(props: &Props, source_name: &str) -> (Output, Vec<Note>) {
     let mut notes = Vec::new();
@@ -18,13 +24,20 @@ pub fn convert(props: &Props, source_name: &str) -> (Output, Vec<Note>) {
     let mut routes = read_routes(props, prefix);
     routes.sort_by_key(|r| r.order); // stable: equal orders keep file order
     let defaults = read_default_filters(props, prefix);
-    let eureka = props.get("eureka.client.service-url.defaultZone").map(|p| {
-        p.value
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-    });
+    let eureka = props
+        .get("eureka.client.service-url.defaultZone")
+        .map(|p| Eureka {
+            servers: p
+                .value
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            interval: props
+                .get("eureka.client.registry-fetch-interval-seconds")
+                .and_then(|p| p.value.trim().parse::<u64>().ok())
+                .map(|s| format!("{s}s")),
+        });
     let mut out = Output {
         source_name: source_name.to_string(),
         listen_port: props
@@ -44,7 +57,7 @@ pub fn convert(props: &Props, source_name: &str) -> (Output, Vec<Note>) {
             ));
         }
         let first_note = notes.len();
-        let Some(service) = service_for(r, eureka.as_deref(), &mut out, &mut notes) else {
+        let Some(service) = service_for(r, eureka.as_ref(), &mut out, &mut notes) else {
             continue;
         };
         let cond = conditions(&r.id, &r.predicates, &mut notes);
@@ -54,12 +67,7 @@ pub fn convert(props: &Props, source_name: &str) -> (Output, Vec<Note>) {
         // what was left out of a route is also a comment on it in the output
         let todo: Vec<String> = notes[first_note..]
             .iter()
-            .map(|n| {
-                format!(
-                    "line {}: {} not converted (see the notes)",
-                    n.line, n.subject
-                )
-            })
+            .map(|n| format!("line {}: {}: {}", n.line, n.subject, n.why))
             .collect();
         for c in &mut converted {
             c.todo.clone_from(&todo);
@@ -221,7 +229,7 @@ fn merge_weighted(
 /// The service a route's `uri` names, added to `out` on first use.
 fn service_for(
     r: &ScgRoute,
-    eureka: Option<&[String]>,
+    eureka: Option<&Eureka>,
     out: &mut Output,
     notes: &mut Vec<Note>,
 ) -> Option<String> {
@@ -239,9 +247,10 @@ fn service_for(
             // Eureka app names are case-insensitive; our service names read better in lowercase
             let name = rest.trim_end_matches('/').to_ascii_lowercase();
             let instances = match eureka {
-                Some(servers) => Instances::Eureka {
-                    servers: servers.to_vec(),
+                Some(eureka) => Instances::Eureka {
+                    servers: eureka.servers.clone(),
                     app: name.to_ascii_uppercase(),
+                    interval: eureka.interval.clone(),
                 },
                 None => {
                     if !out.services.iter().any(|s| s.name == name) {

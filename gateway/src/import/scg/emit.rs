@@ -68,6 +68,8 @@ pub enum Instances {
     Eureka {
         servers: Vec<String>,
         app: String,
+        /// `eureka.client.registry-fetch-interval-seconds`, as a duration.
+        interval: Option<String>,
     },
     Static(String),
     Dns {
@@ -134,7 +136,11 @@ pub fn render(out: &Output) -> String {
 fn render_service(y: &mut String, s: &OutService) {
     let _ = writeln!(y, "  {}:", q(&s.name));
     match &s.instances {
-        Instances::Eureka { servers, app } => {
+        Instances::Eureka {
+            servers,
+            app,
+            interval,
+        } => {
             let servers: Vec<String> = servers.iter().map(|s| q(s)).collect();
             let _ = writeln!(
                 y,
@@ -142,6 +148,9 @@ fn render_service(y: &mut String, s: &OutService) {
                 servers.join(", "),
                 q(app)
             );
+            if let Some(i) = interval {
+                let _ = writeln!(y, "      interval: {}", q(i));
+            }
         }
         Instances::Static(addr) => {
             let _ = writeln!(y, "    instances: [{}]", q(addr));
