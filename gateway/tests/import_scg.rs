@@ -214,6 +214,13 @@ fn cases() -> Vec<Case> {
             traffic_control: false,
         },
         Case {
+            what: "a route whose only path pattern cannot convert is left out, not widened",
+            file: "application.yml",
+            text: "spring.cloud.gateway.routes:\n  - id: odd\n    uri: http://127.0.0.1:9000\n    predicates: [\"Path=/u/{id:[0-9]{3}}\"]\n".into(),
+            notes: vec![(2, "route odd: none of its path"), (4, "route odd: predicate Path")],
+            traffic_control: false,
+        },
+        Case {
             what: "a profile document is set aside",
             file: "application.yml",
             text: "spring.cloud.gateway.routes:\n  - id: a\n    uri: http://127.0.0.1:9000\n    predicates: [Path=/a/**]\n---\nspring.config.activate.on-profile: prod\nspring.cloud.gateway.routes:\n  - id: b\n    uri: http://127.0.0.1:9001\n".into(),

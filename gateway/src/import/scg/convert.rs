@@ -61,6 +61,14 @@ pub fn convert(props: &Props, source_name: &str) -> (Output, Vec<Note>) {
             continue;
         };
         let cond = conditions(&r.id, &r.predicates, &mut notes);
+        if cond.lost {
+            notes.push(Note::new(
+                r.line,
+                format!("route {}", r.id),
+                "none of its path (or host) patterns converted: route not converted, it would match far more than in SCG",
+            ));
+            continue;
+        }
         let mut items = defaults.clone();
         items.extend(r.filters.iter().cloned());
         let (mut converted, effects) = expand(r, &cond, &items, &service, &mut notes);

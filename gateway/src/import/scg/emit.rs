@@ -122,11 +122,19 @@ pub fn render(out: &Output) -> String {
     if let Some(url) = &out.redis_url {
         let _ = writeln!(y, "rate_limits:\n  redis_url: {}", q(url));
     }
-    y.push_str("services:\n");
+    y.push_str(if out.services.is_empty() {
+        "services: {}\n"
+    } else {
+        "services:\n"
+    });
     for s in &out.services {
         render_service(&mut y, s);
     }
-    y.push_str("routes:\n");
+    y.push_str(if out.routes.is_empty() {
+        "routes: []\n"
+    } else {
+        "routes:\n"
+    });
     for r in &out.routes {
         render_route(&mut y, r);
     }

@@ -107,12 +107,19 @@ pub fn apply(
             }
             "Retry" => {
                 route.retries = Some(retry(item, &mut note));
-                &["retries", "statuses", "methods", "series"]
+                &[
+                    "retries",
+                    "statuses",
+                    "methods",
+                    "series",
+                    "backoff",
+                    "exceptions",
+                ]
             }
             "RequestRateLimiter" => {
                 route.rate_limit = Some(rate_limit(item, &mut note));
                 effects.redis = true;
-                &["redisratelimiter", "keyresolver"]
+                &["redisratelimiter", "keyresolver", "ratelimiter"]
             }
             "CircuitBreaker" => {
                 effects.circuit_breaker = true;

@@ -16,6 +16,9 @@ pub struct Conditions {
     pub headers: Vec<(String, String)>,
     /// `Weight=group,weight`.
     pub weight: Option<(String, u32)>,
+    /// A Path or Host predicate none of whose patterns converted: the route would
+    /// match far more than in SCG, so it is not converted.
+    pub lost: bool,
 }
 
 /// Read the predicates; unsupported ones become notes.
@@ -25,12 +28,26 @@ pub fn conditions(route_id: &str, items: &[Item], notes: &mut Vec<Note>) -> Cond
         let subject = format!("route {route_id}: predicate {}", item.name);
         let mut unsupported = |why: &str| notes.push(Note::new(item.line, &subject, why));
         match item.name.as_str() {
-            "Path" => c.paths.extend(
-                item.values(&["patterns", "pattern"])
-                    .into_iter()
-                    .map(str::to_string),
-            ),
+            "Path" => {
+                let before = c.paths.len();
+                for p in item.values(&["patterns", "pattern", "matchTrailingSlash"]) {
+                    match p.trim() {
+                        p if p.starts_with('/') => match path_cond(p) {
+                            PathCond::Regex(re) if regex::Regex::new(&re).is_err() => {
+                                unsupported(&format!("pattern {p:?} has a variable regex that does not translate; the pattern was left out"))
+                            }
+                            _ => c.paths.push(p.to_string()),
+                        },
+                        // SCG's trailing flag; true is its default and ours too
+                        "true" => {}
+                        "false" => unsupported("matchTrailingSlash: false is not converted: `/a/**` also matches `/a/` here"),
+                        other => unsupported(&format!("{other:?} is not a path pattern (it must start with '/')")),
+                    }
+                }
+                c.lost |= c.paths.len() == before;
+            }
             "Host" => {
+                let before = c.hosts.len();
                 for h in item.values(&["patterns", "pattern"]) {
                     match host(h) {
                         Some(h) => c.hosts.push(h),
@@ -39,6 +56,7 @@ pub fn conditions(route_id: &str, items: &[Item], notes: &mut Vec<Note>) -> Cond
                         )),
                     }
                 }
+                c.lost |= c.hosts.len() == before;
             }
             "Method" => c.methods.extend(
                 item.values(&["methods"])
@@ -122,8 +140,13 @@ pub fn path_cond(pattern: &str) -> PathCond {
     PathCond::Regex(path_regex(pattern))
 }
 
+/// A whole-segment `{name}` (not `{*rest}`, not `{name:regex}`, which need a regex).
 fn is_var(s: &str) -> bool {
-    s.starts_with('{') && s.ends_with('}') && !s.starts_with("{*") && s.len() > 2
+    s.starts_with('{')
+        && s.ends_with('}')
+        && !s.starts_with("{*")
+        && !s.contains(':')
+        && s.len() > 2
 }
 
 /// A regex for a Spring pattern with named groups for `{var}` (for SetPath).
@@ -143,9 +166,10 @@ pub fn path_regex(pattern: &str) -> String {
         let mut rest = *s;
         while !rest.is_empty() {
             if let Some(after) = rest.strip_prefix('{') {
-                let (name, tail) = after.split_once('}').unwrap_or((after, ""));
-                let name = name.split(':').next().unwrap_or(name);
-                re.push_str(&format!("(?<{name}>[^/]+)"));
+                let (var, tail) = after.split_once('}').unwrap_or((after, ""));
+                // `{id:[0-9]+}` keeps its regex
+                let (name, pattern) = var.split_once(':').unwrap_or((var, "[^/]+"));
+                re.push_str(&format!("(?<{name}>{pattern})"));
                 rest = tail;
             } else {
                 let c = rest.chars().next().unwrap_or('/');
@@ -184,6 +208,10 @@ mod tests {
             PathCond::Regex("^/a/[^/]*\\.html$".into())
         );
         assert_eq!(path_regex("/red/{segment}"), "^/red/(?<segment>[^/]+)$");
+        assert_eq!(
+            path_cond("/u/{id:[0-9]+}"),
+            PathCond::Regex("^/u/(?<id>[0-9]+)$".into())
+        );
         assert_eq!(literal_prefix("/api/v1/{x}/**"), ["api", "v1"]);
     }
 
