@@ -228,8 +228,16 @@ fn merge_weighted(
             r.targets.push((service.clone(), weight));
         }
     } else {
-        notes.push(Note::new(line, format!("weight group {group}"), format!(
-            "this route's predicates or filters differ from the group's first route (line {}), or it names the same service: converted as a route of its own without a split", g.3)));
+        notes.push(Note::new(
+            line,
+            format!("weight group {group}"),
+            format!(
+                "this route's predicates or filters differ from the group's first route \
+                 (line {}), or it names the same service: converted as a route of its own \
+                 without a split",
+                g.3
+            ),
+        ));
         all.extend(converted);
     }
 }
@@ -262,8 +270,16 @@ fn service_for(
                 },
                 None => {
                     if !out.services.iter().any(|s| s.name == name) {
-                        notes.push(Note::new(*line, format!("route {}: uri {uri}", r.id), format!(
-                            "no Eureka server in this file (eureka.client.service-url.defaultZone): service {name:?} got a placeholder instance 127.0.0.1:8080; fill in its instances or a `discovery:` section (docs/discovery.md)")));
+                        notes.push(Note::new(
+                            *line,
+                            format!("route {}: uri {uri}", r.id),
+                            format!(
+                                "no Eureka server in this file \
+                                 (eureka.client.service-url.defaultZone): service {name:?} got \
+                                 a placeholder instance 127.0.0.1:8080; fill in its instances \
+                                 or a `discovery:` section (docs/discovery.md)"
+                            ),
+                        ));
                     }
                     Instances::Placeholder
                 }

@@ -124,7 +124,11 @@ pub fn apply(
             "CircuitBreaker" => {
                 effects.circuit_breaker = true;
                 if let Some(uri) = item.arg(&["fallbackUri"], Some(1)) {
-                    note(format!("fallbackUri {uri:?} is not supported: an open breaker answers 503 with Retry-After; the breaker itself is on the service (`circuit_breaker:` with default settings, tune them)"));
+                    note(format!(
+                        "fallbackUri {uri:?} is not supported: an open breaker answers 503 \
+                         with Retry-After; the breaker itself is on the service \
+                         (`circuit_breaker:` with default settings, tune them)"
+                    ));
                 }
                 &["name", "fallbackuri"]
             }
@@ -247,8 +251,16 @@ fn rate_limit(item: &Item, note: &mut impl FnMut(String)) -> RateLimit {
     let burst = num("redis-rate-limiter.burstCapacity", rate).max(1);
     let tokens = num("redis-rate-limiter.requestedTokens", 1).max(1);
     match item.arg(&["key-resolver"], None) {
-        Some(bean) => note(format!("key resolver {bean} is a custom KeyResolver bean: the limit is keyed by client_ip; if the bean reads a header or the user, use `key: {{header: NAME}}` or `key: {{claim: sub}}` (with `auth: {{jwt: {{}}}}`)")),
-        None => note("SCG's default key is the authenticated principal: keyed by client_ip here; with `auth: {jwt: {}}` on the route use `key: {claim: sub}`".into()),
+        Some(bean) => note(format!(
+            "key resolver {bean} is a custom KeyResolver bean: the limit is keyed by \
+             client_ip; if the bean reads a header or the user, use `key: {{header: NAME}}` \
+             or `key: {{claim: sub}}` (with `auth: {{jwt: {{}}}}`)"
+        )),
+        None => note(
+            "SCG's default key is the authenticated principal: keyed by client_ip here; \
+             with `auth: {jwt: {}}` on the route use `key: {claim: sub}`"
+                .into(),
+        ),
     }
     if let Some(custom) = item.arg(&["rate-limiter"], None) {
         note(format!(
