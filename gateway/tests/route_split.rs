@@ -1,12 +1,17 @@
 //! Weighted route targets through the real binary: a 90/10 split lands within its
 //! binomial spread, sticky cookies and headers keep a client on one side, a reload
 //! changing the weights takes effect, a retry stays within the chosen target, and
-//! metrics and the admin view name the chosen service.
+//! metrics and the admin view name the chosen service; a sticky identity header is
+//! the verified one, not the client's copy.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use testkit::config::{GatewayConfigBuilder, RouteBuilder, ServiceBuilder, StickyConfig};
+use plugins::auth::mint::{mint_token, MintKey, MintOptions};
+use testkit::config::{
+    identity_headers, jwt_auth, AuthConfig, GatewayConfigBuilder, IdentityConfig, RouteBuilder,
+    ServiceBuilder, StickyConfig, TEST_SECRET,
+};
 use testkit::{client, free_port, wait_until, Backend, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
@@ -193,4 +198,57 @@ async fn a_retry_stays_within_the_chosen_target() {
         gw.metric("gateway_retries_total", &[("route", "split")]) >= 1.0,
         "the dead instance was never tried"
     );
+}
+
+/// A dev token for `sub`.
+fn token(sub: &str) -> String {
+    mint_token(&MintOptions {
+        alg: "HS256".into(),
+        key: MintKey::Secret(TEST_SECRET.into()),
+        sub: sub.into(),
+        email: Some(format!("{sub}@example.com")),
+        roles: Vec::new(),
+        ttl: Duration::from_secs(600),
+        iss: Some("dev".into()),
+        aud: None,
+        kid: None,
+        jti: true,
+        extra: Default::default(),
+    })
+    .unwrap()
+}
+
+/// `sticky: {header: X-User-Id}` on a protected route reads the identity header the
+/// gateway sets from the token: a client's spoofed copy (removed before routing)
+/// moves no one.
+#[tokio::test]
+async fn a_sticky_identity_header_is_the_verified_one() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let route = RouteBuilder::split(&[("stable", 50), ("canary", 50)])
+        .sticky(StickyConfig::Header("X-User-Id".into()))
+        .protected();
+    let yaml = config(&a, &b, route)
+        .auth(AuthConfig {
+            identity: IdentityConfig {
+                headers: identity_headers(),
+                ..IdentityConfig::default()
+            },
+            ..jwt_auth(TEST_SECRET)
+        })
+        .yaml();
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let mut sides = HashMap::new();
+    // 24 users at 50/50: all on one side has probability 2^-23
+    for k in 0..24 {
+        let bearer = format!("Bearer {}", token(&format!("user-{k}")));
+        let t = tally(&gw, 6, |n, r| {
+            r.header("authorization", &bearer)
+                .header("x-user-id", format!("spoofed-{n}"))
+        })
+        .await;
+        assert_eq!(t.len(), 1, "user-{k} went to both sides: {t:?}");
+        let side = t.into_keys().next().unwrap_or_default();
+        *sides.entry(side).or_insert(0) += 1;
+    }
+    assert_eq!(sides.len(), 2, "every user on one side: {sides:?}");
 }
