@@ -63,10 +63,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ImportCommand {
-    /// A Spring Cloud Gateway application.yml / application.properties. What cannot be
-    /// converted is listed on stderr with its line; exit code 0: everything converted,
-    /// 2: something was reported (the output is still written), 1: unreadable file.
-    Scg { file: PathBuf },
+    /// Convert a Spring Cloud Gateway application.yml / application.properties.
+    ///
+    /// The config is printed on stdout; what cannot be converted is listed on stderr
+    /// with its line. Exit code 0: everything converted, 2: something was reported
+    /// (the output is still written), 1: the file cannot be read or parsed.
+    Scg {
+        /// application.yml, application.yaml or application.properties
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
