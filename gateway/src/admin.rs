@@ -157,7 +157,12 @@ async fn config_view(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
             json!({
                 "id": &*r.id,
                 "match": r.summary.get("match"),
-                "service": &*r.service.name,
+                "service": (r.split.targets().len() == 1).then(|| &*r.target(0).service.name),
+                "targets": r.split.targets().iter().map(|t| json!({"service": &*t.service.name, "weight": t.weight})).collect::<Vec<_>>(),
+                "sticky": r.split.sticky().map(|s| match s {
+                    crate::routing::Sticky::Cookie(c) => json!({"cookie": c}),
+                    crate::routing::Sticky::Header(h) => json!({"header": h.as_str()}),
+                }),
                 "auth": r.summary.get("auth"),
                 "plugins": r.plugins.iter().map(|p| p.name()).collect::<Vec<_>>(),
             })

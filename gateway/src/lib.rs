@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod config;
 pub mod edge;
+pub mod import;
 pub mod logging;
 pub mod observe;
 pub mod proxy;

@@ -56,6 +56,22 @@ enum Command {
     },
     /// Mint a development JWT (prints it) for trying protected routes with curl.
     Token(Box<TokenArgs>),
+    /// Convert another gateway's configuration into ours (printed on stdout).
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Convert a Spring Cloud Gateway application.yml / application.properties.
+    ///
+    /// The config is printed on stdout; what cannot be converted is listed on stderr
+    /// with its line. Exit code 0: everything converted, 2: something was reported
+    /// (the output is still written), 1: the file cannot be read or parsed.
+    Scg {
+        /// application.yml, application.yaml or application.properties
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -144,6 +160,29 @@ fn main() -> ExitCode {
             }
         },
         Command::Token(args) => mint_token(*args),
+        Command::Import(ImportCommand::Scg { file }) => import_scg(&file),
+    }
+}
+
+fn import_scg(file: &std::path::Path) -> ExitCode {
+    use gateway::import::scg;
+    match scg::import(file) {
+        Ok(imported) => {
+            print!("{}", imported.yaml);
+            if imported.notes.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            let name = file.display().to_string();
+            eprintln!("{name}: {} part(s) not converted:", imported.notes.len());
+            for note in &imported.notes {
+                eprintln!("  {}", scg::Located { file: &name, note });
+            }
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("gateway import scg: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! request_filter          -> request::admit (what was refused early, no route, a declared
 //!                            body over the limit), request::run_plugins (the route's chain:
 //!                            cors, rate limit, auth; built by
-//!                            config::compile::route::plugin_chain), request::hash_key,
+//!                            config::compile::route::plugin_chain), request::pick_target
+//!                            (the route's target service: routing::split), request::hash_key,
 //!                            retry buffering when the route's retry policy wants it
 //! upstream_peer           -> a retry counted in the route's metrics, peer::admit (the
 //!                            service's circuit breaker), peer::pick (the balancer, where
@@ -101,6 +102,9 @@ pub struct RequestCtx {
     /// outcome is reported (once per attempt).
     call: Option<Call>,
     hash_key: Option<u64>,
+    /// The route's target service this request goes to (`Route::target`), chosen
+    /// once after the plugins ran and kept for every attempt.
+    target: usize,
     /// The route's request body limit in bytes (0: none) and the bytes seen so far.
     body_limit: u64,
     body_seen: u64,
@@ -132,6 +136,7 @@ impl ProxyHttp for Gateway {
             inflight: None,
             call: None,
             hash_key: None,
+            target: 0,
             body_limit: 0,
             body_seen: 0,
             failure: None,
@@ -168,7 +173,13 @@ impl ProxyHttp for Gateway {
             respond(session, ctx, answer).await;
             return Ok(true);
         }
-        ctx.hash_key = hash_key(&route, session, ctx.client_ip, &ctx.plugin_out);
+        ctx.target = request::pick_target(&route, session, &ctx.plugin_out);
+        ctx.hash_key = hash_key(
+            &route.target(ctx.target).service,
+            session,
+            ctx.client_ip,
+            &ctx.plugin_out,
+        );
         if route.retry.buffers_body(&session.req_header().method) {
             session.as_mut().enable_retry_buffering();
         }
@@ -183,20 +194,25 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.clone() else {
             return Err(fail(ctx, Refusal::Internal));
         };
+        let target = route.target(ctx.target);
         if !ctx.tried.is_empty() {
-            route.metrics.retried();
+            target.metrics.retried();
         }
-        if let Err(refusal) = peer::admit(&route, ctx) {
+        if let Err(refusal) = peer::admit(&target.service, ctx) {
             return Err(fail(ctx, refusal));
         }
-        let Some(instance) = peer::pick(&route, ctx.hash_key, &ctx.tried) else {
-            let service = route.service.name.clone();
+        let Some(instance) = peer::pick(&route, &target.service, ctx.hash_key, &ctx.tried) else {
+            let service = target.service.name.clone();
             return Err(fail(ctx, Refusal::NoInstance { service }));
         };
         ctx.tried.push(instance.id.clone());
         ctx.inflight = Some(instance.begin());
         ctx.upstream_started.get_or_insert_with(Instant::now);
-        Ok(Box::new(peer::http_peer(&route, &instance)))
+        Ok(Box::new(peer::http_peer(
+            &route,
+            &target.service,
+            &instance,
+        )))
     }
 
     fn fail_to_connect(
@@ -235,7 +251,8 @@ impl ProxyHttp for Gateway {
         apply_request_rules(route, req, out)?;
         forwarded_headers(session, req, ctx.trusted_peer)?;
         req.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
-        sign_identity(route, req, out, &ctx.request_id)?;
+        let service = &route.target(ctx.target).service.name;
+        sign_identity(service, req, out, &ctx.request_id)?;
         Ok(())
     }
 

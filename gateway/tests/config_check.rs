@@ -59,7 +59,32 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         (
             "missing service key",
             with("routes: [{match: {path: /x}}]\n"),
-            vec!["routes[0]: missing field `service` at line 6, column 11"],
+            vec!["routes[0]: missing `service` (or `targets` for a weighted split)"],
+        ),
+        (
+            "service and targets together",
+            with("routes: [{service: member, targets: [{service: order, weight: 1}]}]\n"),
+            vec!["routes[0]: use either `service` or `targets`, not both (`targets: [{service: a, weight: 90}, {service: b, weight: 10}]` splits traffic)"],
+        ),
+        (
+            "bad split targets",
+            with("routes: [{targets: [{service: member, weight: 0}, {service: ordr, weight: 5}, {service: \"lb://member\", weight: 1}], sticky: {header: \"bad header\"}}]\n"),
+            vec![
+                r#"routes[0].sticky.header: "bad header" is not a valid header name"#,
+                "routes[0].targets[0].weight: must be at least 1 (remove the target to send it nothing)",
+                r#"routes[0].targets[1].service: unknown service "ordr" (known: member, order, product)"#,
+                r#"routes[0].targets[2].service: "member" is already a target of this route (add the weights into one entry)"#,
+            ],
+        ),
+        (
+            "sticky without targets",
+            with("routes: [{service: member, sticky: {cookie: canary}}]\n"),
+            vec!["routes[0].sticky: `sticky` needs `targets` (a route with one service has nothing to stick to)"],
+        ),
+        (
+            "target without weight",
+            with("routes: [{targets: [{service: member}]}]\n"),
+            vec!["routes[0].targets[0]: missing field `weight` at line 6, column 22"],
         ),
         (
             "YAML syntax",

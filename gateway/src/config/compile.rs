@@ -8,6 +8,7 @@ mod resilience;
 mod route;
 mod server;
 mod service;
+mod split;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -533,7 +533,16 @@ pub struct RouteConfig {
     #[serde(default, rename = "match")]
     pub matcher: MatchConfig,
     /// Target service name; `lb://name` (Spring Cloud Gateway style) is accepted too.
-    pub service: String,
+    /// Exactly one of `service` and `targets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// A weighted split over several services (canary, blue/green) instead of `service`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetConfig>,
+    /// With `targets`: requests carrying the same cookie or header value always go
+    /// to the same target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickyConfig>,
     /// Remove this prefix from the path before forwarding.
     #[serde(default)]
     pub strip_prefix: Option<String>,
@@ -570,7 +579,9 @@ impl RouteConfig {
         Self {
             id: None,
             matcher: MatchConfig::default(),
-            service: service.into(),
+            service: Some(service.into()),
+            targets: Vec::new(),
+            sticky: None,
             strip_prefix: None,
             rewrite: None,
             request_headers: HeaderRulesConfig::default(),
@@ -583,6 +594,24 @@ impl RouteConfig {
             max_body_size: None,
         }
     }
+}
+
+/// One side of a route's weighted split (`routes[].targets[]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Service name (`lb://name` accepted).
+    pub service: String,
+    /// Share of the requests relative to the other targets' weights (at least 1).
+    pub weight: u32,
+}
+
+/// What keeps a client on one target of a split: a cookie or a header value.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum StickyConfig {
+    Cookie(String),
+    Header(String),
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -21,8 +21,9 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let total = ctx.started.elapsed();
     let upstream: Option<Duration> = ctx.upstream_started.map(|s| s.elapsed());
     let route = ctx.route.as_deref();
-    if let Some(r) = route {
-        r.metrics.record(status, total, upstream);
+    let target = route.map(|r| r.target(ctx.target));
+    if let Some(t) = target {
+        t.metrics.record(status, total, upstream);
     }
     if !ctx.config.access_log {
         return;
@@ -35,7 +36,7 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         path: req.uri.path(),
         status,
         route: route.map_or("-", |r| &r.id),
-        service: route.map_or("-", |r| &r.service.name),
+        service: target.map_or("-", |t| &t.service.name),
         instance: ctx.inflight.as_ref().map_or("-", |g| &g.instance().id),
         latency: total,
         request_id: ctx.request_id.to_str().unwrap_or("-"),

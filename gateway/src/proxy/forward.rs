@@ -99,7 +99,7 @@ pub(super) fn apply_request_rules(
 /// method, path and query (after every rewrite), the service and the request id.
 /// Call last. A request that cannot be signed is not sent (fail closed).
 pub(super) fn sign_identity(
-    route: &Route,
+    service: &str,
     req: &mut RequestHeader,
     out: &plugins::PluginOutput,
     request_id: &HeaderValue,
@@ -110,7 +110,7 @@ pub(super) fn sign_identity(
     let binding = Binding {
         method: req.method.as_str(),
         path_and_query: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        service: &route.service.name,
+        service,
         request_id: request_id.to_str().unwrap_or(""),
     };
     let now = plugins::clock::unix_secs();

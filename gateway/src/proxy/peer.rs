@@ -11,12 +11,12 @@ use super::refusal::Refusal;
 use super::RequestCtx;
 use crate::observe::METRICS;
 use crate::routing::Route;
-use crate::upstream::{monotonic_ms, Instance, PickInput};
+use crate::upstream::{monotonic_ms, Instance, PickInput, Service};
 
 /// Let the attempt through the service's circuit breaker (if it has one), before any
 /// instance is picked: an open breaker answers `circuit_open` without touching one.
-pub(super) fn admit(route: &Route, ctx: &mut RequestCtx) -> Result<(), Refusal> {
-    let Some(breaker) = &route.service.circuit_breaker else {
+pub(super) fn admit(service: &Service, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+    let Some(breaker) = &service.circuit_breaker else {
         return Ok(());
     };
     match breaker.admit(monotonic_ms()) {
@@ -25,19 +25,24 @@ pub(super) fn admit(route: &Route, ctx: &mut RequestCtx) -> Result<(), Refusal> 
             Ok(())
         }
         Err(retry_after) => Err(Refusal::CircuitOpen {
-            service: route.service.name.clone(),
+            service: service.name.clone(),
             retry_after,
         }),
     }
 }
 
-/// The instance for the next attempt: the balancer's pick, leaving out what the
-/// route's retry policy says (an instance this request already tried, if it can).
-/// When no instance is available (all ejected or failing their checks), panic mode:
-/// the same choice among all of them, since refusing helps no one and one may be back.
-pub(super) fn pick(route: &Route, key: Option<u64>, tried: &[Arc<str>]) -> Option<Arc<Instance>> {
+/// The instance for the next attempt: the chosen target service's balancer pick (a
+/// retry stays within that service), leaving out what the route's retry policy says
+/// (an instance this request already tried, if it can). When no instance is
+/// available (all ejected or failing their checks), panic mode: the same choice
+/// among all of them, since refusing helps no one and one may be back.
+pub(super) fn pick(
+    route: &Route,
+    service: &Service,
+    key: Option<u64>,
+    tried: &[Arc<str>],
+) -> Option<Arc<Instance>> {
     let now_ms = monotonic_ms();
-    let service = &route.service;
     let exclusions = route.retry.exclusions(tried);
     let choose = |panic| {
         exclusions.iter().find_map(|exclude| {
@@ -56,13 +61,13 @@ pub(super) fn pick(route: &Route, key: Option<u64>, tried: &[Arc<str>]) -> Optio
     })
 }
 
-/// The engine's view of `instance` for one attempt on `route`: address, TLS, timeouts,
-/// HTTP version.
-pub(super) fn http_peer(route: &Route, instance: &Instance) -> HttpPeer {
-    let opts = &route.service.spec.peer;
+/// The engine's view of `instance` of `service` for one attempt on `route`: address,
+/// TLS, timeouts (the route's, else the service's), HTTP version.
+pub(super) fn http_peer(route: &Route, service: &Service, instance: &Instance) -> HttpPeer {
+    let opts = &service.spec.peer;
     let mut peer = HttpPeer::new(instance.addr, opts.tls, opts.sni.clone());
-    peer.options.connection_timeout = Some(route.connect_timeout);
-    peer.options.read_timeout = Some(route.read_timeout);
+    peer.options.connection_timeout = Some(route.connect_timeout.unwrap_or(opts.connect_timeout));
+    peer.options.read_timeout = Some(route.read_timeout.unwrap_or(opts.read_timeout));
     peer.options.write_timeout = Some(opts.write_timeout);
     peer.options.idle_timeout = Some(opts.idle_timeout);
     if opts.http2 {
@@ -102,12 +107,10 @@ fn eject_on_failure(ctx: &RequestCtx) {
     let (Some(route), Some(g)) = (ctx.route.as_ref(), ctx.inflight.as_ref()) else {
         return;
     };
-    let p = &route.service.spec.passive_health;
+    let service = &route.target(ctx.target).service;
+    let p = &service.spec.passive_health;
     if let Some(time) = g.instance().report_failure(p, monotonic_ms()) {
-        METRICS
-            .ejections
-            .with_label_values(&[&route.service.name])
-            .inc();
-        tracing::warn!(service = %route.service.name, instance = %g.instance().id, ejection_time = ?time, "instance ejected after consecutive failures");
+        METRICS.ejections.with_label_values(&[&service.name]).inc();
+        tracing::warn!(service = %service.name, instance = %g.instance().id, ejection_time = ?time, "instance ejected after consecutive failures");
     }
 }

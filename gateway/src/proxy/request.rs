@@ -17,9 +17,9 @@ use super::respond::LocalResponse;
 use super::{RequestCtx, X_REQUEST_ID};
 use crate::observe::METRICS;
 use crate::routing::path_policy::{self, PathRefusal};
-use crate::routing::Route;
+use crate::routing::{Route, Sticky};
 use crate::runtime::RuntimeConfig;
-use crate::upstream::{hash_bytes, HashKey};
+use crate::upstream::{hash_bytes, HashKey, Service};
 
 /// Client header hygiene (see `crate::edge`): note who the client is, remove what it
 /// may not tell a service, and keep a refused header name for request_filter to answer.
@@ -177,25 +177,48 @@ pub(super) async fn run_plugins(
     Ok(())
 }
 
-/// The balancer's key for this request. A header the gateway sets itself (the
-/// verified identity, e.g. `X-User-Id`) is read from what it will send, not from
-/// the client (whose copy was removed before routing).
+/// The route's target service for this request (see `routing::split`): by the
+/// sticky cookie or header when the route has one and the request carries it,
+/// else weighted random. Runs after the plugins, so a sticky identity header
+/// (`X-User-Id`) is the verified one.
+pub(super) fn pick_target(route: &Route, session: &Session, out: &plugins::PluginOutput) -> usize {
+    let req = session.req_header();
+    let value = match route.split.sticky() {
+        None => None,
+        Some(Sticky::Header(name)) => sent_header(out, &req.headers, name).map(|v| v.as_bytes()),
+        Some(Sticky::Cookie(name)) => plugins::cookie(&req.headers, name).map(str::as_bytes),
+    };
+    route.split.pick(value)
+}
+
+/// A header as the service will see it: an identity header the auth plugin set
+/// wins over whatever the client sent (whose copy was removed before routing).
+fn sent_header<'a>(
+    out: &'a plugins::PluginOutput,
+    headers: &'a http::HeaderMap,
+    name: &http::HeaderName,
+) -> Option<&'a HeaderValue> {
+    out.upstream_headers
+        .iter()
+        .find(|(h, _)| h == name)
+        .map(|(_, v)| v)
+        .or_else(|| headers.get(name))
+}
+
+/// The balancer's key for this request on the chosen `service`. A header the gateway
+/// sets itself (the verified identity, e.g. `X-User-Id`) is read from what it will
+/// send, not from the client.
 pub(super) fn hash_key(
-    route: &Route,
+    service: &Service,
     session: &Session,
     client_ip: Option<IpAddr>,
     out: &plugins::PluginOutput,
 ) -> Option<u64> {
     let req = session.req_header();
-    match route.service.spec.balance.hash_key()? {
-        // an identity header the auth plugin set wins over whatever the client sent
-        HashKey::Header(name) => out
-            .upstream_headers
-            .iter()
-            .find(|(h, _)| h == name)
-            .map(|(_, v)| v)
-            .or_else(|| req.headers.get(name))
-            .map(|v| hash_bytes(v.as_bytes())),
+    match service.spec.balance.hash_key()? {
+        HashKey::Header(name) => {
+            sent_header(out, &req.headers, name).map(|v| hash_bytes(v.as_bytes()))
+        }
         HashKey::Cookie(name) => {
             plugins::cookie(&req.headers, name).map(|v| hash_bytes(v.as_bytes()))
         }

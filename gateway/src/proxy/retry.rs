@@ -126,6 +126,7 @@ pub(super) fn ask(ctx: &RequestCtx, session: &Session, failure: Failure) -> Deci
     });
     let breaker_refuses = || {
         route
+            .target(ctx.target)
             .service
             .circuit_breaker
             .as_ref()

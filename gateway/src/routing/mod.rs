@@ -10,6 +10,7 @@
 pub mod matcher;
 pub mod path_policy;
 pub mod rewrite;
+pub mod split;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,10 +18,9 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method};
 
-use crate::observe::RouteMetrics;
-use crate::upstream::Service;
 pub use matcher::RouteMatcher;
 pub use rewrite::{HeaderRules, PathRewrite};
+pub use split::{Split, Sticky, Target};
 
 /// When a failed attempt is retried, compiled from `routes[].retries`. The decision
 /// itself (the table of cases) is `RetryPolicy::decide` in `proxy::retry`, the one
@@ -41,12 +41,15 @@ pub struct Route {
     /// Position in the file (for precedence ties).
     pub index: usize,
     pub matcher: RouteMatcher,
-    pub service: Arc<Service>,
+    /// The target services (one for a plain `service:` route); each request picks
+    /// one after its plugins ran and keeps it for every attempt.
+    pub split: Split,
     pub rewrite: PathRewrite,
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
+    /// The route's own timeouts (`timeouts:`); the chosen service's otherwise.
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
     pub retry: RetryPolicy,
     /// Largest request body in bytes (the route's own, else `server.max_body_size`); 0: none.
     pub max_body_size: u64,
@@ -55,7 +58,6 @@ pub struct Route {
     pub plugins: Vec<Arc<dyn plugins::Plugin>>,
     /// The route's limiter, kept across reloads that leave its config unchanged.
     pub rate_limit: Option<Arc<plugins::RateLimit>>,
-    pub metrics: RouteMetrics,
     /// What the admin config view shows of it (match and auth, as written).
     pub summary: serde_json::Value,
 }
@@ -65,8 +67,15 @@ impl std::fmt::Debug for Route {
         f.debug_struct("Route")
             .field("id", &self.id)
             .field("matcher", &self.matcher)
-            .field("service", &self.service.name)
+            .field("targets", &self.split.targets().len())
             .finish_non_exhaustive()
+    }
+}
+
+impl Route {
+    /// The target a request picked (see [`Split::pick`]).
+    pub fn target(&self, index: usize) -> &Target {
+        self.split.target(index)
     }
 }
 

@@ -9,7 +9,7 @@ use regex::Regex;
 
 use super::super::file::{GatewayConfig, HeaderRulesConfig, MatchConfig, RouteConfig};
 use super::super::ConfigError;
-use crate::observe::RouteMetrics;
+use super::split;
 use crate::routing::matcher::{Glob, HeaderCond, HostMatch, PathMatch};
 use crate::routing::{path_policy, rewrite};
 use crate::routing::{HeaderRules, PathRewrite, RetryPolicy, Route, RouteMatcher};
@@ -32,22 +32,7 @@ pub(super) fn compile_route(
     let before = errors.len();
     let matcher = compile_match(&rc.matcher, &format!("{path}.match"), errors);
 
-    let service_name = rc.service.strip_prefix("lb://").unwrap_or(&rc.service);
-    let service = services.get(service_name).cloned();
-    if service.is_none() && !file.services.contains_key(service_name) {
-        let known: Vec<&str> = file.services.keys().map(String::as_str).collect();
-        errors.push(ConfigError::new(
-            format!("{path}.service"),
-            format!(
-                "unknown service {service_name:?} (known: {})",
-                if known.is_empty() {
-                    "none defined".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        ));
-    }
+    let targets = split::compile_targets(rc, path, file, services, errors);
 
     let rewrite = match (&rc.strip_prefix, &rc.rewrite) {
         (Some(_), Some(_)) => {
@@ -143,22 +128,17 @@ pub(super) fn compile_route(
     if errors.len() != before {
         return None;
     }
-    let (matcher, service) = (matcher?, service?);
+    let (matcher, targets) = (matcher?, targets?);
     let timeouts = rc.timeouts.as_ref();
-    let connect_timeout = timeouts
-        .and_then(|t| t.connect)
-        .map_or(service.spec.peer.connect_timeout, |d| d.get());
-    let read_timeout = timeouts
-        .and_then(|t| t.read)
-        .map_or(service.spec.peer.read_timeout, |d| d.get());
+    let connect_timeout = timeouts.and_then(|t| t.connect).map(|d| d.get());
+    let read_timeout = timeouts.and_then(|t| t.read).map(|d| d.get());
     // what the admin view shows of the route, as written (the auth section holds no secrets)
     let summary = serde_json::json!({"match": &rc.matcher, "auth": &rc.auth});
     Some(Route {
-        metrics: RouteMetrics::new(&id, &service.name),
+        split: split::build(&id, targets),
         id: Arc::from(id.as_str()),
         index,
         matcher,
-        service,
         rewrite,
         request_headers,
         response_headers,

@@ -33,8 +33,8 @@ pub use gateway::config::file::{
     AdminConfig, Algorithm, DiscoveryConfig, GatewayConfig, HashOn, HeaderRulesConfig,
     HealthCheckConfig, HealthCheckKind, InstanceConfig, InstanceDetail, ListenerConfig,
     LoadBalancerConfig, LogConfig, LogFormat, MatchConfig, PassiveHealthConfig, RetryConfig,
-    RewriteConfig, RouteConfig, ServerConfig, ServiceConfig, TimeoutsConfig, TlsConfig,
-    UnderscoreHeadersConfig,
+    RewriteConfig, RouteConfig, ServerConfig, ServiceConfig, StickyConfig, TargetConfig,
+    TimeoutsConfig, TlsConfig, UnderscoreHeadersConfig,
 };
 pub use gateway::config::resilience::CircuitBreakerConfig;
 pub use gateway::config::size::ByteSize;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::{
     ByteSize, CorsConfig, Dur, HeaderRulesConfig, JwtRouteConfig, OneOrMany, RateLimitConfig,
     RateLimitKey, RateLimitScope, RetryConfig, RewriteConfig, RouteAuthConfig, RouteConfig, Scalar,
-    TimeoutsConfig,
+    StickyConfig, TargetConfig, TimeoutsConfig,
 };
 
 /// A route to a service; it matches every request until conditions are added.
@@ -17,6 +17,26 @@ impl RouteBuilder {
     /// A public route to `service`.
     pub fn to(service: &str) -> Self {
         Self(RouteConfig::new(service))
+    }
+
+    /// A public route split over `(service, weight)` targets (`targets:`).
+    pub fn split(targets: &[(&str, u32)]) -> Self {
+        let mut route = RouteConfig::new("");
+        route.service = None;
+        route.targets = targets
+            .iter()
+            .map(|(service, weight)| TargetConfig {
+                service: service.to_string(),
+                weight: *weight,
+            })
+            .collect();
+        Self(route)
+    }
+
+    /// Keep a cookie or header value on one target of the split.
+    pub fn sticky(mut self, sticky: StickyConfig) -> Self {
+        self.0.sticky = Some(sticky);
+        self
     }
 
     pub fn id(mut self, id: &str) -> Self {
