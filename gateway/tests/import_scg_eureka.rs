@@ -4,92 +4,22 @@
 //! find their instances in a Eureka server (a stand-in answering the Eureka REST
 //! API), and each request reaches the service and path SCG would send it to.
 
-use std::collections::HashMap;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use serde_json::{json, Value};
+use testkit::eureka::{application, instance, EurekaServer};
 use testkit::{client, wait_until_async, Backend, Echo, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
-/// `GET /eureka/apps/{APP}` with each app's one UP instance.
-struct Eureka {
-    port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-async fn app(
-    State(apps): State<Arc<HashMap<String, Value>>>,
-    Path(name): Path<String>,
-) -> Response {
-    match apps.get(&name) {
-        Some(body) => axum::Json(body.clone()).into_response(),
-        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+/// A Eureka stand-in listing each app's one UP instance.
+fn eureka(apps: &[(&str, &Backend)]) -> EurekaServer {
+    let server = EurekaServer::start();
+    for (name, backend) in apps {
+        let up = instance(name, backend.port(), "UP", None);
+        server.set(name, application(name, vec![up]));
     }
-}
-
-impl Eureka {
-    fn start(apps: &[(&str, &Backend)]) -> Self {
-        let apps: HashMap<String, Value> = apps
-            .iter()
-            .map(|(name, b)| {
-                let instance = json!({
-                    "instanceId": format!("localhost:{}:{}", name.to_lowercase(), b.port()),
-                    "hostName": "localhost",
-                    "app": name,
-                    "ipAddr": "127.0.0.1",
-                    "status": "UP",
-                    "port": {"$": b.port(), "@enabled": "true"},
-                    "metadata": {},
-                });
-                let body = json!({"application": {"name": name, "instance": [instance]}});
-                (name.to_string(), body)
-            })
-            .collect();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let router = Router::new()
-            .route("/eureka/apps/{app}", get(app))
-            .with_state(Arc::new(apps));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                tokio::select! {
-                    _ = axum::serve(listener, router) => {}
-                    _ = stopped => {}
-                }
-            });
-        });
-        Eureka {
-            port,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Eureka {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    server
 }
 
 #[tokio::test]
@@ -99,7 +29,7 @@ async fn a_converted_eureka_setup_routes_like_scg() {
         Backend::start("product"),
         Backend::start("order"),
     );
-    let eureka = Eureka::start(&[
+    let eureka = eureka(&[
         ("MEMBER-SERVICE", &member),
         ("PRODUCT-SERVICE", &product),
         ("ORDER-SERVICE", &order),

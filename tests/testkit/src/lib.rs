@@ -23,6 +23,7 @@
 
 mod backend;
 pub mod config;
+pub mod eureka;
 mod gateway;
 mod redis;
 mod tls;
