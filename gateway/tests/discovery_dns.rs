@@ -16,6 +16,10 @@ use testkit::config::{
 };
 use testkit::{wait_until, Backend, GatewayProcess};
 
+/// How long a log line may trail the state a test waited for (the log is written
+/// beside a metric or a state change, not before it).
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
 type Zone = Arc<Mutex<HashMap<(String, RecordType), Vec<RData>>>>;
 
 /// A DNS server on 127.0.0.1 answering from a table the test edits.
@@ -213,7 +217,11 @@ fn a_records_follow_changes_and_survive_a_silent_server() {
     assert_eq!(instance_ids(&gw, "member"), want_two);
     let d = discovery(&gw);
     assert!(d["services"]["member"]["discovery"]["last_error"].is_string());
-    assert!(gw.log().contains("keeping the last known instances"));
+    assert!(
+        gw.wait_for_log("keeping the last known instances", LOG_WAIT),
+        "{}",
+        gw.log()
+    );
 
     // it answers again, now without the second address
     dns.set_a("member.shop.svc.cluster.local", &[Ipv4Addr::LOCALHOST]);

@@ -10,6 +10,10 @@ use testkit::config::{ms, EurekaDiscoveryConfig, GatewayConfigBuilder, ServiceBu
 use testkit::eureka::{application, instance, EurekaServer};
 use testkit::{http_get, wait_until, Backend, GatewayProcess};
 
+/// How long a log line may trail the state a test waited for (the log is written
+/// beside a metric or a state change, not before it).
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
 const T: Duration = Duration::from_secs(10);
 
 fn gateway(servers: &[&EurekaServer]) -> GatewayProcess {
@@ -147,7 +151,7 @@ fn fails_over_between_servers_and_keeps_the_last_set_when_all_fail() {
         "{}",
         gw.log()
     );
-    assert!(gw.log().contains("failed over"));
+    assert!(gw.wait_for_log("failed over", LOG_WAIT), "{}", gw.log());
     assert_eq!(
         gw.metric("gateway_discovery_errors_total", &[("service", "member")]),
         0.0,

@@ -13,6 +13,10 @@ use testkit::config::{
 };
 use testkit::{wait_until, Backend, GatewayProcess};
 
+/// How long a log line may trail the state a test waited for (the log is written
+/// beside a metric or a state change, not before it).
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
 const T: Duration = Duration::from_secs(10);
 
 /// `member` and `shop` (registered as `product-service`) from the registry.
@@ -144,7 +148,7 @@ fn register_heartbeat_expire_and_delete() {
         "{}",
         gw.log()
     );
-    assert!(gw.log().contains("TTL lapsed"));
+    assert!(gw.wait_for_log("TTL lapsed", LOG_WAIT), "{}", gw.log());
     let b_series = format!("instance=\"127.0.0.1:{}\"", b.port());
     assert!(
         !gw.metrics().contains(&b_series),

@@ -10,6 +10,10 @@ use testkit::config::{
 };
 use testkit::{client, free_port, wait_until, wait_until_async, Backend, GatewayProcess};
 
+/// How long a log line may trail the state a test waited for (the log is written
+/// beside a metric or a state change, not before it).
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
 /// Listener and admin, the service `name`, and `routes`.
@@ -65,7 +69,11 @@ async fn active_check_takes_an_instance_out_and_brings_it_back() {
         wait_until(Duration::from_secs(10), || healthy(&gw, &b.addr()) == 0.0),
         "b taken out"
     );
-    assert!(gw.log().contains("failed its health check"));
+    assert!(
+        gw.wait_for_log("failed its health check", LOG_WAIT),
+        "{}",
+        gw.log()
+    );
     b.reset_counts();
     for _ in 0..20 {
         assert_eq!(backend_of(&gw, "/x").await, (200, "a".to_string()));

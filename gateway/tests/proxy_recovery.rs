@@ -13,6 +13,10 @@ use testkit::config::{
 };
 use testkit::{client, wait_until, wait_until_async, Backend, GatewayProcess};
 
+/// How long a log line may trail the state a test waited for (the log is written
+/// beside a metric or a state change, not before it).
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 const T: Duration = Duration::from_secs(10);
 
@@ -129,7 +133,11 @@ async fn a_passing_health_check_ends_a_passive_ejection() {
     })
     .await;
     assert!(back, "b sat out its ejection although its checks pass");
-    assert!(gw.log().contains("passive ejection ended"));
+    assert!(
+        gw.wait_for_log("passive ejection ended", LOG_WAIT),
+        "{}",
+        gw.log()
+    );
 }
 
 #[tokio::test]

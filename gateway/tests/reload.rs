@@ -14,6 +14,10 @@ use testkit::config::{
 };
 use testkit::{client, libc, wait_until, wait_until_async, Backend, GatewayProcess};
 
+/// How long a log line may trail the state a test waited for (the log is written
+/// beside a metric or a state change, not before it).
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 const RELOAD: Duration = Duration::from_secs(10);
 
@@ -88,7 +92,7 @@ async fn changed_route_under_traffic_fails_no_request() {
     assert!(ok > 60 && seen_v2 > 0, "ok {ok}, v2 {seen_v2}");
     assert_eq!(reloads(&gw, "success"), 2.0);
     assert_eq!(reloads(&gw, "failure"), 0.0);
-    assert!(gw.log().contains("config reloaded"));
+    assert!(gw.wait_for_log("config reloaded", LOG_WAIT), "{}", gw.log());
 }
 
 #[tokio::test]
@@ -100,12 +104,13 @@ async fn invalid_config_is_rejected_and_the_old_one_keeps_serving() {
     // a semantic error: unknown service
     gw.rewrite_config(&config(&v1, &v2, "prodcut"));
     assert!(wait_until(RELOAD, || reloads(&gw, "failure") == 1.0));
-    let log = gw.log();
+    let named = "routes[0].service: unknown service \"prodcut\" (known: v1, v2)";
+    assert!(gw.wait_for_log(named, LOG_WAIT), "{}", gw.log());
     assert!(
-        log.contains("routes[0].service: unknown service \"prodcut\" (known: v1, v2)"),
-        "{log}"
+        gw.wait_for_log("the previous config keeps serving", LOG_WAIT),
+        "{}",
+        gw.log()
     );
-    assert!(log.contains("the previous config keeps serving"));
     assert_eq!(served_by(&gw, "/api/x").await, "v1");
 
     // a syntax error, then an unknown key
@@ -113,7 +118,10 @@ async fn invalid_config_is_rejected_and_the_old_one_keeps_serving() {
     assert!(wait_until(RELOAD, || reloads(&gw, "failure") == 2.0));
     gw.rewrite_config(&config(&v1, &v2, "v2").replace("routes:", "rotues:"));
     assert!(wait_until(RELOAD, || reloads(&gw, "failure") == 3.0));
-    assert!(gw.log().contains("rotues"), "the unknown key is named");
+    assert!(
+        gw.wait_for_log("rotues", LOG_WAIT),
+        "the unknown key is named"
+    );
     assert_eq!(served_by(&gw, "/api/x").await, "v1");
     assert_eq!(version(&gw), 0);
 
@@ -257,7 +265,11 @@ async fn sigterm_drains_the_request_in_flight() {
         .wait_exit(Duration::from_secs(20))
         .expect("gateway exits");
     assert!(status.success(), "{status}");
-    assert!(gw.log().contains("SIGTERM: draining"));
+    assert!(
+        gw.wait_for_log("SIGTERM: draining", LOG_WAIT),
+        "{}",
+        gw.log()
+    );
     // the drained request's access-log line was written out before the exit
     assert!(gw.log().contains("/api/slow"), "{}", gw.log());
     assert!(std::net::TcpStream::connect(gw.addr()).is_err());
