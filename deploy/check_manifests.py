@@ -7,7 +7,7 @@ agrees with its Deployment.
 
 Checks every error it can find and prints them all (exit 1), then writes the gateway
 ConfigMap's files to OUT_DIR, plus OUT_DIR/secret-env: a placeholder value for each
-`secret_env` variable the config reads (so `gateway check` can compile it).
+`secret_env` / `token_env` variable the config reads (so `gateway check` can compile it).
 """
 
 import os
@@ -189,10 +189,10 @@ def check_gateway(objs, out_dir):
             err(f"{name(deploy)}: {probe} should be GET {path} on the admin port")
 
     env = {e["name"] for e in c.get("env", [])}
-    needed = sorted(set(find_key(config, "secret_env")))
+    needed = sorted(set(find_key(config, "secret_env")) | set(find_key(config, "token_env")))
     for var in needed:
         if var not in env:
-            err(f"{name(deploy)}: the config reads {var} (secret_env) but the container has no such env var")
+            err(f"{name(deploy)}: the config reads {var} (secret_env, token_env) but the container has no such env var")
     with open(os.path.join(out_dir, "secret-env"), "w", encoding="utf-8") as f:
         for var in needed:
             f.write(f"{var}=placeholder-for-gateway-check-only\n")
