@@ -159,10 +159,7 @@ pub(super) fn forwarded_headers(
     }
     if !(trusted_peer && req.headers.contains_key(&X_FORWARDED_PROTO)) {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        req.insert_header(
-            X_FORWARDED_PROTO_WIRE,
-            if tls { "https" } else { "http" },
-        )?;
+        req.insert_header(X_FORWARDED_PROTO_WIRE, if tls { "https" } else { "http" })?;
     }
     if !req.headers.contains_key(&X_FORWARDED_HOST) {
         if let Some(host) = req.headers.get(http::header::HOST).cloned() {
