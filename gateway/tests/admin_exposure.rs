@@ -329,3 +329,80 @@ fn default_caps_hold_without_a_limits_section() {
     fat["metadata"] = json!({"blob": "x".repeat(5000)});
     assert_eq!(register(&gw, "other", "fat", fat).0, 413);
 }
+
+/// Kills the gateway a test spawned itself, also when the test fails.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_token_can_come_from_the_environment() {
+    const VAR: &str = "GATEWAY_TEST_ADMIN_TOKEN";
+    let from_env = |a: &mut AdminConfig| a.token_env = Some(VAR.into());
+
+    // `check` (no such variable in this test's environment): one error, naming it
+    let unset = check(admin("0.0.0.0:9999", from_env));
+    let said = format!("{unset:?}");
+    assert!(!unset.success, "{said}");
+    assert!(
+        said.contains("admin.token_env") && said.contains(VAR),
+        "{said}"
+    );
+    assert!(
+        !said.contains("allow_unauthenticated_writes"),
+        "reported once: {said}"
+    );
+    let both = check(admin("0.0.0.0:9999", |a| {
+        from_env(a);
+        token(a);
+    }));
+    assert!(
+        !both.success && format!("{both:?}").contains("not both"),
+        "{both:?}"
+    );
+
+    // `run` with the variable set: writes need that token
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    let admin_port = testkit::free_port();
+    let yaml = config(admin(&format!("0.0.0.0:{admin_port}"), from_env))
+        .replace("$HTTP_PORT", &testkit::free_port().to_string());
+    std::fs::write(&path, yaml).unwrap();
+    let _gw = Spawned(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&path)
+            .env(VAR, TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = |p: &str| format!("http://127.0.0.1:{admin_port}{p}");
+    assert!(
+        wait_until(T, || http().get(url("/health")).send().is_ok()),
+        "the admin API did not come up"
+    );
+    let put = |token: Option<&str>| {
+        let req = http()
+            .put(url("/registry/services/member/instances/m1"))
+            .json(&instance(testkit::free_port()));
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+    };
+    assert_eq!(put(None), 401);
+    assert_eq!(put(Some("not-the-token")), 403);
+    let ok = put(Some(TOKEN));
+    assert!((200..300).contains(&ok), "{ok}");
+}

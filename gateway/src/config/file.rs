@@ -219,6 +219,10 @@ pub struct AdminConfig {
     /// refused on a non-loopback address unless `allow_unauthenticated_writes`.
     #[serde(default)]
     pub token: Option<String>,
+    /// Environment variable holding the token instead of `token` (a Kubernetes
+    /// Secret, so the token is not in the config file).
+    #[serde(default)]
+    pub token_env: Option<String>,
     /// Accept registry writes without a token on a non-loopback admin address
     /// (an explicit, loudly logged opt-out of the exposure rule).
     #[serde(default)]
@@ -238,6 +242,7 @@ impl AdminConfig {
         Self {
             address: address.into(),
             token: None,
+            token_env: None,
             allow_unauthenticated_writes: false,
             protect_reads: false,
             registry: None,

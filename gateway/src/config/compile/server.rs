@@ -154,7 +154,8 @@ fn admin(
     let Some(admin) = &file.admin else {
         return (None, AdminSettings::default());
     };
-    check_exposure(admin, errors);
+    let token = admin_token(admin, |var| std::env::var(var).ok(), errors);
+    check_exposure(admin, token.as_deref(), errors);
     let address = match admin.address.parse::<SocketAddr>() {
         Err(_) => {
             errors.push(ConfigError::new(
@@ -176,25 +177,60 @@ fn admin(
         Ok(a) => Some(a),
     };
     let settings = AdminSettings {
-        token: admin.token.clone(),
+        token,
         protect_reads: admin.protect_reads,
         registry_limits: Default::default(),
     };
     (address, settings)
 }
 
+/// The admin token: `token`, or the value of the variable `token_env` names (from the
+/// process environment, so a new value takes a restart).
+fn admin_token(
+    admin: &AdminConfig,
+    get: impl Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    match (&admin.token, &admin.token_env) {
+        (Some(_), Some(_)) => {
+            errors.push(ConfigError::new(
+                "admin.token_env",
+                "set admin.token or admin.token_env, not both",
+            ));
+            None
+        }
+        (Some(t), None) => {
+            if t.trim().is_empty() {
+                errors.push(ConfigError::new(
+                    "admin.token",
+                    "is empty; set a long random value (e.g. `openssl rand -hex 32`) or remove the key",
+                ));
+            }
+            Some(t.clone())
+        }
+        (None, Some(var)) => match get(var) {
+            Some(t) if !t.trim().is_empty() => Some(t),
+            found => {
+                errors.push(ConfigError::new(
+                    "admin.token_env",
+                    format!(
+                        "environment variable {var} is {}: set it to a long random value (e.g. \
+                         `openssl rand -hex 32`)",
+                        if found.is_some() { "empty" } else { "not set" }
+                    ),
+                ));
+                // counts as set: the exposure rule need not report it a second time
+                Some(String::new())
+            }
+        },
+        (None, None) => None,
+    }
+}
+
 /// The exposure rule: registry writes without a token only on a loopback address,
 /// unless explicitly allowed (then warned about at every start and reload).
-fn check_exposure(admin: &AdminConfig, errors: &mut Vec<ConfigError>) {
-    if let Some(t) = &admin.token {
-        if t.trim().is_empty() {
-            errors.push(ConfigError::new(
-                "admin.token",
-                "is empty; set a long random value (e.g. `openssl rand -hex 32`) or remove the key",
-            ));
-        }
-    }
-    if admin.protect_reads && admin.token.is_none() {
+fn check_exposure(admin: &AdminConfig, token: Option<&str>, errors: &mut Vec<ConfigError>) {
+    if admin.protect_reads && token.is_none() {
         errors.push(ConfigError::new(
             "admin.protect_reads",
             "needs admin.token: reads are protected by the same bearer token",
@@ -203,7 +239,7 @@ fn check_exposure(admin: &AdminConfig, errors: &mut Vec<ConfigError>) {
     let Ok(addr) = admin.address.parse::<SocketAddr>() else {
         return; // reported with the address check
     };
-    if admin.token.is_some() || addr.ip().is_loopback() {
+    if token.is_some() || addr.ip().is_loopback() {
         return;
     }
     if admin.allow_unauthenticated_writes {
@@ -234,6 +270,7 @@ mod tests {
         AdminConfig {
             address: address.into(),
             token: token.map(Into::into),
+            token_env: None,
             allow_unauthenticated_writes: allow,
             protect_reads: false,
             registry: None,
@@ -242,8 +279,38 @@ mod tests {
 
     fn errors(a: &AdminConfig) -> Vec<ConfigError> {
         let mut e = Vec::new();
-        check_exposure(a, &mut e);
+        let token = admin_token(a, |_| None, &mut e);
+        check_exposure(a, token.as_deref(), &mut e);
         e
+    }
+
+    fn from_env(a: &AdminConfig, value: Option<&str>) -> (Option<String>, Vec<ConfigError>) {
+        let mut e = Vec::new();
+        let token = admin_token(
+            a,
+            |var| value.filter(|_| var == "ADMIN_TOKEN").map(Into::into),
+            &mut e,
+        );
+        (token, e)
+    }
+
+    #[test]
+    fn token_from_the_environment() {
+        let mut a = admin("0.0.0.0:9090", None, false);
+        a.token_env = Some("ADMIN_TOKEN".into());
+        let (token, e) = from_env(&a, Some("s3cret-token"));
+        assert_eq!((token.as_deref(), e.len()), (Some("s3cret-token"), 0));
+        for missing in [None, Some("  ")] {
+            let (_, e) = from_env(&a, missing);
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert_eq!(e[0].path, "admin.token_env");
+            assert!(e[0].message.contains("ADMIN_TOKEN"), "{}", e[0].message);
+            // one error, not a second one from the exposure rule
+            assert!(errors(&a).iter().all(|e| e.path == "admin.token_env"));
+        }
+        a.token = Some("inline".into());
+        let (_, e) = from_env(&a, Some("s3cret-token"));
+        assert_eq!(e[0].message, "set admin.token or admin.token_env, not both");
     }
 
     #[test]
