@@ -121,6 +121,12 @@ impl Jwks {
             .user_agent("gateway-jwks")
             .build()
             .map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?;
+        // both results from zero, so alerts see the first failed fetch
+        for result in ["ok", "error"] {
+            METRICS
+                .jwks_fetches
+                .with_label_values(&[&settings.issuer, result]);
+        }
         Ok(Arc::new(Self {
             settings,
             client,

@@ -105,5 +105,14 @@ fn build() -> prometheus::Result<AuthMetrics> {
 /// The process-wide auth metrics.
 pub static METRICS: LazyLock<AuthMetrics> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
-    build().expect("auth metrics are registered once per process")
+    let m = build().expect("auth metrics are registered once per process");
+    // export the failure series from zero, so a rate() over them sees the first
+    // outage of a process (a series born at 1 shows no increase)
+    for op in ["mirror", "lookup", "revoke"] {
+        m.redis_errors.with_label_values(&[op]);
+    }
+    for policy in ["deny", "allow"] {
+        m.unavailable.with_label_values(&[policy]);
+    }
+    m
 });
