@@ -21,9 +21,9 @@ use plugins::auth::mint::{mint_token, public_jwk, MintKey, MintOptions};
 use plugins::revocation::{RevocationKeys, RevocationWriter};
 use serde_json::{json, Value};
 use testkit::config::{
-    hs256_issuer, ms, revocation, secs, AuthConfig, CircuitBreakerConfig, GatewayConfigBuilder,
-    HealthCheckConfig, IssuerConfig, ListenerConfig, RateLimitConfig, RateLimitKey,
-    RevocationConfig, RouteBuilder, ServiceBuilder, TEST_SECRET,
+    hs256_issuer, ms, rate_limit, revocation, secs, AuthConfig, CircuitBreakerConfig,
+    GatewayConfigBuilder, HealthCheckConfig, IssuerConfig, ListenerConfig, RateLimitConfig,
+    RateLimitKey, RevocationConfig, RouteBuilder, ServiceBuilder, TEST_SECRET,
 };
 use testkit::{client, free_port, wait_until_async, Backend, GatewayProcess, PrometheusServer};
 
@@ -161,10 +161,8 @@ fn config(
                 .id("limited")
                 .prefix("/limited/")
                 .rate_limit(RateLimitConfig {
-                    requests: 1,
-                    per: secs(60),
                     burst: Some(1),
-                    key: RateLimitKey::Route,
+                    ..rate_limit(1, secs(60), RateLimitKey::Route)
                 }),
         )
         .route(
