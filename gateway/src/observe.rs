@@ -186,6 +186,8 @@ pub struct AccessRecord<'a> {
     pub instance: &'a str,
     pub latency: Duration,
     pub request_id: &'a str,
+    /// The W3C trace id (32 hex), `-` when trace propagation is off.
+    pub trace_id: &'a str,
     pub client: &'a str,
     pub subject: Option<&'a str>,
     pub error: Option<&'a str>,
@@ -202,6 +204,7 @@ pub fn access_log(r: &AccessRecord<'_>) {
         instance = r.instance,
         latency_ms = (r.latency.as_secs_f64() * 1000.0),
         request_id = r.request_id,
+        trace_id = r.trace_id,
         client = r.client,
         subject = r.subject.unwrap_or("-"),
         error = r.error.unwrap_or("-"),

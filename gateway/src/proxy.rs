@@ -3,7 +3,8 @@
 //! submodule; `RequestCtx` carries what one stage hands to the next.
 //!
 //! early_request_filter    -> request::sanitize (client header hygiene: crate::edge),
-//!                            request::request_id, request::select_route (path policy,
+//!                            request::request_id, trace::TraceContext::start (W3C
+//!                            Trace Context), request::select_route (path policy,
 //!                            route on this request's config snapshot)
 //! request_filter          -> request::admit (what was refused early, no route, a declared
 //!                            body over the limit), request::run_plugins (the route's chain:
@@ -18,7 +19,7 @@
 //!                            Refusal::connect_failed (upstream_unreachable or _timeout)
 //! upstream_request_filter -> forward::rewrite_path, forward::apply_request_rules (header
 //!                            rules, then identity headers), forward::forwarded_headers,
-//!                            X-Request-Id, forward::sign_identity; once per attempt,
+//!                            X-Request-Id, traceparent, forward::sign_identity; once per attempt,
 //!                            retries included
 //! request_body_filter     -> body_limit (a streamed body is cut at the route's limit)
 //! upstream_response_filter-> peer::report_status (passive health, breaker), retry::ask (a status
@@ -44,6 +45,7 @@ mod request;
 mod respond;
 mod response;
 mod retry;
+mod trace;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -86,6 +88,8 @@ pub struct RequestCtx {
     config: Arc<RuntimeConfig>,
     route: Option<Arc<Route>>,
     request_id: HeaderValue,
+    /// The request's place in its trace (`server.tracing.propagate`; None when off).
+    trace: Option<trace::TraceContext>,
     /// The client: the peer, or from a trusted proxy the first untrusted forwarded hop.
     client_ip: Option<IpAddr>,
     /// Whether the peer is one of `server.trusted_proxies`.
@@ -127,6 +131,7 @@ impl ProxyHttp for Gateway {
             config: self.shared.current(),
             route: None,
             request_id: HeaderValue::from_static(""),
+            trace: None,
             client_ip: None,
             trusted_peer: false,
             refused: None,
@@ -156,6 +161,9 @@ impl ProxyHttp for Gateway {
         // what the client may not tell a service goes before anything reads the headers
         request::sanitize(session, ctx);
         ctx.request_id = request::request_id(session.req_header());
+        if ctx.config.trace_propagation {
+            ctx.trace = Some(trace::TraceContext::start(session.req_header()));
+        }
         request::select_route(session, ctx);
         Ok(())
     }
@@ -251,6 +259,9 @@ impl ProxyHttp for Gateway {
         apply_request_rules(route, req, out)?;
         forwarded_headers(session, req, ctx.trusted_peer)?;
         req.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
+        if let Some(trace) = &ctx.trace {
+            trace.write(req)?;
+        }
         let service = &route.target(ctx.target).service.name;
         sign_identity(service, req, out, &ctx.request_id)?;
         Ok(())

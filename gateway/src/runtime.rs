@@ -40,6 +40,8 @@ pub struct RuntimeConfig {
     pub client: ClientTimeouts,
     /// Whether each request is logged (`server.log.access_log`).
     pub access_log: bool,
+    /// Whether W3C Trace Context is read and continued (`server.tracing.propagate`).
+    pub trace_propagation: bool,
     /// Who may call the admin API and what the registry accepts.
     pub admin: AdminSettings,
 }

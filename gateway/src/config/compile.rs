@@ -136,6 +136,7 @@ pub fn compile(input: CompileInput<'_>) -> Result<Compiled, Vec<ConfigError>> {
             services,
             client: server.client,
             access_log: server.access_log,
+            trace_propagation: server.trace_propagation,
             admin: server.admin,
         },
         startup: server.startup,

@@ -67,6 +67,26 @@ pub struct ServerConfig {
     /// Largest request body (413 `body_too_large` beyond it); routes may override; 0: no limit.
     #[serde(default = "default_max_body_size")]
     pub max_body_size: ByteSize,
+    /// W3C Trace Context: continue the client's trace or start one (docs/tracing.md).
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// `server.tracing`: how the gateway takes part in a distributed trace.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Read the client's `traceparent`/`tracestate` and send the service a
+    /// `traceparent` naming the gateway's span (default on). Off: the headers pass
+    /// through untouched, as any other.
+    #[serde(default = "yes")]
+    pub propagate: bool,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self { propagate: true }
+    }
 }
 
 fn default_client_header_timeout() -> Dur {
@@ -114,6 +134,7 @@ impl Default for ServerConfig {
             client_header_timeout: default_client_header_timeout(),
             keepalive_timeout: default_keepalive_timeout(),
             max_body_size: default_max_body_size(),
+            tracing: TracingConfig::default(),
         }
     }
 }

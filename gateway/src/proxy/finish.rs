@@ -31,6 +31,11 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let req = session.req_header();
     let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let error = e.map(|e| e.to_string());
+    let mut trace_buf = [0u8; 32];
+    let trace_id = ctx
+        .trace
+        .as_ref()
+        .map_or("-", |t| t.trace_id_hex(&mut trace_buf));
     observe::access_log(&observe::AccessRecord {
         method: req.method.as_str(),
         path: req.uri.path(),
@@ -40,6 +45,7 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         instance: ctx.inflight.as_ref().map_or("-", |g| &g.instance().id),
         latency: total,
         request_id: ctx.request_id.to_str().unwrap_or("-"),
+        trace_id,
         client: &client,
         subject: ctx.plugin_out.subject.as_deref(),
         error: error.as_deref(),

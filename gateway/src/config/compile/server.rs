@@ -14,6 +14,7 @@ pub(super) struct ServerParts {
     pub startup: Startup,
     pub client: ClientTimeouts,
     pub access_log: bool,
+    pub trace_propagation: bool,
     pub admin: AdminSettings,
 }
 
@@ -56,6 +57,7 @@ pub(super) fn compile_server(file: &GatewayConfig, errors: &mut Vec<ConfigError>
             keepalive: Some(server.keepalive_timeout.get()).filter(|d| !d.is_zero()),
         },
         access_log: server.log.access_log,
+        trace_propagation: server.tracing.propagate,
         admin: AdminSettings {
             registry_limits,
             ..admin

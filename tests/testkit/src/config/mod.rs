@@ -34,7 +34,7 @@ pub use gateway::config::file::{
     HealthCheckConfig, HealthCheckKind, InstanceConfig, InstanceDetail, ListenerConfig,
     LoadBalancerConfig, LogConfig, LogFormat, MatchConfig, PassiveHealthConfig, RetryConfig,
     RewriteConfig, RouteConfig, ServerConfig, ServiceConfig, StickyConfig, TargetConfig,
-    TimeoutsConfig, TlsConfig, UnderscoreHeadersConfig,
+    TimeoutsConfig, TlsConfig, TracingConfig, UnderscoreHeadersConfig,
 };
 pub use gateway::config::resilience::CircuitBreakerConfig;
 pub use gateway::config::size::ByteSize;
