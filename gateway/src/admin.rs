@@ -57,11 +57,7 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the proxy listeners accept and auth state is known (revocations
-/// synced, every JWKS loaded). A service without an available instance is listed
-/// but does not make the gateway unready: every replica shares that condition, and
-/// taking them all out of a load balancer would turn one empty service into an
-/// outage of every route (alert on it instead: `gateway_upstream_healthy`).
+/// Ready when a config is loaded and every routed service has an available instance.
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let cfg = shared.current();
     let now = monotonic_ms();
@@ -79,7 +75,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     }
     // revocation state known and every JWKS loaded
     let auth_ready = cfg.auth.is_ready();
-    let ready = closed.is_empty() && auth_ready;
+    let ready = empty.is_empty() && closed.is_empty() && auth_ready;
     let body = json!({
         "ready": ready,
         "auth_ready": auth_ready,

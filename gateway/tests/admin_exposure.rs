@@ -207,10 +207,10 @@ fn protected_reads_need_the_token_and_probes_stay_open() {
             "{path}"
         );
     }
-    // /ready answers without a token (ready although no instance is registered yet)
+    // /ready answers without a token (503 here: no instance registered yet)
     assert_eq!(
         http().get(gw.admin_url("/ready")).send().unwrap().status(),
-        200
+        503
     );
     assert!(
         gw.metric(

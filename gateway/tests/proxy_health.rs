@@ -288,7 +288,7 @@ async fn a_service_with_no_healthy_instance_is_tried_anyway_in_panic_mode() {
         10.0
     );
     let ready = client().get(gw.admin_url("/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.status(), 503);
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["services_without_instances"][0], "orders");
 }
