@@ -57,7 +57,9 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when a config is loaded and every routed service has an available instance.
+/// Ready when the proxy listeners accept, auth state is known (revocations synced,
+/// every JWKS loaded) and, unless `admin.ready_requires_instances` is off, every
+/// service has an available instance (listed either way).
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let cfg = shared.current();
     let now = monotonic_ms();
@@ -75,7 +77,8 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     }
     // revocation state known and every JWKS loaded
     let auth_ready = cfg.auth.is_ready();
-    let ready = empty.is_empty() && closed.is_empty() && auth_ready;
+    let instances_ok = empty.is_empty() || !cfg.admin.ready_requires_instances;
+    let ready = instances_ok && closed.is_empty() && auth_ready;
     let body = json!({
         "ready": ready,
         "auth_ready": auth_ready,

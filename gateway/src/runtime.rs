@@ -62,6 +62,8 @@ pub struct AdminSettings {
     pub token: Option<String>,
     /// Reads of `/config`, `/registry` and `/discovery` need the token too.
     pub protect_reads: bool,
+    /// `/ready` fails while a service has no available instance.
+    pub ready_requires_instances: bool,
     /// Caps on registrations (`admin.registry.limits`).
     pub registry_limits: RegistryLimits,
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use testkit::config::{
-    Algorithm, DiscoveryConfig, GatewayConfigBuilder, RegistryDiscoveryConfig, RouteBuilder,
-    ServiceBuilder,
+    AdminConfig, Algorithm, DiscoveryConfig, GatewayConfigBuilder, RegistryDiscoveryConfig,
+    RouteBuilder, ServiceBuilder, ADMIN_ADDRESS,
 };
 use testkit::{wait_until, Backend, GatewayProcess};
 
@@ -104,6 +104,30 @@ fn instances(gw: &GatewayProcess, service: &str) -> usize {
     get_json(gw.admin_url("/discovery"))["services"][service]["instances"]
         .as_array()
         .map_or(0, Vec::len)
+}
+
+/// Behind a load balancer of replicas, `ready_requires_instances: false`: an empty
+/// service is listed, but the gateway stays ready (every replica shares it).
+#[test]
+fn ready_can_leave_empty_services_to_the_alerts() {
+    let mut admin = AdminConfig::new(ADMIN_ADDRESS);
+    admin.ready_requires_instances = false;
+    let yaml = config_builder(ServiceBuilder::registry())
+        .admin_config(admin)
+        .yaml();
+    let gw = GatewayProcess::start(env!("CARGO_BIN_EXE_gateway"), &yaml);
+    let ready = blocking().get(gw.admin_url("/ready")).send().unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().unwrap();
+    let empty: Vec<&str> = ready["services_without_instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(empty, ["member", "shop"], "{ready}");
+    // the empty service itself still answers 503
+    assert_eq!(blocking().get(gw.url("/x")).send().unwrap().status(), 503);
 }
 
 #[test]

@@ -252,6 +252,13 @@ pub struct AdminConfig {
     /// (`/metrics`, `/health` and `/ready` stay open).
     #[serde(default)]
     pub protect_reads: bool,
+    /// `/ready` fails while a service has no available instance (default true: a
+    /// single gateway or a compose stack is ready once its services are). Behind a
+    /// load balancer of several replicas, turn it off: every replica shares that
+    /// condition, and taking them all out turns one empty service into an outage of
+    /// every route.
+    #[serde(default = "yes")]
+    pub ready_requires_instances: bool,
     /// Store of the built-in service registry (memory by default).
     #[serde(default)]
     pub registry: Option<super::discovery::RegistryConfig>,
@@ -266,6 +273,7 @@ impl AdminConfig {
             token_env: None,
             allow_unauthenticated_writes: false,
             protect_reads: false,
+            ready_requires_instances: true,
             registry: None,
         }
     }

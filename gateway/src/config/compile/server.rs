@@ -181,6 +181,7 @@ fn admin(
     let settings = AdminSettings {
         token,
         protect_reads: admin.protect_reads,
+        ready_requires_instances: admin.ready_requires_instances,
         registry_limits: Default::default(),
     };
     (address, settings)
@@ -275,6 +276,7 @@ mod tests {
             token_env: None,
             allow_unauthenticated_writes: allow,
             protect_reads: false,
+            ready_requires_instances: true,
             registry: None,
         }
     }
