@@ -12,6 +12,7 @@ pub mod consume;
 pub mod kafka;
 pub mod outbox;
 pub mod redis_streams;
+pub mod replay;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use consume::{run_consumer, ConsumerOptions, Handled, HandlerError};
+pub use replay::{replay_dead_letters, ReplayReport};
 
 /// order -> product: order-created, order-cancelled.
 pub const ORDER_EVENTS: &str = "order-events";
