@@ -216,3 +216,50 @@ impl Subscription for KafkaSubscription {
             .map_err(kafka_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Headers;
+    use serde_json::json;
+
+    fn pairs(h: &OwnedHeaders) -> Vec<(String, String)> {
+        h.iter()
+            .map(|h| {
+                let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
+                (h.key.to_string(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dead_letters_say_where_why_and_how_often_in_headers() {
+        let letter = Envelope::raw(
+            super::super::consume::DEAD_LETTER,
+            "o-1",
+            json!({"sourceTopic": "order-events", "position": "2/41", "group": "product",
+                   "attempts": 3, "error": "boom", "event": {"id": "e-1"}}),
+        );
+        let h = pairs(&headers(&letter));
+        assert!(h.contains(&("event-type".into(), "dead-letter".into())));
+        assert!(h.contains(&(dlt_headers::SOURCE_TOPIC.into(), "order-events".into())));
+        assert!(h.contains(&(dlt_headers::POSITION.into(), "2/41".into())));
+        assert!(h.contains(&(dlt_headers::GROUP.into(), "product".into())));
+        assert!(h.contains(&(dlt_headers::ATTEMPTS.into(), "3".into())));
+        assert!(h.contains(&(dlt_headers::ERROR.into(), "boom".into())));
+        assert!(h.contains(&(dlt_headers::EVENT_ID.into(), "e-1".into())));
+    }
+
+    #[test]
+    fn other_events_carry_only_their_id_and_type() {
+        let ev = Envelope::raw("order-created", "o-1", json!({"event": {"id": "x"}}));
+        let h = pairs(&headers(&ev));
+        assert_eq!(
+            h,
+            vec![
+                ("event-id".to_string(), ev.id.clone()),
+                ("event-type".to_string(), "order-created".to_string()),
+            ]
+        );
+    }
+}

@@ -5,7 +5,7 @@
 //! Topics: `order-events` (order-created, order-cancelled; consumed by product) and
 //! `stock-events` (stock-reserved, stock-rejected; consumed by order). Every event is
 //! keyed by its order id so one order's events stay in order. A message that keeps
-//! failing goes to `<topic>.dlt`.
+//! failing goes to `<topic>.dlt`; [`replay`] puts its events back once the cause is fixed.
 
 pub mod consume;
 #[cfg(feature = "kafka")]
