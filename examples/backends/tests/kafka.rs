@@ -7,69 +7,13 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backends::events::kafka::KafkaLog;
 use backends::events::{Envelope, EventLog, ALL_TOPICS};
 use serde_json::json;
+use support::tansu::Tansu;
 use support::{Options, Stack};
-
-/// A `tansu` broker with in-memory storage, killed on drop.
-struct Tansu {
-    child: Child,
-    port: u16,
-}
-
-impl Tansu {
-    /// Start a broker, or `None` (after printing why) when `tansu` is not installed.
-    fn start(test: &str) -> Option<Self> {
-        let on_path = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join("tansu").is_file()))
-            .unwrap_or(false);
-        if !on_path {
-            println!(
-                "SKIPPED {test}: no `tansu` Kafka broker on PATH \
-                 (install: cargo install tansu --locked --features dynostore)"
-            );
-            return None;
-        }
-        let port = testkit::free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let broker = Tansu { child, port };
-        let up = testkit::wait_until(Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "tansu did not listen on {port} within 20 s");
-        Some(broker)
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn kafka_log(broker: &Tansu) -> KafkaLog {
     let log = KafkaLog::connect(&broker.brokers()).unwrap();

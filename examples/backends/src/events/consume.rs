@@ -13,6 +13,9 @@ use tokio::sync::Notify;
 
 use super::{dead_letter_topic, Envelope, EventLog, Record};
 
+/// The `type` of a dead-letter envelope.
+pub const DEAD_LETTER: &str = "dead-letter";
+
 /// What a handler did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
@@ -182,7 +185,7 @@ fn dead_letter(opts: &ConsumerOptions, record: &Record, error: &str) -> Envelope
         serde_json::Value::String(String::from_utf8_lossy(&record.body).into())
     });
     Envelope::raw(
-        "dead-letter",
+        DEAD_LETTER,
         &record.key,
         serde_json::json!({
             "sourceTopic": opts.topic,

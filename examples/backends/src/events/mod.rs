@@ -5,13 +5,14 @@
 //! Topics: `order-events` (order-created, order-cancelled; consumed by product) and
 //! `stock-events` (stock-reserved, stock-rejected; consumed by order). Every event is
 //! keyed by its order id so one order's events stay in order. A message that keeps
-//! failing goes to `<topic>.dlt`.
+//! failing goes to `<topic>.dlt`; [`replay`] puts its events back once the cause is fixed.
 
 pub mod consume;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod outbox;
 pub mod redis_streams;
+pub mod replay;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use consume::{run_consumer, ConsumerOptions, Handled, HandlerError};
+pub use replay::{replay_dead_letters, ReplayReport};
 
 /// order -> product: order-created, order-cancelled.
 pub const ORDER_EVENTS: &str = "order-events";

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod service;
+pub mod tansu;
 
 pub use service::Service;
 
