@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use testkit::config::{Algorithm, GatewayConfigBuilder, HashOn, ServiceBuilder};
-use testkit::{client, Backend, GatewayProcess};
+use testkit::{client, tally, Backend, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 
@@ -40,23 +40,6 @@ fn weighted_and_p2c_are_spellings_of_their_algorithms() {
     }
 }
 
-/// Send `n` sequential GETs with `decorate` applied; count answers by backend name.
-async fn tally(
-    gw: &GatewayProcess,
-    n: usize,
-    decorate: impl Fn(usize, reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-) -> HashMap<String, usize> {
-    let c = client();
-    let mut out = HashMap::new();
-    for k in 0..n {
-        let resp = decorate(k, c.get(gw.url("/x"))).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let name = resp.headers()["x-backend"].to_str().unwrap().to_string();
-        *out.entry(name).or_default() += 1;
-    }
-    out
-}
-
 #[tokio::test]
 async fn round_robin_spreads_evenly() {
     let (a, b, c) = (
@@ -70,7 +53,7 @@ async fn round_robin_spreads_evenly() {
             s.algorithm(Algorithm::RoundRobin)
         }),
     );
-    let t = tally(&gw, 30, |_, r| r).await;
+    let t = tally(&gw, "/x", 30, |_, r| r).await;
     assert_eq!(t["a"], 10, "{t:?}");
     assert_eq!(t["b"], 10, "{t:?}");
     assert_eq!(t["c"], 10, "{t:?}");
@@ -89,7 +72,7 @@ async fn weighted_round_robin_follows_weights() {
             s.algorithm(Algorithm::RoundRobin)
         }),
     );
-    let t = tally(&gw, 80, |_, r| r).await;
+    let t = tally(&gw, "/x", 80, |_, r| r).await;
     assert_eq!((t["a"], t["b"], t["c"]), (10, 20, 50), "{t:?}");
 }
 
@@ -106,7 +89,7 @@ async fn random_reaches_every_instance() {
             s.algorithm(Algorithm::Random)
         }),
     );
-    let t = tally(&gw, 300, |_, r| r).await;
+    let t = tally(&gw, "/x", 300, |_, r| r).await;
     for name in ["a", "b", "c"] {
         // mean 100, sd ~8: outside 50..150 is a broken balancer, not bad luck
         let n = t.get(name).copied().unwrap_or(0);
@@ -195,7 +178,7 @@ async fn consistent_hash_on_a_header_is_sticky() {
     );
 
     // requests without the key are spread round robin
-    let t = tally(&gw, 30, |_, r| r).await;
+    let t = tally(&gw, "/x", 30, |_, r| r).await;
     assert_eq!(t.len(), 3, "{t:?}");
 }
 
@@ -210,7 +193,7 @@ async fn consistent_hash_on_a_cookie_is_sticky() {
     );
     let mut owners = HashMap::new();
     for s in 0..20 {
-        let t = tally(&gw, 5, |_, r| {
+        let t = tally(&gw, "/x", 5, |_, r| {
             r.header("cookie", format!("theme=dark; session=s{s}; lang=en"))
         })
         .await;
@@ -235,7 +218,7 @@ async fn consistent_hash_on_client_ip_is_sticky() {
         }),
     );
     // every request comes from 127.0.0.1
-    let t = tally(&gw, 20, |_, r| r).await;
+    let t = tally(&gw, "/x", 20, |_, r| r).await;
     assert_eq!(t.len(), 1, "{t:?}");
     assert_eq!(t.values().sum::<usize>(), 20);
 }

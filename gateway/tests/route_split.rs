@@ -12,7 +12,7 @@ use testkit::config::{
     identity_headers, jwt_auth, AuthConfig, GatewayConfigBuilder, IdentityConfig, RouteBuilder,
     ServiceBuilder, StickyConfig, TEST_SECRET,
 };
-use testkit::{client, free_port, wait_until, Backend, GatewayProcess};
+use testkit::{free_port, tally, wait_until, Backend, GatewayProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 const RELOAD: Duration = Duration::from_secs(10);
@@ -24,23 +24,6 @@ fn config(a: &Backend, b: &Backend, split: RouteBuilder) -> GatewayConfigBuilder
         .service("stable", ServiceBuilder::instances([a.addr()]))
         .service("canary", ServiceBuilder::instances([b.addr()]))
         .route(split.id("split").path("/x"))
-}
-
-/// Send `n` GETs with `decorate`; count answers by backend name.
-async fn tally(
-    gw: &GatewayProcess,
-    n: usize,
-    decorate: impl Fn(usize, reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-) -> HashMap<String, usize> {
-    let c = client();
-    let mut out = HashMap::new();
-    for k in 0..n {
-        let resp = decorate(k, c.get(gw.url("/x"))).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let name = resp.headers()["x-backend"].to_str().unwrap().to_string();
-        *out.entry(name).or_default() += 1;
-    }
-    out
 }
 
 /// Six binomial standard deviations around `n * p`: a correct split falls outside
@@ -57,7 +40,7 @@ async fn a_90_10_split_lands_within_its_binomial_spread() {
     let route = RouteBuilder::split(&[("stable", 90), ("canary", 10)]);
     let gw = GatewayProcess::start(BIN, &config(&a, &b, route).yaml());
     let n = 2000;
-    let t = tally(&gw, n, |_, r| r).await;
+    let t = tally(&gw, "/x", n, |_, r| r).await;
     let canary = t.get("b").copied().unwrap_or(0);
     let (lo, hi) = binomial_bounds(n, 0.1); // 200 expected, [120, 280]
     assert!((lo..=hi).contains(&(canary as f64)), "{t:?}");
@@ -106,7 +89,7 @@ async fn sticky_values_stay_on_one_side_and_spread_over_both() {
         // 40 values at 50/50: all on one side has probability 2^-39
         for k in 0..40 {
             let value = format!("user-{k}");
-            let t = tally(&gw, 10, |_, r| decorate(&value, r)).await;
+            let t = tally(&gw, "/x", 10, |_, r| decorate(&value, r)).await;
             assert_eq!(t.len(), 1, "{sticky:?}: {value} went to both sides: {t:?}");
             let side = t.into_keys().next().unwrap_or_default();
             *sides.entry(side).or_insert(0) += 1;
@@ -132,7 +115,7 @@ async fn a_reload_changing_the_weights_applies_to_new_requests() {
         .yaml(),
     );
     let n = 400;
-    let before = tally(&gw, n, |_, r| r).await;
+    let before = tally(&gw, "/x", n, |_, r| r).await;
     let (lo, _) = binomial_bounds(n, 0.99);
     assert!(
         before.get("a").copied().unwrap_or(0) as f64 >= lo,
@@ -152,7 +135,7 @@ async fn a_reload_changing_the_weights_applies_to_new_requests() {
         "gateway_config_reloads_total",
         &[("result", "success")]
     ) > reloaded));
-    let after = tally(&gw, n, |_, r| r).await;
+    let after = tally(&gw, "/x", n, |_, r| r).await;
     assert!(
         after.get("b").copied().unwrap_or(0) as f64 >= lo,
         "{after:?}"
@@ -178,7 +161,7 @@ async fn a_retry_stays_within_the_chosen_target() {
     let mut canary_user = None;
     for k in 0..64 {
         let user = format!("user-{k}");
-        let t = tally(&gw, 1, |_, r| r.header("x-user-id", &user)).await;
+        let t = tally(&gw, "/x", 1, |_, r| r.header("x-user-id", &user)).await;
         if t.contains_key("b") {
             canary_user = Some(user);
             break;
@@ -187,7 +170,7 @@ async fn a_retry_stays_within_the_chosen_target() {
     let user = canary_user.expect("one of 64 users lands on the canary");
     let stable_before = a.requests();
     // round robin over [dead, b]: every other first attempt meets the dead instance
-    let t = tally(&gw, 20, |_, r| r.header("x-user-id", &user)).await;
+    let t = tally(&gw, "/x", 20, |_, r| r.header("x-user-id", &user)).await;
     assert_eq!(t.get("b"), Some(&20), "{t:?}");
     assert_eq!(
         a.requests(),
@@ -241,7 +224,7 @@ async fn a_sticky_identity_header_is_the_verified_one() {
     // 24 users at 50/50: all on one side has probability 2^-23
     for k in 0..24 {
         let bearer = format!("Bearer {}", token(&format!("user-{k}")));
-        let t = tally(&gw, 6, |n, r| {
+        let t = tally(&gw, "/x", 6, |n, r| {
             r.header("authorization", &bearer)
                 .header("x-user-id", format!("spoofed-{n}"))
         })

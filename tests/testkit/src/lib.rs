@@ -106,6 +106,26 @@ pub fn client() -> reqwest::Client {
         .expect("build reqwest client")
 }
 
+/// Send `n` sequential GETs of `path` through the gateway, each with `decorate(k,
+/// request)` applied, and count the answers by the backend that served them (the
+/// `x-backend` header of [`Backend`]); every answer must be 200.
+pub async fn tally(
+    gw: &GatewayProcess,
+    path: &str,
+    n: usize,
+    decorate: impl Fn(usize, reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> std::collections::HashMap<String, usize> {
+    let c = client();
+    let mut out = std::collections::HashMap::new();
+    for k in 0..n {
+        let resp = decorate(k, c.get(gw.url(path))).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let name = resp.headers()["x-backend"].to_str().unwrap().to_string();
+        *out.entry(name).or_default() += 1;
+    }
+    out
+}
+
 /// A client that speaks HTTP/2 with prior knowledge (h2c on plain listeners).
 pub fn h2c_client() -> reqwest::Client {
     reqwest::Client::builder()
