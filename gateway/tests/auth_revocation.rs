@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugins::auth::mint::{mint_token, MintKey, MintOptions};
+use plugins::auth::mint::{mint_token, MintOptions};
 use plugins::revocation::{signed_sha256, RevocationKeys, RevocationWriter};
 use serde_json::{json, Value};
 use testkit::config::{
@@ -21,20 +21,12 @@ const SECRET: &str = testkit::config::TEST_SECRET;
 
 fn token(sub: &str, jti: bool, extra: &[(&str, Value)]) -> String {
     mint_token(&MintOptions {
-        alg: "HS256".into(),
-        key: MintKey::Secret(SECRET.into()),
-        sub: sub.into(),
-        email: None,
-        roles: vec![],
-        ttl: Duration::from_secs(600),
-        iss: Some("dev".into()),
-        aud: None,
-        kid: None,
         jti,
         extra: extra
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
+        ..MintOptions::hs256(SECRET, sub)
     })
     .unwrap()
 }

@@ -54,15 +54,9 @@ fn mint(key: MintKey, alg: &str, iss: &str, kid: Option<&str>, sub: &str) -> Str
     mint_token(&MintOptions {
         alg: alg.into(),
         key,
-        sub: sub.into(),
-        email: None,
-        roles: vec![],
-        ttl: Duration::from_secs(600),
         iss: Some(iss.into()),
-        aud: None,
         kid: kid.map(str::to_string),
-        jti: true,
-        extra: Default::default(),
+        ..MintOptions::hs256("", sub)
     })
     .expect("mint a test token")
 }

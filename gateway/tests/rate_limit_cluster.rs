@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugins::auth::mint::{mint_token, MintKey, MintOptions};
+use plugins::auth::mint::{mint_token, MintOptions};
 use testkit::config::{
     jwt_auth, rate_limit, secs, GatewayConfigBuilder, OnRedisError, RateLimitConfig, RateLimitKey,
     RateLimitScope, RouteBuilder, ServiceBuilder,
@@ -19,20 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 const SECRET: &str = testkit::config::TEST_SECRET;
 
 fn token(sub: &str) -> String {
-    mint_token(&MintOptions {
-        alg: "HS256".into(),
-        key: MintKey::Secret(SECRET.into()),
-        sub: sub.into(),
-        email: None,
-        roles: vec![],
-        ttl: Duration::from_secs(600),
-        iss: Some("dev".into()),
-        aud: None,
-        kid: None,
-        jti: true,
-        extra: Default::default(),
-    })
-    .unwrap()
+    mint_token(&MintOptions::hs256(SECRET, sub)).unwrap()
 }
 
 fn cluster(requests: u32, per: Duration, burst: u32, key: RateLimitKey) -> RateLimitConfig {

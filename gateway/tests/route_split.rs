@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use plugins::auth::mint::{mint_token, MintKey, MintOptions};
+use plugins::auth::mint::{mint_token, MintOptions};
 use testkit::config::{
     identity_headers, jwt_auth, AuthConfig, GatewayConfigBuilder, IdentityConfig, RouteBuilder,
     ServiceBuilder, StickyConfig, TEST_SECRET,
@@ -186,17 +186,8 @@ async fn a_retry_stays_within_the_chosen_target() {
 /// A dev token for `sub`.
 fn token(sub: &str) -> String {
     mint_token(&MintOptions {
-        alg: "HS256".into(),
-        key: MintKey::Secret(TEST_SECRET.into()),
-        sub: sub.into(),
         email: Some(format!("{sub}@example.com")),
-        roles: Vec::new(),
-        ttl: Duration::from_secs(600),
-        iss: Some("dev".into()),
-        aud: None,
-        kid: None,
-        jti: true,
-        extra: Default::default(),
+        ..MintOptions::hs256(TEST_SECRET, sub)
     })
     .unwrap()
 }
