@@ -333,34 +333,20 @@ async fn local_limits_key_by_claim_and_send_the_headers() {
     let gw = GatewayProcess::start(BIN, &yaml);
     let c = client();
     let (alice, bob) = (token("alice"), token("bob"));
+    let get = |t: &str| c.get(gw.url("/me/x")).bearer_auth(t).send();
     for want in [1, 0] {
-        let r = c
-            .get(gw.url("/me/x"))
-            .bearer_auth(&alice)
-            .send()
-            .await
-            .unwrap();
+        let r = get(&alice).await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "ratelimit-limit"), Some(2));
         assert_eq!(header(&r, "ratelimit-remaining"), Some(want));
         let reset = header(&r, "ratelimit-reset").unwrap();
         assert!((1..=60).contains(&reset), "reset {reset}");
     }
-    let r = c
-        .get(gw.url("/me/x"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&alice).await.unwrap();
     assert_eq!(r.status(), 429);
     assert!(header(&r, "retry-after").is_some_and(|s| (1..=30).contains(&s)));
     assert!(header(&r, "ratelimit-reset").is_some_and(|s| s >= 30));
-    let r = c
-        .get(gw.url("/me/x"))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&bob).await.unwrap();
     assert_eq!(r.status(), 200, "another user, another budget");
 }
 
