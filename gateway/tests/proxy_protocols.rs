@@ -52,6 +52,104 @@ async fn websocket_upgrade_passes_through() {
     ws.close(None).await.unwrap();
 }
 
+/// A service that answers the upgrade at once (its 101 is on the wire before the
+/// gateway has handled the end of the upgrade request's own, empty, body), then
+/// echoes raw bytes. Pingora 0.9.1 took that end for the end of the tunnel and closed
+/// it after the 101 (third_party/PATCHES.md, patch 3): a coin flip per connection.
+fn early_101_backend() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                // skip the request header, then echo whatever comes
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    seen.extend_from_slice(&buf[..n]);
+                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let rest = seen.split_off(end + 4);
+                        if !rest.is_empty() && conn.write_all(&rest).is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, handle)
+}
+
+#[tokio::test]
+async fn upgraded_tunnels_stay_open_when_the_101_comes_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _backend) = early_101_backend();
+    let yaml = GatewayConfigBuilder::new()
+        .admin()
+        .service("t", ServiceBuilder::instances([addr.to_string()]))
+        .route(RouteBuilder::to("t"))
+        .yaml();
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let mut failed = Vec::new();
+    for k in 0..40 {
+        let mut conn = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        conn.write_all(
+            b"GET /tunnel HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match conn.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        if !head.starts_with(b"HTTP/1.1 101") {
+            failed.push(format!("{k}: {}", String::from_utf8_lossy(&head)));
+            continue;
+        }
+        let msg = format!("ping {k}");
+        let echoed = async {
+            conn.write_all(msg.as_bytes()).await?;
+            let mut got = vec![0u8; msg.len()];
+            conn.read_exact(&mut got).await?;
+            Ok::<_, std::io::Error>(got)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), echoed).await {
+            Ok(Ok(got)) if got == msg.as_bytes() => {}
+            other => failed.push(format!("{k}: no echo through the tunnel: {other:?}")),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 40 tunnels failed: {failed:?}\n{}",
+        failed.len(),
+        gw.log()
+    );
+}
+
 #[tokio::test]
 async fn h2c_with_prior_knowledge() {
     let backend = Backend::start("h2c");

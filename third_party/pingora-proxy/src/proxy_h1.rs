@@ -324,12 +324,21 @@ where
                 },
 
                 body = rx.recv(), if !request_done => {
+                    // [vendored patch] the end of the upgrade request's own body (a plain
+                    // `Body` task, queued before the 101) is not the end of the tunnel; only
+                    // the end of the upgraded body (or the pipe closing) is
+                    let tunnel_end = !matches!(body, Some(HttpTask::Body(..)));
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
                             request_done = send_done;
                             // An upgraded request is terminated when either side is done
                             if request_done && client_session.was_upgraded() {
-                                response_done = true;
+                                if tunnel_end {
+                                    response_done = true;
+                                } else {
+                                    // the 101 was read first: keep receiving the upgraded body
+                                    request_done = false;
+                                }
                             }
                         },
                         Err(e) => {
