@@ -9,6 +9,7 @@ pub mod edge;
 pub mod import;
 pub mod logging;
 pub mod observe;
+pub mod otlp;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

@@ -162,7 +162,10 @@ impl ProxyHttp for Gateway {
         request::sanitize(session, ctx);
         ctx.request_id = request::request_id(session.req_header());
         if ctx.config.trace_propagation {
-            ctx.trace = Some(trace::TraceContext::start(session.req_header()));
+            ctx.trace = Some(trace::TraceContext::start(
+                session.req_header(),
+                ctx.config.span_export.as_deref(),
+            ));
         }
         request::select_route(session, ctx);
         Ok(())

@@ -42,6 +42,9 @@ pub struct RuntimeConfig {
     pub access_log: bool,
     /// Whether W3C Trace Context is read and continued (`server.tracing.propagate`).
     pub trace_propagation: bool,
+    /// Where sampled requests' spans go (`server.tracing.otlp`), kept across reloads
+    /// while unchanged.
+    pub span_export: Option<Arc<crate::otlp::SpanExport>>,
     /// Who may call the admin API and what the registry accepts.
     pub admin: AdminSettings,
 }
@@ -125,6 +128,9 @@ impl RuntimeConfig {
             }
         }
         self.auth.activate(rt);
+        if let Some(export) = &self.span_export {
+            export.activate(rt);
+        }
     }
 
     /// Stop the background work of the services and limiters that `next` does

@@ -182,7 +182,22 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
     }
     server.add_service(proxy);
     tracing::info!(config = %path_str, %version, "gateway starting");
-    crate::shutdown::spawn_drain_watch(server.watch_execution_phase(), startup.shutdown_timeout);
+    let before_exit = {
+        let shared = shared.clone();
+        move || {
+            // spans of the last requests would otherwise wait for the next interval
+            if let Some(export) = shared.current().span_export.clone() {
+                shared
+                    .rt
+                    .block_on(export.flush(std::time::Duration::from_secs(2)));
+            }
+        }
+    };
+    crate::shutdown::spawn_drain_watch(
+        server.watch_execution_phase(),
+        startup.shutdown_timeout,
+        before_exit,
+    );
     server.run(RunArgs {
         shutdown_signal: Box::new(crate::shutdown::GracefulOnIntOrTerm {
             grace_period: startup.grace_period,

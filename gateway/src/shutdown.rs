@@ -44,11 +44,16 @@ impl ShutdownSignalWatch for GracefulOnIntOrTerm {
 }
 
 /// From a thread of its own, wait for Pingora to close its listeners, then for
-/// the requests in flight to finish (at most `timeout`), then end the process.
+/// the requests in flight to finish (at most `timeout`), then run `before_exit`
+/// (sending what is still queued for export) and end the process.
 ///
 /// Pingora itself only sleeps a fixed time before cancelling what is left; this
 /// ends the wait as soon as nothing is in flight.
-pub fn spawn_drain_watch(mut phases: broadcast::Receiver<ExecutionPhase>, timeout: Duration) {
+pub fn spawn_drain_watch(
+    mut phases: broadcast::Receiver<ExecutionPhase>,
+    timeout: Duration,
+    before_exit: impl FnOnce() + Send + 'static,
+) {
     let spawned = std::thread::Builder::new()
         .name("drain".into())
         .spawn(move || {
@@ -70,6 +75,7 @@ pub fn spawn_drain_watch(mut phases: broadcast::Receiver<ExecutionPhase>, timeou
                     "shutdown_timeout reached; cutting the requests still in flight"
                 ),
             }
+            before_exit();
             // the access log is batched: write out what is pending before leaving
             crate::logging::flush();
             std::process::exit(0);

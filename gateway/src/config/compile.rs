@@ -72,6 +72,20 @@ pub fn compile(input: CompileInput<'_>) -> Result<Compiled, Vec<ConfigError>> {
             .ok()
     });
 
+    let span_export = file.server.tracing.otlp.as_ref().and_then(|otlp| {
+        if !file.server.tracing.propagate {
+            errors.push(ConfigError::new(
+                "server.tracing.otlp",
+                "needs `propagate: true`: the exported span is the one the service sees as its parent",
+            ));
+            return None;
+        }
+        let previous = previous.and_then(|p| p.span_export.as_ref());
+        crate::otlp::SpanExport::compile(otlp, previous)
+            .map_err(|issues| errors.extend(issues))
+            .ok()
+    });
+
     let mut services: BTreeMap<String, Arc<Service>> = BTreeMap::new();
     for (name, cfg) in &file.services {
         let path = format!("services.{name}");
@@ -137,6 +151,7 @@ pub fn compile(input: CompileInput<'_>) -> Result<Compiled, Vec<ConfigError>> {
             client: server.client,
             access_log: server.access_log,
             trace_propagation: server.trace_propagation,
+            span_export,
             admin: server.admin,
         },
         startup: server.startup,

@@ -81,12 +81,68 @@ pub struct TracingConfig {
     /// through untouched, as any other.
     #[serde(default = "yes")]
     pub propagate: bool,
+    /// Export a span per sampled request over OTLP/HTTP (off when absent).
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl Default for TracingConfig {
     fn default() -> Self {
-        Self { propagate: true }
+        Self {
+            propagate: true,
+            otlp: None,
+        }
     }
+}
+
+/// `server.tracing.otlp`: where and how the gateway's spans go (docs/tracing.md).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's OTLP/HTTP traces URL (protobuf), e.g.
+    /// `http://otel-collector:4318/v1/traces`; a URL without a path gets `/v1/traces`.
+    pub endpoint: String,
+    /// Share of the traces the gateway starts that it records (0.0..=1.0); a client's
+    /// sampled flag decides for the traces it started.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    #[serde(default = "default_otlp_service_name")]
+    pub service_name: String,
+    /// Extra headers of each export request (e.g. a collector's API key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Give up on one export request after this.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: Dur,
+    /// Spans waiting for export at most; past it new spans are dropped and counted.
+    #[serde(default = "default_otlp_queue_size")]
+    pub queue_size: usize,
+    /// Spans per export request at most.
+    #[serde(default = "default_otlp_batch_size")]
+    pub batch_size: usize,
+    /// Export what has queued at least this often.
+    #[serde(default = "default_otlp_export_interval")]
+    pub export_interval: Dur,
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_otlp_service_name() -> String {
+    "gateway".to_string()
+}
+fn default_otlp_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+fn default_otlp_queue_size() -> usize {
+    2048
+}
+fn default_otlp_batch_size() -> usize {
+    512
+}
+fn default_otlp_export_interval() -> Dur {
+    Dur::from_secs(5)
 }
 
 fn default_client_header_timeout() -> Dur {

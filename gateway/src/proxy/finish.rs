@@ -1,13 +1,23 @@
 //! Logging stage (the last hook, once per request): the request's status and latency
-//! in its route's metrics, the access-log line, and the in-flight gauge.
+//! in its route's metrics, the gateway's span when the trace is sampled and spans are
+//! exported, the access-log line, and the in-flight gauge.
 
-use std::time::Duration;
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
 
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{KeyValue, Value};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use pingora_core::Error;
 use pingora_proxy::Session;
 
+use super::trace::TraceContext;
 use super::RequestCtx;
 use crate::observe::{self, METRICS};
+use crate::otlp::SpanExport;
 
 /// Record the finished request: the status the client got (the service's, or the
 /// gateway's own answer; 0 when none was written), in the route's metrics and, when
@@ -24,6 +34,13 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let target = route.map(|r| r.target(ctx.target));
     if let Some(t) = target {
         t.metrics.record(status, total, upstream);
+    }
+    if let (Some(export), Some(trace)) = (&ctx.config.span_export, &ctx.trace) {
+        if trace.sampled {
+            export.record(span(
+                session, e, ctx, trace, export, status, total, upstream,
+            ));
+        }
     }
     if !ctx.config.access_log {
         return;
@@ -50,6 +67,109 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         subject: ctx.plugin_out.subject.as_deref(),
         error: error.as_deref(),
     });
+}
+
+/// The gateway's span of a sampled request: a server span from the first byte to the
+/// end, child of the client's span (when it sent one), attributes after the
+/// OpenTelemetry HTTP conventions plus the gateway's own (`gateway.*`).
+#[allow(clippy::too_many_arguments)]
+fn span(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    trace: &TraceContext,
+    export: &SpanExport,
+    status: u16,
+    total: Duration,
+    upstream: Option<Duration>,
+) -> SpanData {
+    let end = SystemTime::now();
+    let req = session.req_header();
+    let method = req.method.as_str();
+    let route = ctx.route.as_deref();
+    let target = route.map(|r| r.target(ctx.target));
+    let mut attributes = Vec::with_capacity(12);
+    attributes.push(KeyValue::new("http.request.method", method.to_string()));
+    attributes.push(KeyValue::new("url.path", req.uri.path().to_string()));
+    if status != 0 {
+        attributes.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+    }
+    if let Some(ip) = ctx.client_ip {
+        attributes.push(KeyValue::new("client.address", ip.to_string()));
+    }
+    if let Some(r) = route {
+        attributes.push(KeyValue::new("gateway.route", r.id.clone()));
+    }
+    if let Some(t) = target {
+        attributes.push(KeyValue::new("gateway.service", t.service.name.clone()));
+    }
+    if let Some(g) = &ctx.inflight {
+        attributes.push(KeyValue::new(
+            "gateway.upstream.instance",
+            g.instance().id.clone(),
+        ));
+    }
+    if !ctx.tried.is_empty() {
+        attributes.push(KeyValue::new("gateway.attempts", ctx.tried.len() as i64));
+    }
+    if let Some(u) = upstream {
+        attributes.push(KeyValue::new(
+            "gateway.upstream.duration_ms",
+            u.as_secs_f64() * 1000.0,
+        ));
+    }
+    if let Ok(id) = ctx.request_id.to_str() {
+        attributes.push(KeyValue::new("gateway.request_id", id.to_string()));
+    }
+    // server spans: 5xx (or no answer) is an error, 4xx is the client's (semconv)
+    let failed = status >= 500 || (status == 0 && e.is_some());
+    if failed {
+        let kind: Value = match e {
+            Some(e) => e.etype().as_str().into(),
+            None => status.to_string().into(),
+        };
+        attributes.push(KeyValue::new("error.type", kind));
+    }
+    let trace_state = trace
+        .tracestate
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| TraceState::from_str(s).ok())
+        .unwrap_or_default();
+    SpanData {
+        span_context: SpanContext::new(
+            TraceId::from_bytes(trace.trace_id),
+            SpanId::from_bytes(trace.span_id),
+            TraceFlags::SAMPLED,
+            false,
+            trace_state,
+        ),
+        parent_span_id: trace.parent_id.map_or(SpanId::INVALID, SpanId::from_bytes),
+        parent_span_is_remote: trace.parent_id.is_some(),
+        span_kind: SpanKind::Server,
+        name: match route {
+            Some(r) => Cow::Owned(format!("{method} {}", r.id)),
+            None => Cow::Owned(method.to_string()),
+        },
+        start_time: end.checked_sub(total).unwrap_or(end),
+        end_time: end,
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: if failed {
+            Status::error(match e {
+                Some(e) => e.to_string(),
+                None => format!("answered {status}"),
+            })
+        } else {
+            Status::Unset
+        },
+        instrumentation_scope: export.scope().clone(),
+    }
 }
 
 /// Counts a request in `gateway_requests_in_flight` for as long as its context lives.

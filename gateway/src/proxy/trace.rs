@@ -17,6 +17,8 @@ use http::{HeaderName, HeaderValue};
 use pingora_core::Result;
 use pingora_http::RequestHeader;
 
+use crate::otlp::SpanExport;
+
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Wire spellings of the headers the gateway writes (see `X_REQUEST_ID_WIRE`).
@@ -46,9 +48,10 @@ pub(super) struct TraceContext {
 }
 
 impl TraceContext {
-    /// Continue the client's trace when its `traceparent` is valid, else start one.
-    /// A new trace is not sampled: nothing records the gateway's span.
-    pub(super) fn start(req: &RequestHeader) -> Self {
+    /// Continue the client's trace when its `traceparent` is valid (sampled as the
+    /// client says), else start one: sampled by `export`'s ratio when spans are
+    /// exported, unsampled otherwise (nothing records the gateway's span).
+    pub(super) fn start(req: &RequestHeader, export: Option<&SpanExport>) -> Self {
         let span_id = nonzero_id();
         match client_parent(req) {
             Some(parent) => TraceContext {
@@ -58,13 +61,16 @@ impl TraceContext {
                 sampled: parent.flags & SAMPLED != 0,
                 tracestate: tracestate(req),
             },
-            None => TraceContext {
-                trace_id: nonzero_id(),
-                parent_id: None,
-                span_id,
-                sampled: false,
-                tracestate: None,
-            },
+            None => {
+                let trace_id = nonzero_id();
+                TraceContext {
+                    trace_id,
+                    parent_id: None,
+                    span_id,
+                    sampled: export.is_some_and(|e| e.sample(&trace_id)),
+                    tracestate: None,
+                }
+            }
         }
     }
 
@@ -233,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_valid_parent_is_continued_with_a_new_span() {
-        let t = TraceContext::start(&req(&[("traceparent", VALID), ("tracestate", "a=1")]));
+        let t = TraceContext::start(&req(&[("traceparent", VALID), ("tracestate", "a=1")]), None);
         let mut buf = [0u8; 32];
         assert_eq!(t.trace_id_hex(&mut buf), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.parent_id, Some(*b"\x00\xf0\x67\xaa\x0b\xa9\x02\xb7"));
@@ -255,9 +261,9 @@ mod tests {
     #[test]
     fn the_sampled_flag_follows_the_parent() {
         let unsampled = VALID.replace("-01", "-00");
-        assert!(!TraceContext::start(&req(&[("traceparent", &unsampled)])).sampled);
+        assert!(!TraceContext::start(&req(&[("traceparent", &unsampled)]), None).sampled);
         let other_bits = VALID.replace("-01", "-03");
-        let t = TraceContext::start(&req(&[("traceparent", &other_bits)]));
+        let t = TraceContext::start(&req(&[("traceparent", &other_bits)]), None);
         assert!(
             sent(&t).ends_with("-01"),
             "only the flags this version knows"
@@ -280,14 +286,14 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
         ] {
             assert!(parse_traceparent(bad.as_bytes()).is_none(), "{bad:?}");
-            let t = TraceContext::start(&req(&[("traceparent", bad), ("tracestate", "a=1")]));
+            let t = TraceContext::start(&req(&[("traceparent", bad), ("tracestate", "a=1")]), None);
             assert_eq!(t.parent_id, None, "{bad:?}");
             assert_ne!(t.trace_id, [0; 16]);
             assert!(!t.sampled);
             assert_eq!(t.tracestate, None, "{bad:?}");
         }
         let two = req(&[("traceparent", VALID), ("traceparent", VALID)]);
-        assert_eq!(TraceContext::start(&two).parent_id, None);
+        assert_eq!(TraceContext::start(&two, None).parent_id, None);
     }
 
     #[test]
@@ -297,13 +303,13 @@ mod tests {
         assert!(parse_traceparent(format!("{v1}-more").as_bytes()).is_some());
         assert!(parse_traceparent(format!("{v1}more").as_bytes()).is_none());
         // the service gets the version the gateway speaks
-        assert!(sent(&TraceContext::start(&req(&[("traceparent", &v1)]))).starts_with("00-"));
+        assert!(sent(&TraceContext::start(&req(&[("traceparent", &v1)]), None)).starts_with("00-"));
     }
 
     #[test]
     fn a_new_trace_has_valid_random_ids() {
-        let a = TraceContext::start(&req(&[]));
-        let b = TraceContext::start(&req(&[]));
+        let a = TraceContext::start(&req(&[]), None);
+        let b = TraceContext::start(&req(&[]), None);
         assert_ne!(a.trace_id, b.trace_id);
         assert_ne!(a.span_id, b.span_id);
         let out = sent(&a);
@@ -314,14 +320,17 @@ mod tests {
 
     #[test]
     fn tracestate_is_joined_bounded_and_replaced() {
-        let t = TraceContext::start(&req(&[
-            ("traceparent", VALID),
-            ("tracestate", "a=1"),
-            ("tracestate", "b=2"),
-        ]));
+        let t = TraceContext::start(
+            &req(&[
+                ("traceparent", VALID),
+                ("tracestate", "a=1"),
+                ("tracestate", "b=2"),
+            ]),
+            None,
+        );
         assert_eq!(t.tracestate, Some(HeaderValue::from_static("a=1,b=2")));
         let long = format!("a={}", "x".repeat(TRACESTATE_MAX));
-        let t = TraceContext::start(&req(&[("traceparent", VALID), ("tracestate", &long)]));
+        let t = TraceContext::start(&req(&[("traceparent", VALID), ("tracestate", &long)]), None);
         assert_eq!(t.tracestate, None);
         // the client's copy does not reach the service when the gateway dropped it
         let mut r = req(&[("tracestate", &long)]);

@@ -1,6 +1,6 @@
 //! Test fixtures shared by the workspace's integration tests: free ports, a real
 //! `redis-server`, echoing HTTP/WebSocket backends, the `gateway` process, a
-//! self-signed certificate, a real Prometheus server, and typed builders for the gateway's config
+//! self-signed certificate, a real Prometheus server, an OTLP trace receiver, and typed builders for the gateway's config
 //! ([`config`]). Every fixture cleans up on `Drop`.
 //!
 //! The fixtures are synchronous to construct (each backend owns its runtime on a
@@ -25,6 +25,7 @@ mod backend;
 pub mod config;
 pub mod eureka;
 mod gateway;
+mod otlp;
 mod prometheus_server;
 mod redis;
 mod tls;
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 
 pub use self::gateway::{check_config, check_file, CheckOutput, GatewayProcess};
 pub use backend::{Backend, Echo};
+pub use otlp::{OtlpMode, OtlpReceiver, ReceivedSpan};
 pub use prometheus_server::{promtool, PrometheusServer};
 pub use redis::RedisServer;
 pub use tls::SelfSigned;

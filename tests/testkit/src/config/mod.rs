@@ -32,9 +32,9 @@ pub use gateway::config::discovery::{
 pub use gateway::config::file::{
     AdminConfig, Algorithm, DiscoveryConfig, GatewayConfig, HashOn, HeaderRulesConfig,
     HealthCheckConfig, HealthCheckKind, InstanceConfig, InstanceDetail, ListenerConfig,
-    LoadBalancerConfig, LogConfig, LogFormat, MatchConfig, PassiveHealthConfig, RetryConfig,
-    RewriteConfig, RouteConfig, ServerConfig, ServiceConfig, StickyConfig, TargetConfig,
-    TimeoutsConfig, TlsConfig, TracingConfig, UnderscoreHeadersConfig,
+    LoadBalancerConfig, LogConfig, LogFormat, MatchConfig, OtlpConfig, PassiveHealthConfig,
+    RetryConfig, RewriteConfig, RouteConfig, ServerConfig, ServiceConfig, StickyConfig,
+    TargetConfig, TimeoutsConfig, TlsConfig, TracingConfig, UnderscoreHeadersConfig,
 };
 pub use gateway::config::resilience::CircuitBreakerConfig;
 pub use gateway::config::size::ByteSize;
