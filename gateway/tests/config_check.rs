@@ -212,8 +212,16 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             "rate limits: a broken rate_limits section",
             with("rate_limits: {redis_url: \"http://127.0.0.1:1\", timeout: 5s}\nroutes: [{service: member, rate_limit: {scope: cluster, requests: 5}}]\n"),
             vec![
-                "rate_limits.redis_url: must start with redis:// or rediss:// (TLS), e.g. redis://:password@127.0.0.1:6379/0",
+                r#"rate_limits.redis_url: unknown scheme "http": use redis://:password@127.0.0.1:6379/0, redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster, or redis+cluster://10.0.0.1:7000,10.0.0.2:7000 (rediss for TLS)"#,
                 "rate_limits.timeout: must be above 0s and at most 1s (requests wait this long for Redis)",
+            ],
+        ),
+        (
+            "Redis Sentinel and Cluster URLs that name no master or carry a path",
+            with("rate_limits: {redis_url: \"redis+sentinel://127.0.0.1:26379\"}\nadmin: {address: \"127.0.0.1:9999\", registry: {store: redis, redis_url: \"redis+cluster://127.0.0.1:7000/1\"}}\nroutes: [{service: member, rate_limit: {scope: cluster, requests: 5}}]\n"),
+            vec![
+                "admin.registry.redis_url: a Cluster URL has no path (a Redis Cluster has only database 0)",
+                "rate_limits.redis_url: a Sentinel URL names its master after the hosts: redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster[/db]",
             ],
         ),
         (

@@ -12,6 +12,7 @@ pub mod cors;
 mod duration;
 mod flow;
 pub mod rate_limit;
+pub mod redis_link;
 pub mod revocation;
 
 pub use auth::{AuthConfig, AuthRuntime, RouteAuthConfig};

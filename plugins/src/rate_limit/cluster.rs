@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::redis_link::{RedisConn, RedisTarget};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -55,7 +55,7 @@ pub const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// cluster limiter of a config (kept across reloads while the section is unchanged).
 pub struct RateLimitStore {
     config: RateLimitsConfig,
-    conn: ConnectionManager,
+    conn: RedisConn,
     script: redis::Script,
     /// Shared by every limiter of the section, so one route seeing Redis answer
     /// again resumes every route at once.
@@ -84,12 +84,9 @@ impl RateLimitStore {
         }
         let path = "rate_limits";
         let mut issues = Vec::new();
-        if !(cfg.redis_url.starts_with("redis://") || cfg.redis_url.starts_with("rediss://")) {
-            issues.push(ConfigIssue::new(
-                format!("{path}.redis_url"),
-                "must start with redis:// or rediss:// (TLS), e.g. redis://:password@127.0.0.1:6379/0",
-            ));
-        }
+        let target = RedisTarget::parse(&cfg.redis_url)
+            .map_err(|e| issues.push(ConfigIssue::new(format!("{path}.redis_url"), e)))
+            .ok();
         let timeout = cfg.timeout.get();
         if timeout.is_zero() || timeout > Duration::from_secs(1) {
             issues.push(ConfigIssue::new(
@@ -97,22 +94,11 @@ impl RateLimitStore {
                 "must be above 0s and at most 1s (requests wait this long for Redis)",
             ));
         }
-        if !issues.is_empty() {
+        let (Some(target), true) = (target, issues.is_empty()) else {
             return Err(issues);
-        }
-        let client = redis::Client::open(cfg.redis_url.as_str()).map_err(|e| {
-            vec![ConfigIssue::new(
-                format!("{path}.redis_url"),
-                format!("not a usable Redis URL: {}", e.category()),
-            )]
-        })?;
+        };
         let _enter = rt.enter();
-        let settings = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, settings).map_err(|e| {
+        let conn = target.connection(timeout).map_err(|e| {
             vec![ConfigIssue::new(
                 format!("{path}.redis_url"),
                 format!("cannot set up the Redis connection: {}", e.category()),

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Value};
+use redis::Value;
 
 use super::keys::{KeySchema, TokenIds};
 use super::sync::parse_unix;
 use super::Verdict;
 use crate::auth::metrics::METRICS;
+use crate::redis_link::{RedisConn, RedisTarget};
 
 /// Answers reused for `ttl` (bounded: cleared when full).
 struct AnswerCache {
@@ -23,7 +23,7 @@ const CACHE_MAX: usize = 50_000;
 
 /// A Redis connection used per request.
 pub struct Lookup {
-    conn: ConnectionManager,
+    conn: RedisConn,
     schema: KeySchema,
     timeout: Duration,
     cache: Option<AnswerCache>,
@@ -33,17 +33,12 @@ impl Lookup {
     /// Connects lazily (on the first request) and reconnects with backoff by itself.
     /// Call within a tokio runtime context.
     pub fn new(
-        client: Client,
+        target: RedisTarget,
         schema: KeySchema,
         timeout: Duration,
         cache_ttl: Duration,
     ) -> Result<Self, redis::RedisError> {
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
+        let conn = target.connection(timeout)?;
         let cache = (!cache_ttl.is_zero()).then(|| AnswerCache {
             ttl: cache_ttl,
             map: Mutex::new(HashMap::new()),

@@ -24,6 +24,7 @@ pub use spelling::ecdsa_twin;
 pub use writer::{RevocationError, RevocationWriter, LEEWAY_MARGIN};
 
 use crate::auth::config::{RedisErrorPolicy, RevocationConfig, RevocationMode};
+use crate::redis_link::{RedisConn, RedisTarget};
 use crate::ConfigIssue;
 
 /// The answer of a revocation check.
@@ -73,7 +74,7 @@ pub struct Revocation {
     schema: KeySchema,
     backend: Backend,
     /// Writes of `revoke: on_success` (connects on first use, reconnects by itself).
-    writes: redis::aio::ConnectionManager,
+    writes: RedisConn,
 }
 
 impl Revocation {
@@ -96,22 +97,22 @@ impl Revocation {
         let schema = KeySchema::new(&keys)
             .map_err(|(field, m)| issues.push(ConfigIssue::new(format!("{path}.{field}"), m)))
             .ok();
-        if !(cfg.redis_url.starts_with("redis://") || cfg.redis_url.starts_with("rediss://")) {
-            issues.push(ConfigIssue::new(
-                format!("{path}.redis_url"),
-                "must start with redis:// or rediss:// (TLS), e.g. redis://:password@127.0.0.1:6379/0",
-            ));
-        }
-        let client = match redis::Client::open(cfg.redis_url.as_str()) {
-            Ok(c) => Some(c),
+        let client = match RedisTarget::parse(&cfg.redis_url) {
+            Ok(t) => Some(t),
             Err(e) => {
-                issues.push(ConfigIssue::new(
-                    format!("{path}.redis_url"),
-                    format!("not a usable Redis URL: {}", e.category()),
-                ));
+                issues.push(ConfigIssue::new(format!("{path}.redis_url"), e));
                 None
             }
         };
+        if cfg.keyspace_notifications && client.as_ref().is_some_and(|t| t.topology() == "cluster")
+        {
+            issues.push(ConfigIssue::new(
+                format!("{path}.keyspace_notifications"),
+                "not on a Redis Cluster: keyspace events stay on the node that holds the key; \
+                 revocations written by RevocationWriter (or any writer that PUBLISHes on the \
+                 channel) reach every gateway without them",
+            ));
+        }
         if cfg.timeout.get().is_zero() {
             issues.push(ConfigIssue::new(
                 format!("{path}.timeout"),
@@ -128,7 +129,7 @@ impl Revocation {
             return Err(issues);
         };
         let _enter = rt.enter();
-        let writes = match on_success::connection(client.clone(), cfg.timeout.get()) {
+        let writes = match client.connection(cfg.timeout.get()) {
             Ok(c) => c,
             Err(e) => {
                 return Err(vec![ConfigIssue::new(
@@ -141,7 +142,7 @@ impl Revocation {
             RevocationMode::Mirror => {
                 let mirror = Arc::new(Mirror::default());
                 let settings = Arc::new(sync::SyncSettings {
-                    client,
+                    target: client,
                     schema: schema.clone(),
                     keyspace_notifications: cfg.keyspace_notifications,
                     resync_interval: cfg.resync_interval.get(),

@@ -11,9 +11,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Client;
-
 use super::{writer, Backend, Revocation, Verdict};
 use crate::auth::metrics::METRICS;
 use crate::clock::unix_ms;
@@ -92,17 +89,4 @@ impl PendingRevocation {
             }
         }
     }
-}
-
-/// The connection of these writes: lazy (first use connects), reconnecting by itself.
-pub(super) fn connection(
-    client: Client,
-    timeout: Duration,
-) -> redis::RedisResult<ConnectionManager> {
-    let cfg = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, cfg)
 }

@@ -8,17 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Value};
+use redis::{RedisError, Value};
 
 use super::keys::KeySchema;
 use super::mirror::{Mirror, Record};
 use crate::auth::metrics::METRICS;
 use crate::clock::unix_ms;
+use crate::redis_link::{self, RedisConn, RedisTarget};
 
 /// What the sync task needs.
 pub struct SyncSettings {
-    pub client: Client,
+    /// Where Redis is: commands follow the primary (Sentinel) or the slots
+    /// (Cluster); each session subscribes on the node the target names then.
+    pub target: RedisTarget,
     pub schema: KeySchema,
     pub keyspace_notifications: bool,
     pub resync_interval: Duration,
@@ -79,16 +81,11 @@ async fn session_inner(
     mirror: &Mirror,
     s: &SyncSettings,
 ) -> Result<std::convert::Infallible, SyncError> {
-    let cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(s.timeout))
-        .set_response_timeout(Some(s.timeout.max(Duration::from_secs(5))));
-    let mut conn = within(
-        s.timeout * 4,
-        "connect",
-        s.client.get_multiplexed_async_connection_with_config(&cfg),
-    )
-    .await?;
-    let pubsub = within(s.timeout * 4, "subscribe", s.client.get_async_pubsub()).await?;
+    // a new session asks again where the primary is (a Sentinel failover) and
+    // reads through a fresh handle
+    let mut conn = s.target.connection(s.timeout)?;
+    let node = within(s.timeout * 4, "connect", s.target.subscriber(s.timeout)).await?;
+    let pubsub = within(s.timeout * 4, "subscribe", node.get_async_pubsub()).await?;
     let (mut sink, mut stream) = pubsub.split();
     within(
         s.timeout * 4,
@@ -170,7 +167,7 @@ fn collect(msg: &redis::Msg, keys: &mut Vec<String>, full: &mut bool) {
 /// Read the current state of `keys` in one pipelined round trip.
 async fn read_keys(
     s: &SyncSettings,
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConn,
     keys: &[String],
 ) -> Result<Vec<Record>, SyncError> {
     let mut pipe = redis::pipe();
@@ -242,35 +239,36 @@ pub fn parse_unix(s: &str) -> Option<f64> {
     Some(if v > 1e11 { v / 1000.0 } else { v })
 }
 
-/// Read every revocation key (SCAN) and replace the mirror's state.
-async fn resync(
-    mirror: &Mirror,
-    s: &SyncSettings,
-    conn: &mut MultiplexedConnection,
-) -> Result<(), SyncError> {
+/// Read every revocation key (SCAN on every primary: one server, the current
+/// Sentinel primary, or each primary of a Cluster) and replace the mirror's state.
+async fn resync(mirror: &Mirror, s: &SyncSettings, conn: &mut RedisConn) -> Result<(), SyncError> {
     let start = mirror.begin_resync();
     let mut keys: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
-    for pattern in [s.schema.token.pattern(), s.schema.subject.pattern()] {
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = within(
-                s.timeout * 4,
-                "scan",
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(conn),
-            )
-            .await?;
-            keys.extend(batch.into_iter().filter(|k| seen.insert(k.clone())));
-            if next == 0 {
-                break;
+    let primaries = within(s.timeout * 4, "topology", s.target.primaries(s.timeout)).await?;
+    for node in primaries {
+        let mut scan_conn = redis_link::connect(&node, s.timeout).await?;
+        for pattern in [s.schema.token.pattern(), s.schema.subject.pattern()] {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = within(
+                    s.timeout * 4,
+                    "scan",
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut scan_conn),
+                )
+                .await?;
+                keys.extend(batch.into_iter().filter(|k| seen.insert(k.clone())));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
     }
     let mut records = Vec::with_capacity(keys.len());

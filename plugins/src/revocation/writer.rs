@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use redis::aio::ConnectionManager;
-use redis::Client;
 use tokio::sync::OnceCell;
 
 use super::keys::{KeySchema, RevocationKeys};
+use crate::redis_link::{RedisConn, RedisTarget};
+
+/// Connecting and each write wait at most this long.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Added to a token's remaining life when its revocation TTL is derived from
 /// `exp`: the gateway still accepts a token up to its issuer's `leeway` (30 s by
@@ -24,6 +26,8 @@ pub enum RevocationError {
     Template(&'static str, String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis_url: {0}")]
+    Url(String),
 }
 
 /// Writes revocations in the format the gateway reads.
@@ -37,26 +41,27 @@ pub enum RevocationError {
 /// # Ok(()) }
 /// ```
 pub struct RevocationWriter {
-    client: Client,
-    conn: OnceCell<ConnectionManager>,
+    target: RedisTarget,
+    conn: OnceCell<RedisConn>,
     schema: KeySchema,
 }
 
 impl RevocationWriter {
-    /// Check the URL and templates; the connection is opened on first use.
+    /// Check the URL (one server, Sentinel or Cluster, as the gateway's `redis_url`)
+    /// and templates; the connection is opened on first use.
     pub fn new(redis_url: &str, keys: RevocationKeys) -> Result<Self, RevocationError> {
         let schema = KeySchema::new(&keys).map_err(|(f, m)| RevocationError::Template(f, m))?;
         Ok(Self {
-            client: Client::open(redis_url)?,
+            target: RedisTarget::parse(redis_url).map_err(RevocationError::Url)?,
             conn: OnceCell::new(),
             schema,
         })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, RevocationError> {
+    async fn conn(&self) -> Result<RedisConn, RevocationError> {
         let c = self
             .conn
-            .get_or_try_init(|| async { self.client.get_connection_manager().await })
+            .get_or_try_init(|| async { self.target.connection(WRITE_TIMEOUT) })
             .await?;
         Ok(c.clone())
     }

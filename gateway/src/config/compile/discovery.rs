@@ -216,8 +216,8 @@ pub(super) fn registry(
             StoreSettings::Memory
         }
         (RegistryStore::Redis, Some(url)) => {
-            if let Err(e) = redis::Client::open(url.as_str()) {
-                errors.push(ConfigError::new("admin.registry.redis_url", format!("{e}")));
+            if let Err(e) = plugins::redis_link::RedisTarget::parse(url) {
+                errors.push(ConfigError::new("admin.registry.redis_url", e));
             }
             StoreSettings::Redis { url: url.clone() }
         }

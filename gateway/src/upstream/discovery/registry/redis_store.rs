@@ -5,12 +5,16 @@
 //! - `{prefix}:svc:{service}`: a hash, instance id -> the instance record as JSON
 //!   (with its wall-clock expiry, `expires_unix_ms`);
 //! - `{prefix}:events`: a pub/sub channel; every write publishes the service name.
+//!
+//! On a Redis Cluster the prefix is wrapped in a hash tag (`{gateway:registry}:...`),
+//! so every key of the registry is in one slot and its scripts and transactions,
+//! which touch several of them, stay atomic.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
+use plugins::redis_link::{RedisConn, RedisTarget};
 use redis::AsyncCommands;
 
 use super::{LimitError, Record, RegistryError, RegistryLimits};
@@ -81,8 +85,8 @@ return 1
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) struct RedisStore {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    target: RedisTarget,
+    conn: tokio::sync::Mutex<Option<RedisConn>>,
     prefix: String,
 }
 
@@ -92,12 +96,17 @@ fn store_err(e: impl std::fmt::Display) -> RegistryError {
 
 impl RedisStore {
     pub(super) fn new(url: &str, prefix: &str) -> Result<Self, RegistryError> {
-        let client = redis::Client::open(url)
+        let target = RedisTarget::parse(url)
             .map_err(|e| RegistryError::Invalid(format!("admin.registry.redis_url: {e}")))?;
+        let prefix = if target.topology() == "cluster" {
+            format!("{{{prefix}}}")
+        } else {
+            prefix.to_string()
+        };
         Ok(RedisStore {
-            client,
+            target,
             conn: tokio::sync::Mutex::new(None),
-            prefix: prefix.to_string(),
+            prefix,
         })
     }
 
@@ -112,28 +121,17 @@ impl RedisStore {
     }
 
     /// A connection (made on first use, so a gateway starts while Redis is down).
-    async fn conn(&self) -> Result<ConnectionManager, RegistryError> {
+    async fn conn(&self) -> Result<RedisConn, RegistryError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let c = tokio::time::timeout(
-            TIMEOUT * 2,
-            self.client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| store_err("connecting to Redis timed out"))?
-        .map_err(store_err)?;
+        let c = self.target.connection(TIMEOUT).map_err(store_err)?;
         *slot = Some(c.clone());
         Ok(c)
     }
 
-    async fn run<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, RegistryError>
+    async fn run<T, F>(&self, f: impl FnOnce(RedisConn) -> F) -> Result<T, RegistryError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
@@ -320,7 +318,11 @@ impl RedisStore {
     pub(super) async fn listen(self: std::sync::Arc<Self>, wake: tokio::sync::mpsc::Sender<()>) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match tokio::time::timeout(TIMEOUT, self.client.get_async_pubsub()).await {
+            let pubsub = async {
+                let node = self.target.subscriber(TIMEOUT).await?;
+                node.get_async_pubsub().await
+            };
+            match tokio::time::timeout(TIMEOUT, pubsub).await {
                 Ok(Ok(mut pubsub)) => match pubsub.subscribe(self.channel()).await {
                     Ok(()) => {
                         backoff = Duration::from_millis(200);
