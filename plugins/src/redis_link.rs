@@ -14,16 +14,19 @@
 //! - `redis+cluster://[user:pass@]n1:7000,n2:7001,...` (`rediss+cluster://`): a Redis
 //!   Cluster, through redis-rs's cluster client (slot map, `MOVED`/`ASK`, reconnects).
 //!   A pipeline is sent command by command, in order, each to its slot's node (our
-//!   pipelines are independent reads and writes; a transaction must keep its keys
-//!   in one slot).
+//!   pipelines are independent reads and writes). A transaction whose keys share a
+//!   slot runs as one; one that spans slots (a key and its `PUBLISH`) runs in order
+//!   and stops at the first failure.
 //!
 //! While no primary is reachable, commands fail at once (or within the timeout) and
 //! each feature applies its `on_redis_error` policy; nothing here retries a command.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use prometheus::{register_int_counter_vec, register_int_gauge_vec, IntCounterVec, IntGaugeVec};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
@@ -216,7 +219,7 @@ impl RedisTarget {
     pub async fn subscriber(&self, timeout: Duration) -> RedisResult<Client> {
         match &*self.kind {
             Kind::Single(client) => Ok(client.clone()),
-            Kind::Sentinel(spec) => spec.primary(timeout).await,
+            Kind::Sentinel(spec) => spec.primary(&self.shown, timeout).await,
             Kind::Cluster { seeds, .. } => {
                 let mut last = None;
                 for c in seeds {
@@ -235,7 +238,7 @@ impl RedisTarget {
     pub async fn primaries(&self, timeout: Duration) -> RedisResult<Vec<Client>> {
         match &*self.kind {
             Kind::Single(client) => Ok(vec![client.clone()]),
-            Kind::Sentinel(spec) => Ok(vec![spec.primary(timeout).await?]),
+            Kind::Sentinel(spec) => Ok(vec![spec.primary(&self.shown, timeout).await?]),
             Kind::Cluster { seeds, .. } => {
                 let seed = self.subscriber(timeout).await?;
                 let mut conn = connect(&seed, timeout).await?;
@@ -278,9 +281,11 @@ impl RedisTarget {
 
 impl SentinelSpec {
     /// A client of the primary the sentinels name now (redis-rs checks its role).
-    async fn primary(&self, timeout: Duration) -> RedisResult<Client> {
+    async fn primary(&self, shown: &str, timeout: Duration) -> RedisResult<Client> {
         let mut client = self.client()?;
-        within(timeout * 2, client.async_get_client()).await
+        let primary = within(timeout * 2, client.async_get_client()).await?;
+        saw_primary(shown, &address(primary.get_connection_info().addr()));
+        Ok(primary)
     }
 
     fn client(&self) -> RedisResult<SentinelClient> {
@@ -343,7 +348,7 @@ impl Following {
         }
         let live = match &*self.target.kind {
             Kind::Sentinel(spec) => {
-                let client = spec.primary(self.timeout).await?;
+                let client = spec.primary(&self.target.shown, self.timeout).await?;
                 Live::Primary(connect(&client, self.timeout).await?)
             }
             Kind::Cluster { client, .. } => {
@@ -424,28 +429,27 @@ impl ConnectionLike for RedisConn {
                             c.clone().req_packed_commands(pipeline, offset, count).await
                         }
                         Live::Cluster(c) if pipeline.is_transaction() => {
-                            c.clone().req_packed_commands(pipeline, offset, count).await
+                            match c.clone().req_packed_commands(pipeline, offset, count).await {
+                                // no transaction spans nodes (a key and a PUBLISH channel
+                                // are in different slots): run the commands in order and
+                                // stop at the first failure, so a write that fails is
+                                // never announced
+                                Err(e)
+                                    if e.kind()
+                                        == ErrorKind::Server(ServerErrorKind::CrossSlot) =>
+                                {
+                                    in_order(c, pipeline)
+                                        .await
+                                        .map(|all| vec![Value::Array(all)])
+                                }
+                                other => other,
+                            }
                         }
                         // each command to its own slot's node, in order (a write then its
                         // PUBLISH must arrive in that order)
-                        Live::Cluster(c) => {
-                            let mut c = c.clone();
-                            let mut all = Vec::new();
-                            let mut failed = None;
-                            for cmd in pipeline.cmd_iter() {
-                                match c.req_packed_command(cmd).await {
-                                    Ok(v) => all.push(v),
-                                    Err(e) => {
-                                        failed = Some(e);
-                                        break;
-                                    }
-                                }
-                            }
-                            match failed {
-                                Some(e) => Err(e),
-                                None => Ok(all.into_iter().skip(offset).take(count).collect()),
-                            }
-                        }
+                        Live::Cluster(c) => in_order(c, pipeline)
+                            .await
+                            .map(|all| all.into_iter().skip(offset).take(count).collect()),
                     };
                     if let Err(e) = &res {
                         f.failed(&live, e);
@@ -465,6 +469,76 @@ impl ConnectionLike for RedisConn {
             },
         }
     }
+}
+
+struct LinkMetrics {
+    primary: IntGaugeVec,
+    failovers: IntCounterVec,
+}
+
+static METRICS: LazyLock<Option<LinkMetrics>> = LazyLock::new(|| {
+    Some(LinkMetrics {
+        primary: register_int_gauge_vec!(
+            "gateway_redis_primary",
+            "1 for the node the sentinels name primary of a Sentinel redis_url (as last seen)",
+            &["target", "address"]
+        )
+        .ok()?,
+        failovers: register_int_counter_vec!(
+            "gateway_redis_failovers_total",
+            "Changes of primary seen on a Sentinel redis_url",
+            &["target"]
+        )
+        .ok()?,
+    })
+});
+
+/// The primary each Sentinel target was last seen with (one entry per URL, shared by
+/// every feature using it, so a failover is counted once).
+static PRIMARIES: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+
+fn saw_primary(target: &str, addr: &str) {
+    let mut all = PRIMARIES.lock().unwrap_or_else(|e| e.into_inner());
+    let all = all.get_or_insert_with(HashMap::new);
+    let before = all.insert(target.to_string(), addr.to_string());
+    if before.as_deref() == Some(addr) {
+        return;
+    }
+    if let Some(m) = METRICS.as_ref() {
+        if let Some(old) = &before {
+            let _ = m.primary.remove_label_values(&[target, old]);
+            m.failovers.with_label_values(&[target]).inc();
+        }
+        m.primary.with_label_values(&[target, addr]).set(1);
+    }
+    match before {
+        Some(old) => tracing::warn!(target, from = %old, to = %addr, "Redis primary changed"),
+        None => tracing::info!(target, primary = %addr, "Redis primary"),
+    }
+}
+
+/// `host:port` of a node address.
+fn address(addr: &ConnectionAddr) -> String {
+    match addr {
+        ConnectionAddr::Tcp(h, p)
+        | ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => {
+            format!("{h}:{p}")
+        }
+        other => format!("{other}"),
+    }
+}
+
+/// The commands of `pipeline` one by one, in order, each to its slot's node; the
+/// first failure ends it.
+async fn in_order(c: &ClusterConnection, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+    let mut c = c.clone();
+    let mut all = Vec::new();
+    for cmd in pipeline.cmd_iter() {
+        all.push(c.req_packed_command(cmd).await?);
+    }
+    Ok(all)
 }
 
 /// A multiplexed connection to `client`, bounded by `timeout`.

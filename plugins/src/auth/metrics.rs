@@ -21,6 +21,9 @@ pub struct AuthMetrics {
     pub mirror_size: prometheus::IntGaugeVec,
     /// `gateway_revocation_mirror_synced`: 1 while the mirror is current.
     pub mirror_synced: IntGauge,
+    /// `gateway_revocation_mirror_out_of_sync_seconds_total`: time the mirror spent
+    /// out of sync after losing Redis, added when it is in sync again.
+    pub mirror_out_of_sync: prometheus::Counter,
     /// `gateway_revocation_events_total`: revocation messages applied to the mirror.
     pub events: IntCounter,
     /// `gateway_revocation_writes_total{result}`: revocations the gateway wrote to
@@ -57,6 +60,11 @@ fn build() -> prometheus::Result<AuthMetrics> {
         "1 while the revocation mirror is connected and current",
     )?;
     r.register(Box::new(mirror_synced.clone()))?;
+    let mirror_out_of_sync = prometheus::Counter::new(
+        "gateway_revocation_mirror_out_of_sync_seconds_total",
+        "Seconds the revocation mirror spent out of sync after losing Redis (added when back in sync)",
+    )?;
+    r.register(Box::new(mirror_out_of_sync.clone()))?;
     Ok(AuthMetrics {
         failures: counter_vec(
             "gateway_auth_failures_total",
@@ -80,6 +88,7 @@ fn build() -> prometheus::Result<AuthMetrics> {
         )?,
         mirror_size,
         mirror_synced,
+        mirror_out_of_sync,
         events: counter(
             "gateway_revocation_events_total",
             "Revocation notifications applied to the local mirror",

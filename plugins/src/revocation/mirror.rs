@@ -56,6 +56,8 @@ pub struct Mirror {
     state: RwLock<State>,
     synced: AtomicBool,
     gen: AtomicU64,
+    /// When the mirror lost Redis (None while in sync, and before the first sync).
+    lost_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Mirror {
@@ -67,6 +69,15 @@ impl Mirror {
     pub fn set_synced(&self, synced: bool) {
         self.synced.store(synced, Ordering::Release);
         METRICS.mirror_synced.set(i64::from(synced));
+        let mut lost_at = self.lost_at.lock().unwrap_or_else(|e| e.into_inner());
+        match (synced, *lost_at) {
+            (true, Some(t)) => {
+                METRICS.mirror_out_of_sync.inc_by(t.elapsed().as_secs_f64());
+                *lost_at = None;
+            }
+            (false, None) => *lost_at = Some(std::time::Instant::now()),
+            _ => {}
+        }
     }
 
     /// Decide from local state only. An entry found refuses even when not synced.

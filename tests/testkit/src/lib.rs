@@ -1,7 +1,9 @@
 //! Test fixtures shared by the workspace's integration tests: free ports, a real
-//! `redis-server`, echoing HTTP/WebSocket backends, the `gateway` process, a
-//! self-signed certificate, a real Prometheus server, an OTLP trace receiver, and typed builders for the gateway's config
-//! ([`config`]). Every fixture cleans up on `Drop`.
+//! `redis-server`, real Redis topologies (a Sentinel set that fails over,
+//! [`RedisSentinelSet`], and a three-primary cluster, [`RedisClusterSet`]),
+//! echoing HTTP/WebSocket backends, the `gateway` process, a self-signed
+//! certificate, a real Prometheus server, an OTLP trace receiver, and typed
+//! builders for the gateway's config ([`config`]). Every fixture cleans up on `Drop`.
 //!
 //! The fixtures are synchronous to construct (each backend owns its runtime on a
 //! thread of its own), so they work the same from `#[test]` and `#[tokio::test]`.
@@ -28,6 +30,7 @@ mod gateway;
 mod otlp;
 mod prometheus_server;
 mod redis;
+mod redis_topology;
 mod tls;
 
 use std::collections::HashSet;
@@ -40,6 +43,7 @@ pub use backend::{Backend, Echo};
 pub use otlp::{OtlpMode, OtlpReceiver, ReceivedSpan};
 pub use prometheus_server::{promtool, PrometheusServer};
 pub use redis::RedisServer;
+pub use redis_topology::{RedisClusterSet, RedisSentinelSet};
 pub use tls::SelfSigned;
 
 /// Re-exported for signal numbers (`testkit::libc::SIGHUP`).

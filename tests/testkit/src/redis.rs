@@ -1,7 +1,7 @@
 //! A real `redis-server` on a free loopback port, for tests of revocation and
 //! registry features; `stop()`/`restart()` keep the port so outages can be staged.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -66,21 +66,12 @@ impl RedisServer {
         self.spawn();
     }
 
-    /// Run one command with the raw protocol and return the first reply line,
-    /// e.g. `cmd(&["SET", "k", "v"])` -> `"+OK"`. For test setup, not a client.
+    /// Run one command with the raw protocol and return the reply as raw protocol
+    /// text, trimmed: `cmd(&["SET", "k", "v"])` -> `"+OK"`, a `GET` -> `"$1\r\nv"`
+    /// or `"$-1"`. For test setup, not a client.
     pub fn cmd(&self, args: &[&str]) -> String {
-        let mut stream = TcpStream::connect(self.addr()).expect("connect to redis-server");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("set timeout");
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        stream.write_all(req.as_bytes()).expect("write to redis");
-        let mut buf = [0u8; 4096];
-        let n = stream.read(&mut buf).expect("read from redis");
-        String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
+        command(self.port, args)
+            .unwrap_or_else(|e| panic!("redis-server on port {}: {args:?}: {e}", self.port))
     }
 
     fn spawn(&mut self) {
@@ -141,4 +132,107 @@ fn ping(port: u16) -> bool {
     }
     let mut buf = [0u8; 16];
     matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+/// One reply of the Redis protocol (RESP2), parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// `+OK`
+    Status(String),
+    /// `-ERR ...`, `-MOVED ...`
+    Error(String),
+    /// `:1`
+    Int(i64),
+    /// `$N` and its bytes (lossy UTF-8); `None` for `$-1`.
+    Bulk(Option<String>),
+    /// `*N` and its elements; `None` for `*-1`.
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The text of a bulk or status reply.
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            Reply::Status(s) | Reply::Bulk(Some(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The elements of an array reply (empty for anything else).
+    pub(crate) fn items(&self) -> &[Reply] {
+        match self {
+            Reply::Array(Some(v)) => v,
+            _ => &[],
+        }
+    }
+
+    /// In a flat `[k1, v1, k2, v2, ...]` array (`SENTINEL replicas` entries), the value of `key`.
+    pub(crate) fn field(&self, key: &str) -> Option<&str> {
+        self.items()
+            .chunks(2)
+            .find(|kv| kv[0].as_str() == Some(key))
+            .and_then(|kv| kv.get(1)?.as_str())
+    }
+}
+
+/// Send one command to the server on `127.0.0.1:port` over a fresh connection and
+/// return the whole reply as raw protocol text, trimmed (`"+OK"`, `":1"`,
+/// `"$1\r\nv"`, `"-MOVED 866 127.0.0.1:7001"`). Errors are I/O errors only; an
+/// error reply is returned as text.
+pub(crate) fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut raw = Vec::new();
+    exchange(port, args, &mut raw)?;
+    Ok(String::from_utf8_lossy(&raw).trim_end().to_string())
+}
+
+/// Like [`command`], but the reply parsed.
+pub(crate) fn request(port: u16, args: &[&str]) -> std::io::Result<Reply> {
+    exchange(port, args, &mut Vec::new())
+}
+
+fn exchange(port: u16, args: &[&str], raw: &mut Vec<u8>) -> std::io::Result<Reply> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(req.as_bytes())?;
+    read_reply(&mut BufReader::new(stream), raw)
+}
+
+/// Read one complete reply, appending its bytes to `raw`.
+fn read_reply(r: &mut impl BufRead, raw: &mut Vec<u8>) -> std::io::Result<Reply> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut line = Vec::new();
+    if r.read_until(b'\n', &mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    raw.extend_from_slice(&line);
+    let text = String::from_utf8_lossy(&line);
+    let text = text.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = text.split_at(text.len().min(1));
+    let len = || rest.parse::<i64>().map_err(|_| bad(text));
+    Ok(match kind {
+        "+" => Reply::Status(rest.to_string()),
+        "-" => Reply::Error(rest.to_string()),
+        ":" => Reply::Int(len()?),
+        "$" if len()? < 0 => Reply::Bulk(None),
+        "$" => {
+            let mut data = vec![0u8; len()? as usize + 2];
+            r.read_exact(&mut data)?;
+            raw.extend_from_slice(&data);
+            data.truncate(data.len() - 2);
+            Reply::Bulk(Some(String::from_utf8_lossy(&data).into_owned()))
+        }
+        "*" if len()? < 0 => Reply::Array(None),
+        "*" => Reply::Array(Some(
+            (0..len()?)
+                .map(|_| read_reply(r, raw))
+                .collect::<std::io::Result<_>>()?,
+        )),
+        _ => return Err(bad(text)),
+    })
 }

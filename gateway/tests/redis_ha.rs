@@ -1,0 +1,334 @@
+//! Redis high availability against real topologies on loopback ports: a Sentinel set
+//! (one primary, one replica, three sentinels) and a three-primary Redis Cluster,
+//! each shared by two real gateway processes.
+//!
+//! - Sentinel: the primary is killed under continuous traffic; no revoked token is
+//!   admitted at any moment, valid tokens pass again after the promotion, and a
+//!   revocation written after the failover reaches both gateways.
+//! - Cluster: revocations written through the library writer and by hand through
+//!   every node reach both gateways (by the channel, and by the resync that scans
+//!   every primary); a cluster rate limit per `sub` holds across both gateways with
+//!   keys spread over the slots; the registry works across both gateways.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugins::auth::mint::{mint_token, MintOptions};
+use plugins::revocation::{RevocationKeys, RevocationWriter};
+use serde_json::{json, Value};
+use testkit::config::{
+    jwt_auth, ms, rate_limit, revocation, secs, AuthConfig, GatewayConfigBuilder, RateLimitConfig,
+    RateLimitKey, RateLimitScope, RegistryConfig, RegistryStore, RevocationConfig, RouteBuilder,
+    ServiceBuilder,
+};
+use testkit::{
+    client, wait_until, wait_until_async, Backend, GatewayProcess, RedisClusterSet,
+    RedisSentinelSet,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+const SECRET: &str = testkit::config::TEST_SECRET;
+
+fn token(sub: &str) -> String {
+    mint_token(&MintOptions {
+        jti: true,
+        ..MintOptions::hs256(SECRET, sub)
+    })
+    .unwrap()
+}
+
+/// A protected route under revocation in `redis_url` (mirror, resync every second),
+/// and a cluster rate limit of 3 a minute per `sub` on `/limited/`.
+fn config(backend: &Backend, redis_url: &str) -> String {
+    GatewayConfigBuilder::new()
+        .admin()
+        .rate_limits(redis_url)
+        .service("echo", ServiceBuilder::instances([backend.addr()]))
+        .auth(AuthConfig {
+            revocation: Some(RevocationConfig {
+                resync_interval: secs(1),
+                timeout: ms(250),
+                ..revocation(redis_url)
+            }),
+            ..jwt_auth(SECRET)
+        })
+        .route(RouteBuilder::to("echo").id("p").prefix("/p/").protected())
+        .route(
+            RouteBuilder::to("echo")
+                .id("limited")
+                .prefix("/limited/")
+                .protected()
+                .rate_limit(RateLimitConfig {
+                    scope: RateLimitScope::Cluster,
+                    burst: Some(3),
+                    ..rate_limit(
+                        3,
+                        testkit::config::Dur(Duration::from_secs(60)),
+                        RateLimitKey::Claim("sub".into()),
+                    )
+                }),
+        )
+        .yaml()
+}
+
+async fn status(c: &reqwest::Client, url: &str, token: &str) -> u16 {
+    match c.get(url).bearer_auth(token).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Wait until every gateway answers `want` to `token` on `/p/x`.
+async fn all_answer(gws: &[&GatewayProcess], token: &str, want: u16, timeout: Duration) -> bool {
+    let c = client();
+    wait_until_async(timeout, || async {
+        for gw in gws {
+            if status(&c, &gw.url("/p/x"), token).await != want {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
+/// Revoke with retries: right after a failover the writer's first attempt may meet
+/// the old primary's dead connection (the next attempt asks the sentinels again).
+async fn revoke(w: &RevocationWriter, t: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match w.revoke_token(t, Duration::ZERO).await {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("revoke: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("revocation not written within 20 s: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_failover_never_admits_a_revoked_token() {
+    let mut set = RedisSentinelSet::start("gwprimary");
+    let backend = Backend::start("echo");
+    let yaml = config(&backend, &set.url());
+    let one = GatewayProcess::start(BIN, &yaml);
+    let two = GatewayProcess::start(BIN, &yaml);
+    let gws = [&one, &two];
+    let w = RevocationWriter::new(&set.url(), RevocationKeys::default()).unwrap();
+
+    let valid = token("still-signed-in");
+    let revoked = token("signed-out");
+    assert!(
+        all_answer(&gws, &valid, 200, Duration::from_secs(20)).await,
+        "the mirrors never synced\n{}",
+        one.log()
+    );
+    revoke(&w, &revoked).await;
+    assert!(all_answer(&gws, &revoked, 401, Duration::from_secs(10)).await);
+
+    // continuous traffic with the revoked token at both gateways, the whole time
+    let stop = Arc::new(AtomicBool::new(false));
+    let admitted = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let urls = [one.url("/p/x"), two.url("/p/x")];
+        let (stop, admitted, sent, revoked) = (
+            stop.clone(),
+            admitted.clone(),
+            sent.clone(),
+            revoked.clone(),
+        );
+        tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                for u in &urls {
+                    if status(&c, u, &revoked).await == 200 {
+                        admitted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    let old = set.kill_primary();
+    let killed = Instant::now();
+    let new = set.wait_failover(old, Duration::from_secs(30));
+    let promoted = Instant::now();
+    assert_ne!(new, old);
+    // valid tokens pass again at both gateways once they resynced with the new primary
+    assert!(
+        all_answer(&gws, &valid, 200, Duration::from_secs(30)).await,
+        "valid tokens not admitted after the failover\n{}",
+        one.log()
+    );
+    let recovered = promoted.elapsed();
+
+    // a revocation written after the failover (to the new primary) reaches both
+    let late = token("signed-out-after-failover");
+    assert!(all_answer(&gws, &late, 200, Duration::from_secs(10)).await);
+    let written = Instant::now();
+    revoke(&w, &late).await;
+    assert!(
+        all_answer(&gws, &late, 401, Duration::from_secs(10)).await,
+        "a revocation written after the failover was not applied\n{}",
+        two.log()
+    );
+    let applied = written.elapsed();
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.await;
+    eprintln!(
+        "failover: promoted {:?} after the kill; valid tokens back {recovered:?} after the \
+         promotion; a new revocation applied at both gateways in {applied:?}; {} requests \
+         with the revoked token during it",
+        promoted - killed,
+        sent.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        admitted.load(Ordering::SeqCst),
+        0,
+        "a revoked token was admitted during the failover"
+    );
+    assert!(sent.load(Ordering::Relaxed) > 0);
+    assert!(one.metric("gateway_redis_errors_total", &[("op", "mirror")]) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_revocations_rate_limits_and_registry_span_every_node() {
+    let cluster = RedisClusterSet::start();
+    let backend = Backend::start("echo");
+    let yaml = config(&backend, &cluster.url());
+    let one = GatewayProcess::start(BIN, &yaml);
+    let two = GatewayProcess::start(BIN, &yaml);
+    let gws = [&one, &two];
+    let c = client();
+    let w = RevocationWriter::new(&cluster.url(), RevocationKeys::default()).unwrap();
+
+    let warm = token("warm");
+    assert!(
+        all_answer(&gws, &warm, 200, Duration::from_secs(20)).await,
+        "the mirrors never synced\n{}",
+        one.log()
+    );
+
+    // the library writer: keys land on their own nodes; PUBLISH reaches every node
+    let tokens: Vec<String> = (0..12).map(|i| token(&format!("user-{i}"))).collect();
+    let mut owners = std::collections::BTreeSet::new();
+    for t in &tokens {
+        assert_eq!(status(&c, &one.url("/p/x"), t).await, 200);
+        let key = w.token_key(t);
+        owners.insert(cluster.port_for_key(&key));
+        revoke(&w, t).await;
+    }
+    assert_eq!(owners.len(), 3, "the test keys cover every primary");
+    for t in &tokens {
+        assert!(all_answer(&gws, t, 401, Duration::from_secs(5)).await);
+    }
+
+    // by hand, through each node: SET on the key's owner, PUBLISH on another node
+    let ports = cluster.ports();
+    for (i, port) in ports.iter().enumerate() {
+        let t = token(&format!("by-hand-{i}"));
+        assert_eq!(status(&c, &two.url("/p/x"), &t).await, 200);
+        let key = w.token_key(&t);
+        let owner = cluster.port_for_key(&key);
+        assert!(cluster
+            .cmd_on(owner, &["SET", &key, "1", "EX", "600"])
+            .starts_with('+'));
+        cluster.cmd_on(*port, &["PUBLISH", "gateway:revocations", &key]);
+        assert!(
+            all_answer(&gws, &t, 401, Duration::from_secs(5)).await,
+            "published through node {port}"
+        );
+    }
+
+    // without a PUBLISH: the periodic resync scans every primary
+    for (i, _) in ports.iter().enumerate() {
+        let t = token(&format!("quiet-{i}"));
+        assert_eq!(status(&c, &one.url("/p/x"), &t).await, 200);
+        let key = w.token_key(&t);
+        let owner = cluster.port_for_key(&key);
+        cluster.cmd_on(owner, &["SET", &key, "1", "EX", "600"]);
+        assert!(
+            all_answer(&gws, &t, 401, Duration::from_secs(5)).await,
+            "a quiet write on node {owner} was not found by the resync"
+        );
+    }
+
+    // a cluster rate limit per sub: 3 a minute across both gateways, for subs whose
+    // budget keys sit on different nodes
+    for i in 0..6 {
+        let t = token(&format!("limited-{i}"));
+        let mut admitted = 0;
+        for k in 0..8 {
+            let gw = gws[k % 2];
+            let s = status(&c, &gw.url("/limited/x"), &t).await;
+            assert!(s == 200 || s == 429, "status {s}\n{}", gw.log());
+            admitted += u32::from(s == 200);
+        }
+        assert_eq!(
+            admitted, 3,
+            "sub limited-{i}: 3 a minute across both gateways"
+        );
+    }
+}
+
+fn registry_config(redis_url: &str) -> String {
+    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::registry())
+        .admin_with(|a| {
+            a.token = Some("demo-registry-token".into());
+            a.registry = Some(RegistryConfig {
+                store: RegistryStore::Redis,
+                redis_url: Some(redis_url.into()),
+                sync_interval: ms(500),
+                ..RegistryConfig::default()
+            });
+        })
+        .yaml()
+}
+
+#[test]
+fn the_registry_works_on_a_cluster() {
+    let cluster = RedisClusterSet::start();
+    let backend = Backend::start("a");
+    let one = GatewayProcess::start(BIN, &registry_config(&cluster.url()));
+    let two = GatewayProcess::start(BIN, &registry_config(&cluster.url()));
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let put = http
+        .put(one.admin_url("/registry/services/member/instances/a"))
+        .bearer_auth("demo-registry-token")
+        .json(&json!({"address": "127.0.0.1", "port": backend.port(), "ttl": "30s"}))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 201, "{}", one.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            http.get(two.url("/x"))
+                .send()
+                .ok()
+                .filter(|r| r.status() == 200)
+                .and_then(|r| r.json::<Value>().ok())
+                .is_some_and(|v| v["backend"] == "a")
+        }),
+        "registered at one gateway, routed by the other\n{}",
+        two.log()
+    );
+    // the registry's keys share one slot (one hash tag)
+    let owner = cluster.port_for_key("{gateway:registry}:services");
+    assert_eq!(
+        cluster.port_for_key("{gateway:registry}:svc:member"),
+        owner,
+        "one hash tag"
+    );
+    assert!(cluster
+        .cmd_on(owner, &["EXISTS", "{gateway:registry}:svc:member"])
+        .ends_with('1'));
+}

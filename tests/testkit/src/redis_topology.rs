@@ -1,0 +1,690 @@
+//! Real Redis topologies for tests of high-availability clients: a Sentinel set
+//! (one primary, one replica, three sentinels) whose primary can be killed and
+//! failed over, and a three-primary Redis Cluster. Every process runs on a free
+//! loopback port, writes its output to a log file in the fixture's temporary
+//! directory (printed when the fixture panics), and is killed on `Drop`.
+
+use std::fs::{self, File, OpenOptions};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::redis::{command, request, Reply};
+use crate::{free_port, wait_until};
+
+/// How long `start` (and [`RedisSentinelSet::restart_node`]) wait for the topology to converge.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// One `redis-server` (data node, sentinel or cluster node) owned by a fixture.
+struct Node {
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    fn new(dir: &Path, kind: &str, port: u16) -> Self {
+        Self {
+            port,
+            child: None,
+            log: dir.join(format!("{kind}-{port}.log")),
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Start `redis-server ARGS` in `dir`, appending its stdout/stderr to the log.
+    fn spawn(&mut self, dir: &Path, args: &[String]) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
+        let err = log.try_clone().expect("clone log file handle");
+        let child = Command::new("redis-server")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn();
+        self.child = Some(match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not installed; install it with `apt-get install redis-server`"
+            ),
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        });
+    }
+
+    /// SIGKILL the process and wait until its port refuses connections.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(5), || TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_err()),
+            "redis on port {port} still accepts after SIGKILL"
+        );
+    }
+
+    /// Drop-time cleanup: kill, reap, never panic.
+    fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether `127.0.0.1:port` answers `PING`.
+fn pings(port: u16) -> bool {
+    matches!(request(port, &["PING"]), Ok(Reply::Status(s)) if s == "PONG")
+}
+
+/// The text of a bulk reply (`INFO`, `CLUSTER INFO`), or "" when unreachable.
+fn bulk(port: u16, args: &[&str]) -> String {
+    match request(port, args) {
+        Ok(Reply::Bulk(Some(s))) => s,
+        _ => String::new(),
+    }
+}
+
+/// The last 40 lines of every `*.log` file in `dir`, for panic messages.
+fn logs(dir: &Path) -> String {
+    const TAIL: usize = 40;
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let name = f.file_name().unwrap_or_default().to_string_lossy();
+        out.push_str(&format!("\n----- {name} (last {TAIL} lines) -----\n"));
+        for l in &lines[lines.len().saturating_sub(TAIL)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The arguments every data node (sentinel-set or cluster) gets.
+fn data_args(dir: &Path, port: u16) -> Vec<String> {
+    let data_dir = dir.join(format!("data-{port}"));
+    fs::create_dir_all(&data_dir).expect("create data dir");
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &data_dir.to_string_lossy(),
+        // Redis 7 syncs replicas diskless after a 5 s delay by default.
+        "--repl-diskless-sync-delay",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A Redis Sentinel set: one primary, one replica, three sentinels monitoring the
+/// primary as `master_name` with quorum 2, `down-after-milliseconds 1000` and
+/// `failover-timeout 5000`, so a killed primary is failed over in a few seconds.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let mut set = testkit::RedisSentinelSet::start("mymaster");
+/// let url = set.url(); // redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/mymaster
+/// let old = set.kill_primary();
+/// let new = set.wait_failover(old, Duration::from_secs(15));
+/// set.restart_node(old); // back as a replica of `new`
+/// ```
+pub struct RedisSentinelSet {
+    master_name: String,
+    /// The two data nodes, in start order (primary first).
+    data: Vec<Node>,
+    sentinels: Vec<Node>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisSentinelSet {
+    /// Start the primary, the replica (and wait until it has synced), then the three
+    /// sentinels, and wait until every sentinel names the primary and knows the
+    /// replica and the two other sentinels. Panics with the processes' logs when
+    /// that does not happen within 30 s.
+    pub fn start(master_name: &str) -> Self {
+        assert!(
+            !master_name.is_empty() && !master_name.contains(char::is_whitespace),
+            "master name must be one word: {master_name:?}"
+        );
+        let dir = tempfile::tempdir().expect("create tempdir for redis sentinel set");
+        // Built up in place, so a panic below kills what was started.
+        let mut set = Self {
+            master_name: master_name.to_string(),
+            data: Vec::new(),
+            sentinels: Vec::new(),
+            dir,
+        };
+        let deadline = Instant::now() + CONVERGE;
+
+        let primary = free_port();
+        set.spawn_data(primary, None);
+        let replica = free_port();
+        set.spawn_data(replica, Some(primary));
+        // The sentinels learn replicas from the primary's INFO, which they ask
+        // right away and then every 10 s: have the replica attached first.
+        set.wait_synced(primary, replica, deadline);
+
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = set.dir.path().join(format!("sentinel-{port}.conf"));
+            let text = format!(
+                "port {port}\n\
+                 bind 127.0.0.1\n\
+                 daemonize no\n\
+                 dir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = set.dir.path().display(),
+                name = master_name,
+            );
+            fs::write(&conf, text).expect("write sentinel config");
+            let mut node = Node::new(set.dir.path(), "sentinel", port);
+            node.spawn(
+                set.dir.path(),
+                &[conf.to_string_lossy().into_owned(), "--sentinel".into()],
+            );
+            set.sentinels.push(node);
+            set.converge(deadline, &format!("sentinel {port} to answer PING"), || {
+                pings(port)
+            });
+        }
+
+        let ports: Vec<u16> = set.sentinels.iter().map(|s| s.port).collect();
+        set.converge(
+            deadline,
+            "every sentinel to name the primary and know the replica and the other sentinels",
+            || {
+                ports.iter().all(|&s| {
+                    set.ask_primary(s) == Some(primary)
+                        && set.sentinel_sees_replica(s, replica, primary)
+                        && request(s, &["SENTINEL", "sentinels", master_name])
+                            .is_ok_and(|r| r.items().len() == 2)
+                })
+            },
+        );
+        set
+    }
+
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/MASTER_NAME`.
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://{}/{}",
+            self.sentinel_addrs().join(","),
+            self.master_name
+        )
+    }
+
+    /// `127.0.0.1:PORT` of each sentinel.
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect()
+    }
+
+    /// The tail of every process's log (what the fixture prints when it panics),
+    /// for a test's own failure messages.
+    pub fn logs(&self) -> String {
+        logs(self.dir.path())
+    }
+
+    /// The name the sentinels monitor the primary as.
+    pub fn master_name(&self) -> &str {
+        &self.master_name
+    }
+
+    /// The port of the primary as the sentinels name it now
+    /// (`SENTINEL get-master-addr-by-name`, first sentinel that answers).
+    pub fn primary_port(&self) -> u16 {
+        self.sentinels
+            .iter()
+            .find_map(|s| self.ask_primary(s.port))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no sentinel names a primary for {}{}",
+                    self.master_name,
+                    logs(self.dir.path())
+                )
+            })
+    }
+
+    /// The ports of both data nodes, in start order (the first was the first primary).
+    pub fn data_ports(&self) -> Vec<u16> {
+        self.data.iter().map(|n| n.port).collect()
+    }
+
+    /// SIGKILL the current primary (as the sentinels name it); returns its port.
+    /// The port stays reserved for [`restart_node`](Self::restart_node).
+    pub fn kill_primary(&mut self) -> u16 {
+        let port = self.primary_port();
+        let node = self.data_node(port);
+        assert!(
+            node.is_running(),
+            "the primary on port {port} is not running (killed and not failed over yet?)"
+        );
+        node.kill();
+        port
+    }
+
+    /// Wait until every sentinel names a primary other than `old_primary` and that
+    /// node answers `ROLE` as master; returns its port. Panics with the logs when
+    /// that does not happen within `timeout`.
+    pub fn wait_failover(&self, old_primary: u16, timeout: Duration) -> u16 {
+        let mut new = None;
+        let done = wait_until(timeout, || {
+            let named: Vec<Option<u16>> = self
+                .sentinels
+                .iter()
+                .map(|s| self.ask_primary(s.port))
+                .collect();
+            let candidate = match named.first() {
+                Some(&Some(p)) if p != old_primary => p,
+                _ => return false,
+            };
+            if named.iter().any(|&p| p != Some(candidate)) {
+                return false;
+            }
+            new = Some(candidate);
+            is_master(candidate)
+        });
+        match (done, new) {
+            (true, Some(port)) => port,
+            _ => panic!(
+                "no failover away from the primary on port {old_primary} within {timeout:?} \
+                 (last agreed candidate: {new:?}){}",
+                logs(self.dir.path())
+            ),
+        }
+    }
+
+    /// Start a (killed) data node again on its port, empty, as a replica of the
+    /// current primary, and wait until it has synced, the primary streams writes to
+    /// it, and every sentinel sees it as a healthy replica (so it can be failed
+    /// over to). If the sentinels still name this very
+    /// node the primary (killed, not failed over), it comes back as an empty primary.
+    /// A node still running is killed first.
+    pub fn restart_node(&mut self, port: u16) {
+        let node = self.data_node(port);
+        if node.is_running() {
+            node.kill();
+        }
+        let primary = self.primary_port();
+        let deadline = Instant::now() + CONVERGE;
+        if primary == port {
+            self.spawn_data(port, None);
+            return;
+        }
+        self.spawn_data(port, Some(primary));
+        self.wait_synced(primary, port, deadline);
+        let sentinels: Vec<u16> = self.sentinels.iter().map(|s| s.port).collect();
+        self.converge(
+            deadline,
+            &format!("every sentinel to see {port} as a healthy replica"),
+            || {
+                sentinels
+                    .iter()
+                    .all(|&s| self.sentinel_sees_replica(s, port, primary))
+            },
+        );
+    }
+
+    /// Wait until every running replica has applied everything the current
+    /// primary has written so far (its replication offset), so a write made before
+    /// survives [`kill_primary`](Self::kill_primary). Use this rather than `WAIT`:
+    /// [`cmd_on`](Self::cmd_on) opens a connection per command, and `WAIT` only
+    /// counts the writes of its own connection. Panics with the logs after 30 s.
+    pub fn wait_replicated(&self) {
+        let primary = self.primary_port();
+        let target = repl_offset(primary, "master_repl_offset").unwrap_or_else(|| {
+            panic!(
+                "the primary on port {primary} reports no replication offset{}",
+                self.logs()
+            )
+        });
+        let deadline = Instant::now() + CONVERGE;
+        for replica in self.running_replicas(primary) {
+            self.converge(
+                deadline,
+                &format!("the replica on port {replica} to reach offset {target}"),
+                || repl_offset(replica, "slave_repl_offset").is_some_and(|o| o >= target),
+            );
+        }
+    }
+
+    /// Send one command to the node on `port` (data node or sentinel) over a fresh
+    /// connection and return the reply as raw protocol text, trimmed (`"+OK"`,
+    /// `"$1\r\nv"`, `"$-1"`). Panics when the node cannot be reached.
+    pub fn cmd_on(&self, port: u16, args: &[&str]) -> String {
+        command(port, args).unwrap_or_else(|e| panic!("redis on port {port}: {args:?}: {e}"))
+    }
+
+    fn data_node(&mut self, port: u16) -> &mut Node {
+        let ports = self.data_ports();
+        self.data
+            .iter_mut()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("port {port} is not a data node of this set ({ports:?})"))
+    }
+
+    /// Start (or restart) the data node on `port`, a replica of `primary` if given,
+    /// and wait until it answers `PING`.
+    fn spawn_data(&mut self, port: u16, primary: Option<u16>) {
+        let mut args = data_args(self.dir.path(), port);
+        if let Some(p) = primary {
+            args.extend(["--replicaof".into(), "127.0.0.1".into(), p.to_string()]);
+        }
+        let index = match self.data.iter().position(|n| n.port == port) {
+            Some(i) => i,
+            None => {
+                self.data.push(Node::new(self.dir.path(), "data", port));
+                self.data.len() - 1
+            }
+        };
+        let dir = self.dir.path().to_path_buf();
+        self.data[index].spawn(&dir, &args);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        self.converge(
+            deadline,
+            &format!("redis on port {port} to answer PING"),
+            || pings(port),
+        );
+    }
+
+    /// Wait until `replica` is linked to `primary` and the primary streams to it:
+    /// a message published on the primary after the link came up (no key written)
+    /// has reached the replica. (Redis 7.0 holds the stream to a new replica back
+    /// until its first acknowledgement after the sync, up to a second.)
+    fn wait_synced(&self, primary: u16, replica: u16, deadline: Instant) {
+        let master_port = format!("master_port:{primary}");
+        self.converge(
+            deadline,
+            &format!("the replica on port {replica} to report master_link_status:up"),
+            || {
+                let info = bulk(replica, &["INFO", "replication"]);
+                info.contains("master_link_status:up") && info.contains(&master_port)
+            },
+        );
+        let _ = request(primary, &["PUBLISH", "__testkit__:sync", "1"]);
+        let target = repl_offset(primary, "master_repl_offset").unwrap_or(i64::MAX);
+        self.converge(
+            deadline,
+            &format!("the replica on port {replica} to reach the primary's offset {target}"),
+            || repl_offset(replica, "slave_repl_offset").is_some_and(|o| o >= target),
+        );
+    }
+
+    /// The ports of the running data nodes other than `primary`.
+    fn running_replicas(&self, primary: u16) -> Vec<u16> {
+        self.data
+            .iter()
+            .filter(|n| n.port != primary && n.child.is_some())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// The primary's port as the sentinel on `sentinel` names it.
+    fn ask_primary(&self, sentinel: u16) -> Option<u16> {
+        let reply = request(
+            sentinel,
+            &["SENTINEL", "get-master-addr-by-name", &self.master_name],
+        )
+        .ok()?;
+        reply.items().get(1)?.as_str()?.parse().ok()
+    }
+
+    /// Whether the sentinel on `sentinel` lists `replica` as healthy: flags exactly
+    /// `slave` (connected, not subjectively down) and, from the replica's own INFO,
+    /// linked to `primary`.
+    fn sentinel_sees_replica(&self, sentinel: u16, replica: u16, primary: u16) -> bool {
+        let (replica, primary) = (replica.to_string(), primary.to_string());
+        request(sentinel, &["SENTINEL", "replicas", &self.master_name]).is_ok_and(|r| {
+            r.items().iter().any(|e| {
+                e.field("port") == Some(replica.as_str())
+                    && e.field("flags") == Some("slave")
+                    && e.field("master-link-status") == Some("ok")
+                    && e.field("master-port") == Some(primary.as_str())
+            })
+        })
+    }
+
+    fn converge(&self, deadline: Instant, what: &str, cond: impl FnMut() -> bool) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !wait_until(left, cond) {
+            panic!(
+                "redis sentinel set {}: timed out waiting for {what}{}",
+                self.master_name,
+                logs(self.dir.path())
+            );
+        }
+    }
+}
+
+impl Drop for RedisSentinelSet {
+    fn drop(&mut self) {
+        // Sentinels first, so none of them reconfigures a dying data node.
+        for node in self.sentinels.iter_mut().chain(self.data.iter_mut()) {
+            node.reap();
+        }
+    }
+}
+
+/// A numeric field of the node's `INFO replication` (`master_repl_offset`,
+/// `slave_repl_offset`).
+fn repl_offset(port: u16, field: &str) -> Option<i64> {
+    let info = bulk(port, &["INFO", "replication"]);
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether the node on `port` answers `ROLE` as master.
+fn is_master(port: u16) -> bool {
+    request(port, &["ROLE"])
+        .is_ok_and(|r| r.items().first().and_then(Reply::as_str) == Some("master"))
+}
+
+/// A Redis Cluster of three primaries (no replicas) covering all 16384 slots,
+/// `cluster-node-timeout 2000`, no persistence.
+///
+/// ```no_run
+/// let cluster = testkit::RedisClusterSet::start();
+/// let url = cluster.url(); // redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3
+/// let port = cluster.port_for_key("k");
+/// assert_eq!(cluster.cmd_on(port, &["SET", "k", "v"]), "+OK");
+/// ```
+pub struct RedisClusterSet {
+    nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisClusterSet {
+    /// Start three cluster-enabled nodes, join them with `redis-cli --cluster create`
+    /// and wait until every node reports `cluster_state:ok` with all slots assigned.
+    /// Panics with the processes' logs when that does not happen within 30 s.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("create tempdir for redis cluster");
+        let mut set = Self {
+            nodes: Vec::new(),
+            dir,
+        };
+        let deadline = Instant::now() + CONVERGE;
+        for _ in 0..3 {
+            let port = free_port();
+            let mut args = data_args(set.dir.path(), port);
+            let nodes_conf = set.dir.path().join(format!("nodes-{port}.conf"));
+            args.extend(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &nodes_conf.to_string_lossy(),
+                    "--cluster-node-timeout",
+                    "2000",
+                    // The bus port defaults to PORT + 10000, which may be taken or
+                    // out of range for a free port.
+                    "--cluster-port",
+                    &free_port().to_string(),
+                ]
+                .map(String::from),
+            );
+            let mut node = Node::new(set.dir.path(), "cluster", port);
+            node.spawn(set.dir.path(), &args);
+            set.nodes.push(node);
+            set.converge(deadline, &format!("node {port} to answer PING"), || {
+                pings(port)
+            });
+        }
+        set.create(deadline);
+        let ports = set.ports();
+        set.converge(
+            deadline,
+            "every node to report cluster_state:ok with 16384 slots assigned",
+            || {
+                ports.iter().all(|&p| {
+                    let info = bulk(p, &["CLUSTER", "INFO"]);
+                    info.contains("cluster_state:ok")
+                        && info.contains("cluster_slots_assigned:16384")
+                })
+            },
+        );
+        set
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let addrs: Vec<String> = self
+            .ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", addrs.join(","))
+    }
+
+    /// The tail of every process's log (what the fixture prints when it panics),
+    /// for a test's own failure messages.
+    pub fn logs(&self) -> String {
+        logs(self.dir.path())
+    }
+
+    /// The ports of the three nodes, in start order.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// `redis://127.0.0.1:PORT` of node `i` (0, 1 or 2).
+    pub fn node_url(&self, i: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Send one command to the node on `port` and return the reply as raw protocol
+    /// text, trimmed. A key another node owns answers `-MOVED SLOT 127.0.0.1:PORT`.
+    /// Panics when the node cannot be reached.
+    pub fn cmd_on(&self, port: u16, args: &[&str]) -> String {
+        command(port, args).unwrap_or_else(|e| panic!("redis on port {port}: {args:?}: {e}"))
+    }
+
+    /// The port of the node that owns `key`'s slot (the one that does not answer
+    /// `-MOVED` to `EXISTS key`).
+    pub fn port_for_key(&self, key: &str) -> u16 {
+        let replies: Vec<(u16, String)> = self
+            .ports()
+            .into_iter()
+            .map(|p| (p, self.cmd_on(p, &["EXISTS", key])))
+            .collect();
+        replies
+            .iter()
+            .find(|(_, r)| r.starts_with(':'))
+            .map(|&(p, _)| p)
+            .unwrap_or_else(|| panic!("no node owns key {key:?}: {replies:?}"))
+    }
+
+    /// `redis-cli --cluster create ... --cluster-replicas 0 --cluster-yes`, its
+    /// output in `redis-cli-create.log`, killed at `deadline`.
+    fn create(&mut self, deadline: Instant) {
+        let log_path = self.dir.path().join("redis-cli-create.log");
+        let log = File::create(&log_path).expect("create redis-cli log");
+        let err = log.try_clone().expect("clone log file handle");
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(self.ports().iter().map(|p| format!("127.0.0.1:{p}")));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        let mut child = match Command::new("redis-cli")
+            .args(&args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("redis-cli is not installed; install it with `apt-get install redis-tools`")
+            }
+            Err(e) => panic!("cannot start redis-cli: {e}"),
+        };
+        let mut status = None;
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait_until(left, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !status.is_some_and(|s| s.success()) {
+            panic!(
+                "redis-cli --cluster create failed (exit: {status:?}){}",
+                logs(self.dir.path())
+            );
+        }
+    }
+
+    fn converge(&self, deadline: Instant, what: &str, cond: impl FnMut() -> bool) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !wait_until(left, cond) {
+            panic!(
+                "redis cluster: timed out waiting for {what}{}",
+                logs(self.dir.path())
+            );
+        }
+    }
+}
+
+impl Drop for RedisClusterSet {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.reap();
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The Redis topology fixtures themselves: a sentinel set fails over a killed
+//! primary without losing a replicated key and takes the old primary back as a
+//! replica; a cluster routes keys to the node owning their slot.
+
+use std::time::{Duration, Instant};
+
+use testkit::{RedisClusterSet, RedisSentinelSet};
+
+/// A failover takes ~2.5 s; when the three sentinels see the primary down at the
+/// same moment and split their votes, the next election waits for twice the
+/// failover timeout (10 s), so one split vote takes ~12.5 s. Room for two.
+const FAILOVER: Duration = Duration::from_secs(25);
+
+/// The role in a `ROLE` reply (`*3\r\n$6\r\nmaster\r\n...`): `master` or `slave`.
+fn role(set: &RedisSentinelSet, port: u16) -> String {
+    let reply = set.cmd_on(port, &["ROLE"]);
+    reply.lines().nth(2).unwrap_or_default().to_string()
+}
+
+#[test]
+fn sentinel_set_fails_over_a_killed_primary() {
+    let started = Instant::now();
+    let mut set = RedisSentinelSet::start("mymaster");
+    eprintln!("sentinel set up in {:?}", started.elapsed());
+
+    assert_eq!(set.master_name(), "mymaster");
+    let addrs = set.sentinel_addrs();
+    assert_eq!(addrs.len(), 3);
+    assert_eq!(
+        set.url(),
+        format!("redis+sentinel://{}/mymaster", addrs.join(","))
+    );
+    let [first, second] = set.data_ports()[..] else {
+        panic!("two data nodes: {:?}", set.data_ports());
+    };
+    assert_eq!(set.primary_port(), first);
+    assert_eq!(role(&set, first), "master");
+    assert_eq!(role(&set, second), "slave");
+
+    assert_eq!(set.cmd_on(first, &["SET", "k", "v"]), "+OK");
+    // replicated to the one replica before the primary dies (not `WAIT`: every
+    // `cmd_on` is a connection of its own, and `WAIT` counts its own writes only)
+    set.wait_replicated();
+    assert_eq!(set.cmd_on(second, &["GET", "k"]), "$1\r\nv");
+
+    let killed_at = Instant::now();
+    let old = set.kill_primary();
+    assert_eq!(old, first);
+    let new = set.wait_failover(old, FAILOVER);
+    eprintln!("failed over in {:?}", killed_at.elapsed());
+    assert_eq!(new, second);
+    assert_eq!(set.primary_port(), second);
+    assert_eq!(role(&set, second), "master");
+    assert_eq!(set.cmd_on(second, &["GET", "k"]), "$1\r\nv");
+
+    // the old primary comes back as a replica of the new one, with its data
+    let restarted_at = Instant::now();
+    set.restart_node(old);
+    eprintln!(
+        "old primary back as replica in {:?}",
+        restarted_at.elapsed()
+    );
+    assert_eq!(role(&set, old), "slave");
+    assert_eq!(set.cmd_on(old, &["GET", "k"]), "$1\r\nv");
+    assert_eq!(set.primary_port(), second);
+
+    // and a second failover goes back to it
+    assert_eq!(set.cmd_on(second, &["SET", "k2", "v2"]), "+OK");
+    set.wait_replicated();
+    assert_eq!(set.cmd_on(first, &["GET", "k2"]), "$2\r\nv2");
+    let killed_at = Instant::now();
+    assert_eq!(set.kill_primary(), second);
+    assert_eq!(set.wait_failover(second, FAILOVER), first);
+    eprintln!("failed back in {:?}", killed_at.elapsed());
+    assert_eq!(role(&set, first), "master");
+    assert_eq!(set.cmd_on(first, &["GET", "k2"]), "$2\r\nv2");
+    eprintln!("sentinel test took {:?}", started.elapsed());
+}
+
+#[test]
+fn cluster_routes_keys_to_their_slot_owner() {
+    let started = Instant::now();
+    let cluster = RedisClusterSet::start();
+    eprintln!("cluster up in {:?}", started.elapsed());
+
+    let ports = cluster.ports();
+    assert_eq!(ports.len(), 3);
+    assert_eq!(
+        cluster.url(),
+        format!(
+            "redis+cluster://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+            ports[0], ports[1], ports[2]
+        )
+    );
+    assert_eq!(
+        cluster.node_url(1),
+        format!("redis://127.0.0.1:{}", ports[1])
+    );
+
+    // slot 12182 (third node's range) and slot 5061 (first node's range)
+    assert_eq!(
+        cluster.cmd_on(ports[0], &["CLUSTER", "KEYSLOT", "foo"]),
+        ":12182"
+    );
+    assert_eq!(
+        cluster.cmd_on(ports[0], &["CLUSTER", "KEYSLOT", "bar"]),
+        ":5061"
+    );
+    let foo = cluster.port_for_key("foo");
+    let bar = cluster.port_for_key("bar");
+    assert_ne!(foo, bar);
+
+    for (key, owner) in [("foo", foo), ("bar", bar)] {
+        assert_eq!(cluster.cmd_on(owner, &["SET", key, "v"]), "+OK");
+        assert_eq!(cluster.cmd_on(owner, &["GET", key]), "$1\r\nv");
+        for &other in ports.iter().filter(|&&p| p != owner) {
+            let moved = cluster.cmd_on(other, &["GET", key]);
+            assert!(
+                moved.starts_with("-MOVED ") && moved.ends_with(&format!(":{owner}")),
+                "{key} on {other}: {moved}"
+            );
+        }
+    }
+    eprintln!("cluster test took {:?}", started.elapsed());
+}
