@@ -170,8 +170,9 @@ async fn sentinel_failover_never_admits_a_revoked_token() {
     // a revocation written after the failover (to the new primary) reaches both
     let late = token("signed-out-after-failover");
     assert!(all_answer(&gws, &late, 200, Duration::from_secs(10)).await);
-    let written = Instant::now();
+    // (the writer's first write may meet the old primary's dead connection and retry)
     revoke(&w, &late).await;
+    let written = Instant::now();
     assert!(
         all_answer(&gws, &late, 401, Duration::from_secs(10)).await,
         "a revocation written after the failover was not applied\n{}",
@@ -179,12 +180,25 @@ async fn sentinel_failover_never_admits_a_revoked_token() {
     );
     let applied = written.elapsed();
 
+    // the gateways saw the failover: the new primary, one change, time out of sync
+    let new_addr = format!("127.0.0.1:{new}");
+    for gw in gws {
+        assert_eq!(
+            gw.metric("gateway_redis_primary", &[("address", &new_addr)]),
+            1.0,
+            "{}",
+            gw.metrics()
+        );
+        assert!(gw.metric("gateway_redis_failovers_total", &[]) >= 1.0);
+        assert!(gw.metric("gateway_revocation_mirror_out_of_sync_seconds_total", &[]) > 0.0);
+    }
+
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.await;
     eprintln!(
         "failover: promoted {:?} after the kill; valid tokens back {recovered:?} after the \
-         promotion; a new revocation applied at both gateways in {applied:?}; {} requests \
-         with the revoked token during it",
+         promotion; a revocation written after it refused at both gateways {applied:?} after \
+         the write; {} requests with the revoked token during it",
         promoted - killed,
         sent.load(Ordering::Relaxed)
     );
@@ -229,8 +243,9 @@ async fn cluster_revocations_rate_limits_and_registry_span_every_node() {
         assert!(all_answer(&gws, t, 401, Duration::from_secs(5)).await);
     }
 
-    // by hand, through each node: SET on the key's owner, PUBLISH on another node
+    // by hand, through each node: SET on the key's owner, PUBLISH on each node in turn
     let ports = cluster.ports();
+    let mut delays = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let t = token(&format!("by-hand-{i}"));
         assert_eq!(status(&c, &two.url("/p/x"), &t).await, 200);
@@ -240,11 +255,17 @@ async fn cluster_revocations_rate_limits_and_registry_span_every_node() {
             .cmd_on(owner, &["SET", &key, "1", "EX", "600"])
             .starts_with('+'));
         cluster.cmd_on(*port, &["PUBLISH", "gateway:revocations", &key]);
+        let published = Instant::now();
         assert!(
             all_answer(&gws, &t, 401, Duration::from_secs(5)).await,
             "published through node {port}"
         );
+        delays.push(published.elapsed());
     }
+    eprintln!(
+        "cluster: a revocation published through each node refused at both gateways after \
+         {delays:?}"
+    );
 
     // without a PUBLISH: the periodic resync scans every primary
     for (i, _) in ports.iter().enumerate() {
