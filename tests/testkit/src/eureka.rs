@@ -12,6 +12,8 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 
+use crate::serve::Served;
+
 #[derive(Default)]
 struct Shared {
     /// app name (upper case) -> the JSON body of `GET /eureka/apps/{app}`
@@ -24,8 +26,7 @@ struct Shared {
 pub struct EurekaServer {
     pub port: u16,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Served,
 }
 
 async fn app(
@@ -50,32 +51,15 @@ async fn app(
 
 impl EurekaServer {
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared::default());
         let router = Router::new()
             .route("/eureka/apps/{app}", get(app))
             .with_state(shared.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                tokio::select! {
-                    _ = axum::serve(listener, router) => {}
-                    _ = stopped => {}
-                }
-            });
-        });
+        let server = Served::start(router);
         EurekaServer {
-            port,
+            port: server.port,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -96,17 +80,6 @@ impl EurekaServer {
     /// Requests served so far.
     pub fn hits(&self) -> u64 {
         self.shared.hits.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for EurekaServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

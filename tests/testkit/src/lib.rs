@@ -31,6 +31,7 @@ mod otlp;
 mod prometheus_server;
 mod redis;
 mod redis_topology;
+mod serve;
 mod tls;
 
 use std::collections::HashSet;

@@ -16,6 +16,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
 
+use crate::serve::Served;
+
 /// How the receiver answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpMode {
@@ -68,8 +70,7 @@ struct Shared {
 pub struct OtlpReceiver {
     pub port: u16,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Served,
 }
 
 fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
@@ -141,32 +142,15 @@ async fn traces(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
 
 impl OtlpReceiver {
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared::default());
         let router = Router::new()
             .route("/v1/traces", post(traces))
             .with_state(shared.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                tokio::select! {
-                    _ = axum::serve(listener, router) => {}
-                    _ = stopped => {}
-                }
-            });
-        });
+        let server = Served::start(router);
         OtlpReceiver {
-            port,
+            port: server.port,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -198,16 +182,5 @@ impl OtlpReceiver {
             found.is_some()
         });
         found
-    }
-}
-
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
