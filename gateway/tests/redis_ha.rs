@@ -1,6 +1,6 @@
 //! Redis high availability against real topologies on loopback ports: a Sentinel set
-//! (one primary, one replica, three sentinels) and a three-primary Redis Cluster,
-//! each shared by two real gateway processes.
+//! (one primary, one replica, three sentinels) and a three-primary Redis Cluster
+//! (with or without replicas), each shared by two real gateway processes.
 //!
 //! - Sentinel: the primary is killed under continuous traffic; no revoked token is
 //!   admitted at any moment, valid tokens pass again after the promotion, and a
@@ -9,6 +9,10 @@
 //!   every node reach both gateways (by the channel, and by the resync that scans
 //!   every primary); a cluster rate limit per `sub` holds across both gateways with
 //!   keys spread over the slots; the registry works across both gateways.
+//! - Cluster with replicas: the primary the mirrors subscribe on is killed under
+//!   continuous traffic; no revoked token is admitted, valid tokens pass again after
+//!   its replica's promotion, and a revocation written to the failed-over slots
+//!   reaches both gateways.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -230,13 +234,18 @@ async fn cluster_revocations_rate_limits_and_registry_span_every_node() {
     );
 
     // the library writer: keys land on their own nodes; PUBLISH reaches every node
-    let tokens: Vec<String> = (0..12).map(|i| token(&format!("user-{i}"))).collect();
+    // (token ids are random: take at least 12, and more until every primary has one)
+    let mut tokens = Vec::new();
     let mut owners = std::collections::BTreeSet::new();
-    for t in &tokens {
-        assert_eq!(status(&c, &one.url("/p/x"), t).await, 200);
-        let key = w.token_key(t);
-        owners.insert(cluster.port_for_key(&key));
-        revoke(&w, t).await;
+    for i in 0..200 {
+        if tokens.len() >= 12 && owners.len() == 3 {
+            break;
+        }
+        let t = token(&format!("user-{i}"));
+        assert_eq!(status(&c, &one.url("/p/x"), &t).await, 200);
+        owners.insert(cluster.port_for_key(&w.token_key(&t)));
+        revoke(&w, &t).await;
+        tokens.push(t);
     }
     assert_eq!(owners.len(), 3, "the test keys cover every primary");
     for t in &tokens {
@@ -296,6 +305,141 @@ async fn cluster_revocations_rate_limits_and_registry_span_every_node() {
             "sub limited-{i}: 3 a minute across both gateways"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_primary_failover_keeps_revocations() {
+    let mut cluster = RedisClusterSet::start_with_replicas();
+    let backend = Backend::start("echo");
+    let yaml = config(&backend, &cluster.url());
+    let one = GatewayProcess::start(BIN, &yaml);
+    let two = GatewayProcess::start(BIN, &yaml);
+    let gws = [&one, &two];
+    let w = RevocationWriter::new(&cluster.url(), RevocationKeys::default()).unwrap();
+
+    let valid = token("still-signed-in");
+    assert!(
+        all_answer(&gws, &valid, 200, Duration::from_secs(20)).await,
+        "the mirrors never synced\n{}",
+        one.log()
+    );
+
+    // revocations on every primary (two per primary)
+    let primaries = cluster.ports();
+    let mut revoked: Vec<(String, u16)> = Vec::new();
+    for i in 0.. {
+        if primaries
+            .iter()
+            .all(|p| revoked.iter().filter(|(_, o)| o == p).count() >= 2)
+        {
+            break;
+        }
+        assert!(i < 200, "no keys on every primary: {revoked:?}");
+        let t = token(&format!("signed-out-{i}"));
+        let owner = cluster.port_for_key(&w.token_key(&t));
+        if revoked.iter().filter(|(_, o)| *o == owner).count() < 2 {
+            revoke(&w, &t).await;
+            revoked.push((t, owner));
+        }
+    }
+    for (t, _) in &revoked {
+        assert!(all_answer(&gws, t, 401, Duration::from_secs(10)).await);
+    }
+
+    // the primary to kill: the first node of the URL, where the mirrors subscribe
+    let victim = primaries[0];
+    let watched = revoked
+        .iter()
+        .find(|(_, o)| *o == victim)
+        .map(|(t, _)| t.clone())
+        .unwrap();
+    // the revocations are on the replicas before their primary dies
+    cluster.wait_replicated();
+
+    // continuous traffic with a revoked token whose key is on the victim, at both
+    // gateways, the whole time
+    let stop = Arc::new(AtomicBool::new(false));
+    let admitted = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let urls = [one.url("/p/x"), two.url("/p/x")];
+        let (stop, admitted, sent, watched) = (
+            stop.clone(),
+            admitted.clone(),
+            sent.clone(),
+            watched.clone(),
+        );
+        tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                for u in &urls {
+                    if status(&c, u, &watched).await == 200 {
+                        admitted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    cluster.kill_node(victim);
+    let killed = Instant::now();
+    let new = cluster.wait_promoted(victim, Duration::from_secs(30));
+    let promoted = Instant::now();
+    assert_ne!(new, victim);
+    // valid tokens pass again at both gateways once their mirrors resynced
+    assert!(
+        all_answer(&gws, &valid, 200, Duration::from_secs(30)).await,
+        "valid tokens not admitted after the failover\n{}\n{}",
+        one.log(),
+        cluster.logs()
+    );
+    let recovered = promoted.elapsed();
+
+    // a revocation written after the failover, on the failed-over slots (now the
+    // promoted replica's), reaches both gateways
+    let late = (0..)
+        .map(|i| token(&format!("signed-out-after-failover-{i}")))
+        .take(200)
+        .find(|t| cluster.port_for_key(&w.token_key(t)) == new)
+        .expect("a key on the promoted replica");
+    assert!(all_answer(&gws, &late, 200, Duration::from_secs(10)).await);
+    // (the writer's first write may meet the dead node's connection and retry)
+    revoke(&w, &late).await;
+    let written = Instant::now();
+    assert!(
+        all_answer(&gws, &late, 401, Duration::from_secs(10)).await,
+        "a revocation written after the failover was not applied\n{}",
+        two.log()
+    );
+    let applied = written.elapsed();
+
+    // the revocations written before the failover still hold, on every primary
+    for (t, _) in &revoked {
+        assert!(
+            all_answer(&gws, t, 401, Duration::from_secs(5)).await,
+            "a revocation written before the failover was lost"
+        );
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.await;
+    eprintln!(
+        "cluster failover: {victim} -> {new} promoted {:?} after the kill; valid tokens back \
+         {recovered:?} after the promotion; a revocation written after it refused at both \
+         gateways {applied:?} after the write; {} requests with a revoked token during it, \
+         {} admitted",
+        promoted - killed,
+        sent.load(Ordering::Relaxed),
+        admitted.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        admitted.load(Ordering::SeqCst),
+        0,
+        "a revoked token was admitted during the failover"
+    );
+    assert!(sent.load(Ordering::Relaxed) > 0);
+    assert!(one.metric("gateway_redis_errors_total", &[("op", "mirror")]) >= 1.0);
 }
 
 fn registry_config(redis_url: &str) -> String {

@@ -38,7 +38,10 @@ enum SyncError {
 }
 
 const PING_EVERY: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// At most one attempt a second while Redis is away: a failover is over in seconds,
+/// and protected routes wait for the mirror (one connection attempt a second per
+/// gateway costs Redis nothing).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Messages applied per batch (one pipelined round trip).
 const BATCH: usize = 256;
 

@@ -1,6 +1,7 @@
 //! Real Redis topologies for tests of high-availability clients: a Sentinel set
 //! (one primary, one replica, three sentinels) whose primary can be killed and
-//! failed over, and a three-primary Redis Cluster. Every process runs on a free
+//! failed over, and a three-primary Redis Cluster, with or without one replica per
+//! primary (a killed primary is failed over to its replica). Every process runs on a free
 //! loopback port, writes its output to a log file in the fixture's temporary
 //! directory (printed when the fixture panics), and is killed on `Drop`.
 
@@ -514,17 +515,87 @@ fn is_master(port: u16) -> bool {
         .is_ok_and(|r| r.items().first().and_then(Reply::as_str) == Some("master"))
 }
 
-/// A Redis Cluster of three primaries (no replicas) covering all 16384 slots,
-/// `cluster-node-timeout 2000`, no persistence.
+/// How many primaries a [`RedisClusterSet`] has.
+const CLUSTER_PRIMARIES: usize = 3;
+
+/// One range of a `CLUSTER SLOTS` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SlotRange {
+    first: u16,
+    last: u16,
+    /// The port of the primary serving the range.
+    primary: u16,
+    /// The ports of its (non-failed) replicas.
+    replicas: Vec<u16>,
+}
+
+/// The node on `port`'s `CLUSTER SLOTS`, or `None` when unreachable or not parsable.
+fn cluster_slots(port: u16) -> Option<Vec<SlotRange>> {
+    let reply = request(port, &["CLUSTER", "SLOTS"]).ok()?;
+    let Reply::Array(Some(ranges)) = reply else {
+        return None;
+    };
+    let int = |r: Option<&Reply>| match r {
+        Some(Reply::Int(v)) => u16::try_from(*v).ok(),
+        _ => None,
+    };
+    // a node is [host, port, id, ...]
+    let node_port = |n: &Reply| int(n.items().get(1));
+    ranges
+        .iter()
+        .map(|range| {
+            let items = range.items();
+            Some(SlotRange {
+                first: int(items.first())?,
+                last: int(items.get(1))?,
+                primary: node_port(items.get(2)?)?,
+                replicas: items
+                    .get(3..)?
+                    .iter()
+                    .map(node_port)
+                    .collect::<Option<_>>()?,
+            })
+        })
+        .collect()
+}
+
+/// A field of an `INFO` section (`role`, `master_port`, `master_link_status`).
+fn info_field(info: &str, field: &str) -> Option<String> {
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().to_string())
+}
+
+/// A Redis Cluster of three primaries covering all 16384 slots, without replicas
+/// ([`start`](Self::start)) or with one replica each
+/// ([`start_with_replicas`](Self::start_with_replicas)); `cluster-node-timeout 2000`,
+/// no persistence. A primary can be killed ([`kill_node`](Self::kill_node)) and its
+/// replica's promotion awaited ([`wait_promoted`](Self::wait_promoted)): about 3-4 s.
 ///
 /// ```no_run
+/// use std::time::Duration;
 /// let cluster = testkit::RedisClusterSet::start();
 /// let url = cluster.url(); // redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3
 /// let port = cluster.port_for_key("k");
 /// assert_eq!(cluster.cmd_on(port, &["SET", "k", "v"]), "+OK");
+///
+/// let mut cluster = testkit::RedisClusterSet::start_with_replicas();
+/// let old = cluster.port_for_key("k");
+/// assert_eq!(cluster.cmd_on(old, &["SET", "k", "v"]), "+OK");
+/// cluster.wait_replicated(); // or the write may die with its primary
+/// cluster.kill_node(old);
+/// let new = cluster.wait_promoted(old, Duration::from_secs(30));
+/// assert_eq!(Some(new), cluster.replica_of(old));
+/// assert_eq!(cluster.port_for_key("k"), new);
 /// ```
 pub struct RedisClusterSet {
+    /// Every node in start order: the three primaries first, then their replicas.
     nodes: Vec<Node>,
+    /// (primary, replica) as the cluster was created.
+    pairs: Vec<(u16, u16)>,
+    /// The slot ranges each primary killed with `kill_node` served then.
+    killed: Vec<(u16, Vec<(u16, u16)>)>,
     dir: tempfile::TempDir,
 }
 
@@ -533,13 +604,32 @@ impl RedisClusterSet {
     /// and wait until every node reports `cluster_state:ok` with all slots assigned.
     /// Panics with the processes' logs when that does not happen within 30 s.
     pub fn start() -> Self {
+        Self::launch(0)
+    }
+
+    /// Start six cluster-enabled nodes and join them with `redis-cli --cluster
+    /// create ... --cluster-replicas 1`: the first three are the primaries
+    /// ([`ports`](Self::ports)), the other three one replica each
+    /// ([`replica_ports`](Self::replica_ports)). Waits until every node reports
+    /// `cluster_state:ok` with all slots assigned, every replica reports
+    /// `master_link_status:up` and has applied its primary's stream, and every
+    /// node's `CLUSTER SLOTS` lists each primary with its replica (so any primary
+    /// can vote for a promotion). Panics with the processes' logs when that does
+    /// not happen within 30 s.
+    pub fn start_with_replicas() -> Self {
+        Self::launch(1)
+    }
+
+    fn launch(replicas: usize) -> Self {
         let dir = tempfile::tempdir().expect("create tempdir for redis cluster");
         let mut set = Self {
             nodes: Vec::new(),
+            pairs: Vec::new(),
+            killed: Vec::new(),
             dir,
         };
         let deadline = Instant::now() + CONVERGE;
-        for _ in 0..3 {
+        for _ in 0..CLUSTER_PRIMARIES * (1 + replicas) {
             let port = free_port();
             let mut args = data_args(set.dir.path(), port);
             let nodes_conf = set.dir.path().join(format!("nodes-{port}.conf"));
@@ -558,6 +648,12 @@ impl RedisClusterSet {
                 ]
                 .map(String::from),
             );
+            if replicas > 0 {
+                // A replica is listed in CLUSTER SLOTS only once its replication
+                // offset is not 0, and a primary with no writes moves it with a PING
+                // every `repl-ping-replica-period` (10 s by default).
+                args.extend(["--repl-ping-replica-period", "1"].map(String::from));
+            }
             let mut node = Node::new(set.dir.path(), "cluster", port);
             node.spawn(set.dir.path(), &args);
             set.nodes.push(node);
@@ -565,23 +661,74 @@ impl RedisClusterSet {
                 pings(port)
             });
         }
-        set.create(deadline);
-        let ports = set.ports();
+        set.create(deadline, replicas);
+        let all = set.running_ports();
         set.converge(
             deadline,
             "every node to report cluster_state:ok with 16384 slots assigned",
             || {
-                ports.iter().all(|&p| {
+                all.iter().all(|&p| {
                     let info = bulk(p, &["CLUSTER", "INFO"]);
                     info.contains("cluster_state:ok")
                         && info.contains("cluster_slots_assigned:16384")
                 })
             },
         );
+        if replicas == 0 {
+            return set;
+        }
+        // redis-cli makes the first nodes given (all on one host) the primaries
+        let primaries = set.ports();
+        let mut masters = Vec::new();
+        for replica in set.replica_ports() {
+            set.converge(
+                deadline,
+                &format!("the replica on port {replica} to report master_link_status:up"),
+                || {
+                    let info = bulk(replica, &["INFO", "replication"]);
+                    info_field(&info, "role").as_deref() == Some("slave")
+                        && info_field(&info, "master_link_status").as_deref() == Some("up")
+                },
+            );
+            masters.push(set.replica_master(replica));
+        }
+        let mut sorted = masters.clone();
+        sorted.sort_unstable();
+        let mut want = primaries.clone();
+        want.sort_unstable();
+        assert!(
+            sorted.iter().all(|m| m.is_some()) && sorted.into_iter().flatten().eq(want),
+            "expected one replica of each primary {primaries:?}, replicas follow {masters:?}{}",
+            set.logs()
+        );
+        set.converge(
+            deadline,
+            "every node's CLUSTER SLOTS to list each primary with its replica",
+            || {
+                all.iter().all(|&p| {
+                    cluster_slots(p).is_some_and(|ranges| {
+                        ranges.iter().all(|r| {
+                            primaries.contains(&r.primary)
+                                && r.replicas.len() == replicas
+                                && r.replicas
+                                    .iter()
+                                    .all(|&rep| set.replica_master(rep) == Some(r.primary))
+                        })
+                    })
+                })
+            },
+        );
+        set.pairs = masters
+            .into_iter()
+            .flatten()
+            .zip(set.replica_ports())
+            .collect();
+        set.wait_replicated_until(deadline);
         set
     }
 
-    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`: the nodes started
+    /// as primaries ([`ports`](Self::ports)), also after a failover.
     pub fn url(&self) -> String {
         let addrs: Vec<String> = self
             .ports()
@@ -597,12 +744,52 @@ impl RedisClusterSet {
         logs(self.dir.path())
     }
 
-    /// The ports of the three nodes, in start order.
+    /// The ports of the three nodes started as primaries, in start order (not
+    /// updated by a failover: see [`primary_ports`](Self::primary_ports)).
     pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(|n| n.port).collect()
+        self.nodes
+            .iter()
+            .take(CLUSTER_PRIMARIES)
+            .map(|n| n.port)
+            .collect()
     }
 
-    /// `redis://127.0.0.1:PORT` of node `i` (0, 1 or 2).
+    /// The ports of the nodes started as replicas, in start order (empty for
+    /// [`start`](Self::start)).
+    pub fn replica_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .skip(CLUSTER_PRIMARIES)
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// The ports of the primaries now: the nodes serving slots in the first running
+    /// node's `CLUSTER SLOTS`, sorted. Panics when no node answers it.
+    pub fn primary_ports(&self) -> Vec<u16> {
+        let ranges = self
+            .running_ports()
+            .into_iter()
+            .find_map(cluster_slots)
+            .unwrap_or_else(|| panic!("no cluster node answers CLUSTER SLOTS{}", self.logs()));
+        let mut ports: Vec<u16> = ranges.iter().map(|r| r.primary).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
+    /// The port of the node started as the replica of the node started as
+    /// `primary` (as the cluster was created, not updated by a failover); `None`
+    /// for [`start`](Self::start).
+    pub fn replica_of(&self, primary: u16) -> Option<u16> {
+        self.pairs
+            .iter()
+            .find(|&&(p, _)| p == primary)
+            .map(|&(_, r)| r)
+    }
+
+    /// `redis://127.0.0.1:PORT` of node `i` in start order (0, 1, 2: the primaries
+    /// as started; 3, 4, 5: the replicas of [`start_with_replicas`](Self::start_with_replicas)).
     pub fn node_url(&self, i: usize) -> String {
         format!("redis://127.0.0.1:{}", self.nodes[i].port)
     }
@@ -614,13 +801,16 @@ impl RedisClusterSet {
         command(port, args).unwrap_or_else(|e| panic!("redis on port {port}: {args:?}: {e}"))
     }
 
-    /// The port of the node that owns `key`'s slot (the one that does not answer
-    /// `-MOVED` to `EXISTS key`).
+    /// The port of the node that owns `key`'s slot now: the running node that
+    /// does not answer `-MOVED` to `EXISTS key` (replicas answer `-MOVED` too).
     pub fn port_for_key(&self, key: &str) -> u16 {
         let replies: Vec<(u16, String)> = self
-            .ports()
+            .running_ports()
             .into_iter()
-            .map(|p| (p, self.cmd_on(p, &["EXISTS", key])))
+            .map(|p| {
+                let reply = command(p, &["EXISTS", key]).unwrap_or_else(|e| format!("({e})"));
+                (p, reply)
+            })
             .collect();
         replies
             .iter()
@@ -629,15 +819,166 @@ impl RedisClusterSet {
             .unwrap_or_else(|| panic!("no node owns key {key:?}: {replies:?}"))
     }
 
-    /// `redis-cli --cluster create ... --cluster-replicas 0 --cluster-yes`, its
+    /// SIGKILL the node on `port` (primary or replica) and wait until its port
+    /// refuses connections. The slots it served as a primary are recorded for
+    /// [`wait_promoted`](Self::wait_promoted). Panics when it is not running.
+    pub fn kill_node(&mut self, port: u16) {
+        let served: Vec<(u16, u16)> = cluster_slots(port)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.primary == port)
+            .map(|r| (r.first, r.last))
+            .collect();
+        let all: Vec<u16> = self.nodes.iter().map(|n| n.port).collect();
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("port {port} is not a node of this cluster ({all:?})"));
+        assert!(node.is_running(), "the node on port {port} is not running");
+        node.kill();
+        self.killed.retain(|(p, _)| *p != port);
+        if !served.is_empty() {
+            self.killed.push((port, served));
+        }
+    }
+
+    /// Wait until a replica took over the slots `old_primary` served when it was
+    /// killed with [`kill_node`](Self::kill_node): every running node reports
+    /// `cluster_state:ok`, its `CLUSTER SLOTS` names `old_primary` primary of no
+    /// slot and one same node primary of all those slots, and that node answers
+    /// `ROLE` as master. Returns its port. Panics with the logs when that does not
+    /// happen within `timeout`, or when `old_primary` served no slots when killed.
+    pub fn wait_promoted(&self, old_primary: u16, timeout: Duration) -> u16 {
+        let served = self
+            .killed
+            .iter()
+            .find(|(p, _)| *p == old_primary)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("port {old_primary} is not a primary killed with kill_node"));
+        let survivors = self.running_ports();
+        let mut new = None;
+        let mut waiting = String::from("nothing asked yet");
+        let done = wait_until(timeout, || {
+            new = None;
+            let mut owner = None;
+            for &p in &survivors {
+                let info = bulk(p, &["CLUSTER", "INFO"]);
+                if !info.contains("cluster_state:ok") {
+                    waiting = format!("node {p} to report cluster_state:ok");
+                    return false;
+                }
+                let Some(ranges) = cluster_slots(p) else {
+                    waiting = format!("node {p} to answer CLUSTER SLOTS");
+                    return false;
+                };
+                if ranges.iter().any(|r| r.primary == old_primary) {
+                    waiting = format!("node {p} to stop naming {old_primary} a primary");
+                    return false;
+                }
+                for &(first, last) in &served {
+                    let here = ranges
+                        .iter()
+                        .find(|r| r.first <= first && last <= r.last)
+                        .map(|r| r.primary);
+                    match (here, owner) {
+                        (Some(h), None) => owner = Some(h),
+                        (Some(h), Some(o)) if h == o => {}
+                        _ => {
+                            waiting = format!(
+                                "node {p} to name {owner:?} primary of slots {first}-{last} \
+                                 (it names {here:?})"
+                            );
+                            return false;
+                        }
+                    }
+                }
+            }
+            new = owner;
+            waiting = format!("{owner:?} to answer ROLE as master");
+            owner.is_some_and(is_master)
+        });
+        match (done, new) {
+            (true, Some(port)) => port,
+            _ => panic!(
+                "no replica took over the slots {served:?} of the primary on port \
+                 {old_primary} within {timeout:?} (waiting for {waiting}){}",
+                self.logs()
+            ),
+        }
+    }
+
+    /// Wait until every running replica has applied everything its primary has
+    /// written so far (its replication offset), so a write made before survives
+    /// [`kill_node`](Self::kill_node) of the primary (not `WAIT`: every
+    /// [`cmd_on`](Self::cmd_on) is a connection of its own, and `WAIT` counts its
+    /// own writes only). Panics with the logs after 30 s.
+    pub fn wait_replicated(&self) {
+        self.wait_replicated_until(Instant::now() + CONVERGE);
+    }
+
+    fn wait_replicated_until(&self, deadline: Instant) {
+        let replicas: Vec<(u16, u16)> = self
+            .running_ports()
+            .into_iter()
+            .filter_map(|p| Some((p, self.replica_master(p)?)))
+            .collect();
+        let targets: Vec<(u16, u16, i64)> = replicas
+            .into_iter()
+            .map(|(replica, primary)| {
+                let target = repl_offset(primary, "master_repl_offset").unwrap_or_else(|| {
+                    panic!(
+                        "the primary on port {primary} reports no replication offset{}",
+                        self.logs()
+                    )
+                });
+                (replica, primary, target)
+            })
+            .collect();
+        for (replica, primary, target) in targets {
+            self.converge(
+                deadline,
+                &format!(
+                    "the replica on port {replica} to reach its primary {primary}'s offset \
+                     {target}"
+                ),
+                || repl_offset(replica, "slave_repl_offset").is_some_and(|o| o >= target),
+            );
+        }
+    }
+
+    /// The primary the node on `port` replicates (`INFO replication`), if it is a
+    /// replica that answers.
+    fn replica_master(&self, port: u16) -> Option<u16> {
+        let info = bulk(port, &["INFO", "replication"]);
+        if info_field(&info, "role").as_deref() != Some("slave") {
+            return None;
+        }
+        info_field(&info, "master_port")?.parse().ok()
+    }
+
+    /// The ports of the nodes not killed, in start order.
+    fn running_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// `redis-cli --cluster create ... --cluster-replicas N --cluster-yes`, its
     /// output in `redis-cli-create.log`, killed at `deadline`.
-    fn create(&mut self, deadline: Instant) {
+    fn create(&mut self, deadline: Instant, replicas: usize) {
         let log_path = self.dir.path().join("redis-cli-create.log");
         let log = File::create(&log_path).expect("create redis-cli log");
         let err = log.try_clone().expect("clone log file handle");
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-        args.extend(self.ports().iter().map(|p| format!("127.0.0.1:{p}")));
-        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        args.extend(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend([
+            "--cluster-replicas".into(),
+            replicas.to_string(),
+            "--cluster-yes".into(),
+        ]);
         let mut child = match Command::new("redis-cli")
             .args(&args)
             .current_dir(self.dir.path())

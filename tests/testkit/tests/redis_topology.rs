@@ -1,6 +1,7 @@
 //! The Redis topology fixtures themselves: a sentinel set fails over a killed
 //! primary without losing a replicated key and takes the old primary back as a
-//! replica; a cluster routes keys to the node owning their slot.
+//! replica; a cluster routes keys to the node owning their slot; a cluster with
+//! replicas promotes a killed primary's replica, which serves the keys written before.
 
 use std::time::{Duration, Instant};
 
@@ -122,4 +123,58 @@ fn cluster_routes_keys_to_their_slot_owner() {
         }
     }
     eprintln!("cluster test took {:?}", started.elapsed());
+}
+
+#[test]
+fn cluster_with_replicas_promotes_a_killed_primarys_replica() {
+    let started = Instant::now();
+    let mut cluster = RedisClusterSet::start_with_replicas();
+    eprintln!("cluster with replicas up in {:?}", started.elapsed());
+
+    let primaries = cluster.ports();
+    let replicas = cluster.replica_ports();
+    assert_eq!(primaries.len(), 3);
+    assert_eq!(replicas.len(), 3);
+    let mut sorted = primaries.clone();
+    sorted.sort_unstable();
+    assert_eq!(cluster.primary_ports(), sorted);
+    assert_eq!(
+        cluster.url(),
+        format!(
+            "redis+cluster://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+            primaries[0], primaries[1], primaries[2]
+        )
+    );
+    for &p in &primaries {
+        let r = cluster.replica_of(p).expect("every primary has a replica");
+        assert!(replicas.contains(&r));
+    }
+    // a replica redirects to its primary
+    let foo = cluster.port_for_key("foo");
+    assert!(primaries.contains(&foo));
+    let moved = cluster.cmd_on(cluster.replica_of(foo).unwrap(), &["GET", "foo"]);
+    assert!(moved.ends_with(&format!(":{foo}")), "{moved}");
+
+    assert_eq!(cluster.cmd_on(foo, &["SET", "foo", "v"]), "+OK");
+    cluster.wait_replicated();
+    let killed_at = Instant::now();
+    cluster.kill_node(foo);
+    let new = cluster.wait_promoted(foo, Duration::from_secs(30));
+    eprintln!("replica promoted in {:?}", killed_at.elapsed());
+    assert_eq!(Some(new), cluster.replica_of(foo));
+    assert_eq!(cluster.port_for_key("foo"), new);
+    assert_eq!(cluster.cmd_on(new, &["GET", "foo"]), "$1\r\nv");
+    // the surviving primaries redirect to the new one
+    for &p in primaries.iter().filter(|&&p| p != foo) {
+        let moved = cluster.cmd_on(p, &["GET", "foo"]);
+        assert!(moved.ends_with(&format!(":{new}")), "{p}: {moved}");
+    }
+    let mut now: Vec<u16> = sorted
+        .iter()
+        .map(|&p| if p == foo { new } else { p })
+        .collect();
+    now.sort_unstable();
+    assert_eq!(cluster.primary_ports(), now);
+    assert_eq!(cluster.cmd_on(new, &["SET", "foo", "w"]), "+OK");
+    eprintln!("cluster failover test took {:?}", started.elapsed());
 }
