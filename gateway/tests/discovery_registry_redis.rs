@@ -5,23 +5,13 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use testkit::config::{ms, GatewayConfigBuilder, RegistryConfig, RegistryStore, ServiceBuilder};
+use testkit::config::{GatewayConfigBuilder, REGISTRY_TOKEN};
 use testkit::{wait_until, Backend, GatewayProcess, RedisServer};
 
 const T: Duration = Duration::from_secs(10);
 
 fn config(redis_url: &str) -> String {
-    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::registry())
-        .admin_with(|a| {
-            a.token = Some("demo-registry-token".into());
-            a.registry = Some(RegistryConfig {
-                store: RegistryStore::Redis,
-                redis_url: Some(redis_url.into()),
-                sync_interval: ms(500),
-                ..RegistryConfig::default()
-            });
-        })
-        .yaml()
+    GatewayConfigBuilder::shared_registry(redis_url).yaml()
 }
 
 fn client() -> reqwest::blocking::Client {
@@ -35,7 +25,7 @@ fn client() -> reqwest::blocking::Client {
 fn register(gw: &GatewayProcess, id: &str, b: &Backend, ttl: &str) -> u16 {
     client()
         .put(gw.admin_url(&format!("/registry/services/member/instances/{id}")))
-        .bearer_auth("demo-registry-token")
+        .bearer_auth(REGISTRY_TOKEN)
         .json(&json!({"address": "127.0.0.1", "port": b.port(), "metadata": {"weight": 2}, "ttl": ttl}))
         .send()
         .unwrap()
@@ -46,7 +36,7 @@ fn register(gw: &GatewayProcess, id: &str, b: &Backend, ttl: &str) -> u16 {
 fn delete(gw: &GatewayProcess, id: &str) -> u16 {
     client()
         .delete(gw.admin_url(&format!("/registry/services/member/instances/{id}")))
-        .bearer_auth("demo-registry-token")
+        .bearer_auth(REGISTRY_TOKEN)
         .send()
         .unwrap()
         .status()

@@ -23,8 +23,7 @@ use plugins::revocation::{RevocationKeys, RevocationWriter};
 use serde_json::{json, Value};
 use testkit::config::{
     jwt_auth, ms, rate_limit, revocation, secs, AuthConfig, GatewayConfigBuilder, RateLimitConfig,
-    RateLimitKey, RateLimitScope, RegistryConfig, RegistryStore, RevocationConfig, RouteBuilder,
-    ServiceBuilder,
+    RateLimitKey, RateLimitScope, RevocationConfig, RouteBuilder, ServiceBuilder, REGISTRY_TOKEN,
 };
 use testkit::{
     client, wait_until, wait_until_async, Backend, GatewayProcess, RedisClusterSet,
@@ -442,26 +441,18 @@ async fn cluster_primary_failover_keeps_revocations() {
     assert!(one.metric("gateway_redis_errors_total", &[("op", "mirror")]) >= 1.0);
 }
 
-fn registry_config(redis_url: &str) -> String {
-    GatewayConfigBuilder::in_front_of("member", ServiceBuilder::registry())
-        .admin_with(|a| {
-            a.token = Some("demo-registry-token".into());
-            a.registry = Some(RegistryConfig {
-                store: RegistryStore::Redis,
-                redis_url: Some(redis_url.into()),
-                sync_interval: ms(500),
-                ..RegistryConfig::default()
-            });
-        })
-        .yaml()
-}
-
 #[test]
 fn the_registry_works_on_a_cluster() {
     let cluster = RedisClusterSet::start();
     let backend = Backend::start("a");
-    let one = GatewayProcess::start(BIN, &registry_config(&cluster.url()));
-    let two = GatewayProcess::start(BIN, &registry_config(&cluster.url()));
+    let one = GatewayProcess::start(
+        BIN,
+        &GatewayConfigBuilder::shared_registry(&cluster.url()).yaml(),
+    );
+    let two = GatewayProcess::start(
+        BIN,
+        &GatewayConfigBuilder::shared_registry(&cluster.url()).yaml(),
+    );
     let http = reqwest::blocking::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
@@ -469,7 +460,7 @@ fn the_registry_works_on_a_cluster() {
         .unwrap();
     let put = http
         .put(one.admin_url("/registry/services/member/instances/a"))
-        .bearer_auth("demo-registry-token")
+        .bearer_auth(REGISTRY_TOKEN)
         .json(&json!({"address": "127.0.0.1", "port": backend.port(), "ttl": "30s"}))
         .send()
         .unwrap();

@@ -82,11 +82,29 @@ impl Default for GatewayConfigBuilder {
     }
 }
 
+/// The admin token of [`GatewayConfigBuilder::shared_registry`].
+pub const REGISTRY_TOKEN: &str = "demo-registry-token";
+
 impl GatewayConfigBuilder {
     pub fn new() -> Self {
         Self(GatewayConfig {
             listeners: vec![ListenerConfig::new(HTTP_ADDRESS)],
             ..GatewayConfig::default()
+        })
+    }
+
+    /// A gateway whose service `member` (every path) is found in the built-in registry,
+    /// kept in Redis at `redis_url` (synced every 500 ms) so replicas share it; writes
+    /// to the registry need [`REGISTRY_TOKEN`].
+    pub fn shared_registry(redis_url: &str) -> Self {
+        Self::in_front_of("member", ServiceBuilder::registry()).admin_with(|a| {
+            a.token = Some(REGISTRY_TOKEN.into());
+            a.registry = Some(RegistryConfig {
+                store: RegistryStore::Redis,
+                redis_url: Some(redis_url.into()),
+                sync_interval: ms(500),
+                ..RegistryConfig::default()
+            });
         })
     }
 
