@@ -13,6 +13,10 @@
 //!   continuous traffic; no revoked token is admitted, valid tokens pass again after
 //!   its replica's promotion, and a revocation written to the failed-over slots
 //!   reaches both gateways.
+//! - Credentials: on a password-protected Sentinel set (sentinels without a password)
+//!   and Cluster, the mirrors, the writer and the cluster rate limit work at two
+//!   gateways, with revocations on every primary; a wrong password admits nothing
+//!   (503) and counts Redis errors.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -477,4 +481,215 @@ fn the_registry_works_on_a_cluster() {
     assert!(cluster
         .cmd_on(owner, &["EXISTS", "{gateway:registry}:svc:member"])
         .ends_with('1'));
+}
+
+/// The data nodes' password in [`credentials_reach_every_data_node`]: reserved URL
+/// characters, which must survive the URL's percent-encoding to every node.
+const PASSWORD: &str = "p@ss/w:rd%x?#";
+/// [`PASSWORD`] as the fixtures put it in a URL.
+const PASSWORD_IN_URL: &str = ":p%40ss%2Fw%3Ard%25x%3F%23@";
+
+/// A password-protected topology, for [`credentials_reach_every_data_node`].
+enum Protected<'a> {
+    Sentinel(&'a RedisSentinelSet),
+    Cluster(&'a RedisClusterSet),
+}
+
+impl Protected<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Protected::Sentinel(_) => "sentinel",
+            Protected::Cluster(_) => "cluster",
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Protected::Sentinel(s) => s.url(),
+            Protected::Cluster(c) => c.url(),
+        }
+    }
+
+    /// The data nodes keys are written to: the primary, or every cluster primary.
+    fn primaries(&self) -> Vec<u16> {
+        match self {
+            Protected::Sentinel(s) => vec![s.primary_port()],
+            Protected::Cluster(c) => c.ports(),
+        }
+    }
+
+    fn owner(&self, key: &str) -> u16 {
+        match self {
+            Protected::Sentinel(s) => s.primary_port(),
+            Protected::Cluster(c) => c.port_for_key(key),
+        }
+    }
+
+    /// A command on a data node, after `AUTH`.
+    fn cmd_on(&self, port: u16, args: &[&str]) -> String {
+        match self {
+            Protected::Sentinel(s) => s.cmd_on(port, args),
+            Protected::Cluster(c) => c.cmd_on(port, args),
+        }
+    }
+}
+
+/// Two gateways on a password-protected topology: the mirrors sync (a SCAN on every
+/// primary), revocations through the writer and quiet ones written by hand on every
+/// primary are refused at both, and a cluster rate limit holds across both.
+async fn credentials_work(topology: &Protected<'_>, backend: &Backend) {
+    let name = topology.name();
+    let url = topology.url();
+    assert!(url.contains(PASSWORD_IN_URL), "{url}");
+    let started = Instant::now();
+    let yaml = config(backend, &url);
+    let one = GatewayProcess::start(BIN, &yaml);
+    let two = GatewayProcess::start(BIN, &yaml);
+    let gws = [&one, &two];
+    let c = client();
+    let w = RevocationWriter::new(&url, RevocationKeys::default()).unwrap();
+
+    let valid = token(&format!("{name}-still-signed-in"));
+    assert!(
+        all_answer(&gws, &valid, 200, Duration::from_secs(20)).await,
+        "{name}: the mirrors never synced\n{}",
+        one.log()
+    );
+    let synced = started.elapsed();
+
+    // through the writer, until every primary holds one
+    let primaries = topology.primaries();
+    let mut owners = std::collections::BTreeSet::new();
+    for i in 0..200 {
+        if owners.len() == primaries.len() {
+            break;
+        }
+        let t = token(&format!("{name}-signed-out-{i}"));
+        let owner = topology.owner(&w.token_key(&t));
+        if !owners.insert(owner) {
+            continue;
+        }
+        assert_eq!(status(&c, &one.url("/p/x"), &t).await, 200);
+        revoke(&w, &t).await;
+        assert!(
+            all_answer(&gws, &t, 401, Duration::from_secs(10)).await,
+            "{name}: a revocation on node {owner} was not applied\n{}",
+            one.log()
+        );
+    }
+    assert_eq!(
+        owners.len(),
+        primaries.len(),
+        "{name}: keys on every primary"
+    );
+
+    // by hand without a PUBLISH, on every primary: found by the resync's SCAN there
+    for &port in &primaries {
+        let t = (0..)
+            .map(|i| token(&format!("{name}-quiet-{port}-{i}")))
+            .take(200)
+            .find(|t| topology.owner(&w.token_key(t)) == port)
+            .expect("a key on every primary");
+        assert_eq!(status(&c, &two.url("/p/x"), &t).await, 200);
+        let key = w.token_key(&t);
+        assert_eq!(
+            topology.cmd_on(port, &["SET", &key, "1", "EX", "600"]),
+            "+OK"
+        );
+        assert!(
+            all_answer(&gws, &t, 401, Duration::from_secs(10)).await,
+            "{name}: a quiet write on node {port} was not found by the resync\n{}",
+            one.log()
+        );
+    }
+
+    // a cluster rate limit: 3 a minute for one sub across both gateways
+    let t = token(&format!("{name}-limited"));
+    let mut admitted = 0;
+    for k in 0..8 {
+        let gw = gws[k % 2];
+        let s = status(&c, &gw.url("/limited/x"), &t).await;
+        assert!(s == 200 || s == 429, "{name}: status {s}\n{}", gw.log());
+        admitted += u32::from(s == 200);
+    }
+    assert_eq!(admitted, 3, "{name}: 3 a minute across both gateways");
+
+    assert!(all_answer(&gws, &valid, 200, Duration::from_secs(5)).await);
+    for gw in gws {
+        assert_eq!(
+            gw.metric("gateway_redis_errors_total", &[("op", "mirror")]),
+            0.0,
+            "{name}: no Redis error with the right password\n{}",
+            gw.log()
+        );
+    }
+    eprintln!(
+        "{name} with a password: mirrors synced {synced:?} after start, all checks done after \
+         {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_reach_every_data_node() {
+    let started = Instant::now();
+    // started side by side (each takes a few seconds to converge)
+    let (set, cluster) = std::thread::scope(|s| {
+        let set = s.spawn(|| RedisSentinelSet::start_with_password("authprimary", PASSWORD));
+        let cluster = RedisClusterSet::start_with_password(PASSWORD);
+        let set = set.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (set, cluster)
+    });
+    eprintln!("protected topologies up in {:?}", started.elapsed());
+    let backend = Backend::start("echo");
+
+    credentials_work(&Protected::Sentinel(&set), &backend).await;
+    credentials_work(&Protected::Cluster(&cluster), &backend).await;
+
+    // the wrong password: nothing is admitted (on_redis_error: deny), Redis errors counted
+    let wrong = set.url().replace(PASSWORD_IN_URL, ":wrong@");
+    assert_ne!(wrong, set.url());
+    let gw = GatewayProcess::start(BIN, &config(&backend, &wrong));
+    let c = client();
+    let t = token("wrong-password");
+    let errors = || gw.metric("gateway_redis_errors_total", &[("op", "mirror")]);
+    let since = Instant::now();
+    let (mut answers, mut first, mut last) = (0u32, None, 0.0);
+    // every answer a clean 503, for at least a second and until the mirror's error
+    // count has grown past the first one seen
+    while since.elapsed() < Duration::from_secs(15) {
+        let resp = c.get(gw.url("/p/x")).bearer_auth(&t).send().await.unwrap();
+        let s = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (s, body["error"].as_str().unwrap_or("")),
+            (503, "revocation_unavailable"),
+            "with the wrong password\n{}",
+            gw.log()
+        );
+        answers += 1;
+        last = errors();
+        match first {
+            None if last >= 1.0 => first = Some(last),
+            Some(f) if last > f && since.elapsed() >= Duration::from_secs(1) => break,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gw.log().contains("AuthenticationFailed"),
+        "the data node refused the password\n{}",
+        gw.log()
+    );
+    assert!(
+        first.is_some_and(|f| last > f),
+        "gateway_redis_errors_total{{op=\"mirror\"}} did not grow ({first:?} -> {last})\n{}",
+        gw.log()
+    );
+    eprintln!(
+        "wrong password: {answers} requests, all 503 revocation_unavailable, over {:?}; \
+         mirror errors {first:?} -> {last}",
+        since.elapsed()
+    );
+    eprintln!("credentials test took {:?}", started.elapsed());
 }

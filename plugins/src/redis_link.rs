@@ -138,12 +138,13 @@ impl RedisTarget {
                     );
                 }
                 let scheme = if m.tls { "rediss" } else { "redis" };
+                // the credentials were decoded: encode them again for the node URLs
                 let auth = match (&m.username, &m.password) {
                     (None, None) => String::new(),
                     (u, p) => format!(
                         "{}:{}@",
-                        u.as_deref().unwrap_or(""),
-                        p.as_deref().unwrap_or("")
+                        percent_encode(u.as_deref().unwrap_or("")),
+                        percent_encode(p.as_deref().unwrap_or(""))
                     ),
                 };
                 let nodes: Vec<String> = m
@@ -653,25 +654,22 @@ fn multi_host(url: &str) -> Result<MultiHost, String> {
     })
 }
 
+/// `%XX` escapes decoded (a URL's user or password part).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Everything but the unreserved characters (`A-Z a-z 0-9 - . _ ~`) as `%XX`, for the
+/// user or password part of a URL.
+fn percent_encode(s: &str) -> String {
+    const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, USERINFO).to_string()
 }
 
 /// `url` with the password replaced by `***`.
@@ -727,6 +725,21 @@ mod tests {
 
         let t = RedisTarget::parse("rediss+cluster://10.0.0.1:7000,10.0.0.2:7001").unwrap();
         assert_eq!(t.topology(), "cluster");
+
+        // credentials with reserved characters reach every node as written
+        let t = RedisTarget::parse(
+            "redis+cluster://us%3Aer:p%40ss%2Fw%3Ard%25x%3F%23@10.0.0.1:7000,10.0.0.2:7001",
+        )
+        .unwrap();
+        let Kind::Cluster { seeds, .. } = &*t.kind else {
+            panic!("cluster")
+        };
+        assert_eq!(seeds.len(), 2);
+        for seed in seeds {
+            let info = seed.get_connection_info();
+            assert_eq!(info.redis_settings().username(), Some("us:er"));
+            assert_eq!(info.redis_settings().password(), Some("p@ss/w:rd%x?#"));
+        }
 
         for bad in [
             "127.0.0.1:6379",

@@ -180,27 +180,66 @@ impl Reply {
 /// `"$1\r\nv"`, `"-MOVED 866 127.0.0.1:7001"`). Errors are I/O errors only; an
 /// error reply is returned as text.
 pub(crate) fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    command_auth(port, None, args)
+}
+
+/// Like [`command`], but with `AUTH password` first on the connection when a
+/// password is given. A refused `AUTH` is returned as the reply (`"-WRONGPASS ..."`).
+pub(crate) fn command_auth(
+    port: u16,
+    password: Option<&str>,
+    args: &[&str],
+) -> std::io::Result<String> {
     let mut raw = Vec::new();
-    exchange(port, args, &mut raw)?;
+    exchange(port, password, args, &mut raw)?;
     Ok(String::from_utf8_lossy(&raw).trim_end().to_string())
 }
 
 /// Like [`command`], but the reply parsed.
 pub(crate) fn request(port: u16, args: &[&str]) -> std::io::Result<Reply> {
-    exchange(port, args, &mut Vec::new())
+    request_auth(port, None, args)
 }
 
-fn exchange(port: u16, args: &[&str], raw: &mut Vec<u8>) -> std::io::Result<Reply> {
+/// Like [`command_auth`], but the reply parsed.
+pub(crate) fn request_auth(
+    port: u16,
+    password: Option<&str>,
+    args: &[&str],
+) -> std::io::Result<Reply> {
+    exchange(port, password, args, &mut Vec::new())
+}
+
+fn exchange(
+    port: u16,
+    password: Option<&str>,
+    args: &[&str],
+    raw: &mut Vec<u8>,
+) -> std::io::Result<Reply> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    let mut req = String::new();
+    let mut push = |args: &[&str]| {
+        req.push_str(&format!("*{}\r\n", args.len()));
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+    };
+    if let Some(p) = password {
+        push(&["AUTH", p]);
     }
+    push(args);
     stream.write_all(req.as_bytes())?;
-    read_reply(&mut BufReader::new(stream), raw)
+    let mut reader = BufReader::new(stream);
+    if password.is_some() {
+        let mut auth_raw = Vec::new();
+        if let Reply::Error(e) = read_reply(&mut reader, &mut auth_raw)? {
+            raw.extend_from_slice(&auth_raw);
+            return Ok(Reply::Error(e));
+        }
+    }
+    read_reply(&mut reader, raw)
 }
 
 /// Read one complete reply, appending its bytes to `raw`.

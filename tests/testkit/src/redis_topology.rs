@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::redis::{command, request, Reply};
+use crate::redis::{command_auth, request, request_auth, Reply};
 use crate::{free_port, wait_until};
 
 /// How long `start` (and [`RedisSentinelSet::restart_node`]) wait for the topology to converge.
@@ -87,14 +87,14 @@ impl Node {
     }
 }
 
-/// Whether `127.0.0.1:port` answers `PING`.
-fn pings(port: u16) -> bool {
-    matches!(request(port, &["PING"]), Ok(Reply::Status(s)) if s == "PONG")
+/// Whether `127.0.0.1:port` answers `PING` (after `AUTH password` when given).
+fn pings(port: u16, auth: Option<&str>) -> bool {
+    matches!(request_auth(port, auth, &["PING"]), Ok(Reply::Status(s)) if s == "PONG")
 }
 
 /// The text of a bulk reply (`INFO`, `CLUSTER INFO`), or "" when unreachable.
-fn bulk(port: u16, args: &[&str]) -> String {
-    match request(port, args) {
+fn bulk(port: u16, auth: Option<&str>, args: &[&str]) -> String {
+    match request_auth(port, auth, args) {
         Ok(Reply::Bulk(Some(s))) => s,
         _ => String::new(),
     }
@@ -122,11 +122,12 @@ fn logs(dir: &Path) -> String {
     out
 }
 
-/// The arguments every data node (sentinel-set or cluster) gets.
-fn data_args(dir: &Path, port: u16) -> Vec<String> {
+/// The arguments every data node (sentinel-set or cluster) gets; with a password,
+/// `--requirepass P --masterauth P` (clients and replication both authenticate).
+fn data_args(dir: &Path, port: u16, password: Option<&str>) -> Vec<String> {
     let data_dir = dir.join(format!("data-{port}"));
     fs::create_dir_all(&data_dir).expect("create data dir");
-    [
+    let mut args = [
         "--port",
         &port.to_string(),
         "--bind",
@@ -142,12 +143,44 @@ fn data_args(dir: &Path, port: u16) -> Vec<String> {
         "0",
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    if let Some(p) = password {
+        args.extend(["--requirepass", p, "--masterauth", p].map(String::from));
+    }
+    args
+}
+
+/// A fixture password must survive a command line, a sentinel config line and a URL
+/// without quoting: printable ASCII, no spaces.
+fn check_password(password: &str) {
+    assert!(
+        !password.is_empty() && password.chars().all(|c| c.is_ascii_graphic()),
+        "password must be printable ASCII without spaces: {password:?}"
+    );
+}
+
+/// `:PASSWORD@` (percent-encoded) for a URL, or "" without a password.
+fn credentials(password: Option<&str>) -> String {
+    let Some(p) = password else {
+        return String::new();
+    };
+    let mut out = String::from(":");
+    for b in p.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push('@');
+    out
 }
 
 /// A Redis Sentinel set: one primary, one replica, three sentinels monitoring the
 /// primary as `master_name` with quorum 2, `down-after-milliseconds 1000` and
 /// `failover-timeout 5000`, so a killed primary is failed over in a few seconds.
+/// With [`start_with_password`](Self::start_with_password) the data nodes require a
+/// password (the sentinels do not).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -159,6 +192,8 @@ fn data_args(dir: &Path, port: u16) -> Vec<String> {
 /// ```
 pub struct RedisSentinelSet {
     master_name: String,
+    /// The data nodes' `requirepass` (and `masterauth`), if any.
+    password: Option<String>,
     /// The two data nodes, in start order (primary first).
     data: Vec<Node>,
     sentinels: Vec<Node>,
@@ -171,6 +206,20 @@ impl RedisSentinelSet {
     /// replica and the two other sentinels. Panics with the processes' logs when
     /// that does not happen within 30 s.
     pub fn start(master_name: &str) -> Self {
+        Self::launch(master_name, None)
+    }
+
+    /// Like [`start`](Self::start), but the data nodes require `password`
+    /// (`--requirepass P --masterauth P`) and the sentinels reach them with
+    /// `sentinel auth-pass`; the sentinels themselves need no password.
+    /// [`url`](Self::url) carries the password and [`cmd_on`](Self::cmd_on) sends
+    /// `AUTH` to the data nodes. The password must be printable ASCII without spaces.
+    pub fn start_with_password(master_name: &str, password: &str) -> Self {
+        check_password(password);
+        Self::launch(master_name, Some(password))
+    }
+
+    fn launch(master_name: &str, password: Option<&str>) -> Self {
         assert!(
             !master_name.is_empty() && !master_name.contains(char::is_whitespace),
             "master name must be one word: {master_name:?}"
@@ -179,6 +228,7 @@ impl RedisSentinelSet {
         // Built up in place, so a panic below kills what was started.
         let mut set = Self {
             master_name: master_name.to_string(),
+            password: password.map(str::to_string),
             data: Vec::new(),
             sentinels: Vec::new(),
             dir,
@@ -196,7 +246,7 @@ impl RedisSentinelSet {
         for _ in 0..3 {
             let port = free_port();
             let conf = set.dir.path().join(format!("sentinel-{port}.conf"));
-            let text = format!(
+            let mut text = format!(
                 "port {port}\n\
                  bind 127.0.0.1\n\
                  daemonize no\n\
@@ -208,6 +258,9 @@ impl RedisSentinelSet {
                 dir = set.dir.path().display(),
                 name = master_name,
             );
+            if let Some(p) = password {
+                text.push_str(&format!("sentinel auth-pass {master_name} {p}\n"));
+            }
             fs::write(&conf, text).expect("write sentinel config");
             let mut node = Node::new(set.dir.path(), "sentinel", port);
             node.spawn(
@@ -216,7 +269,7 @@ impl RedisSentinelSet {
             );
             set.sentinels.push(node);
             set.converge(deadline, &format!("sentinel {port} to answer PING"), || {
-                pings(port)
+                pings(port, None)
             });
         }
 
@@ -236,13 +289,20 @@ impl RedisSentinelSet {
         set
     }
 
-    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/MASTER_NAME`.
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/MASTER_NAME`, or
+    /// `redis+sentinel://:PASSWORD@127.0.0.1:S1,.../MASTER_NAME` with a password.
     pub fn url(&self) -> String {
         format!(
-            "redis+sentinel://{}/{}",
+            "redis+sentinel://{}{}/{}",
+            credentials(self.password.as_deref()),
             self.sentinel_addrs().join(","),
             self.master_name
         )
+    }
+
+    /// The data nodes' password ([`start_with_password`](Self::start_with_password)).
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     /// `127.0.0.1:PORT` of each sentinel.
@@ -316,7 +376,7 @@ impl RedisSentinelSet {
                 return false;
             }
             new = Some(candidate);
-            is_master(candidate)
+            is_master(candidate, self.auth())
         });
         match (done, new) {
             (true, Some(port)) => port,
@@ -366,7 +426,7 @@ impl RedisSentinelSet {
     /// counts the writes of its own connection. Panics with the logs after 30 s.
     pub fn wait_replicated(&self) {
         let primary = self.primary_port();
-        let target = repl_offset(primary, "master_repl_offset").unwrap_or_else(|| {
+        let target = repl_offset(primary, self.auth(), "master_repl_offset").unwrap_or_else(|| {
             panic!(
                 "the primary on port {primary} reports no replication offset{}",
                 self.logs()
@@ -377,16 +437,31 @@ impl RedisSentinelSet {
             self.converge(
                 deadline,
                 &format!("the replica on port {replica} to reach offset {target}"),
-                || repl_offset(replica, "slave_repl_offset").is_some_and(|o| o >= target),
+                || {
+                    repl_offset(replica, self.auth(), "slave_repl_offset")
+                        .is_some_and(|o| o >= target)
+                },
             );
         }
     }
 
     /// Send one command to the node on `port` (data node or sentinel) over a fresh
     /// connection and return the reply as raw protocol text, trimmed (`"+OK"`,
-    /// `"$1\r\nv"`, `"$-1"`). Panics when the node cannot be reached.
+    /// `"$1\r\nv"`, `"$-1"`). With a password, a data node gets `AUTH` first (a
+    /// sentinel does not). Panics when the node cannot be reached.
     pub fn cmd_on(&self, port: u16, args: &[&str]) -> String {
-        command(port, args).unwrap_or_else(|e| panic!("redis on port {port}: {args:?}: {e}"))
+        let auth = if self.sentinels.iter().any(|s| s.port == port) {
+            None
+        } else {
+            self.auth()
+        };
+        command_auth(port, auth, args)
+            .unwrap_or_else(|e| panic!("redis on port {port}: {args:?}: {e}"))
+    }
+
+    /// The password to `AUTH` with on a data node.
+    fn auth(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     fn data_node(&mut self, port: u16) -> &mut Node {
@@ -400,7 +475,7 @@ impl RedisSentinelSet {
     /// Start (or restart) the data node on `port`, a replica of `primary` if given,
     /// and wait until it answers `PING`.
     fn spawn_data(&mut self, port: u16, primary: Option<u16>) {
-        let mut args = data_args(self.dir.path(), port);
+        let mut args = data_args(self.dir.path(), port, self.password.as_deref());
         if let Some(p) = primary {
             args.extend(["--replicaof".into(), "127.0.0.1".into(), p.to_string()]);
         }
@@ -417,7 +492,7 @@ impl RedisSentinelSet {
         self.converge(
             deadline,
             &format!("redis on port {port} to answer PING"),
-            || pings(port),
+            || pings(port, self.auth()),
         );
     }
 
@@ -431,16 +506,16 @@ impl RedisSentinelSet {
             deadline,
             &format!("the replica on port {replica} to report master_link_status:up"),
             || {
-                let info = bulk(replica, &["INFO", "replication"]);
+                let info = bulk(replica, self.auth(), &["INFO", "replication"]);
                 info.contains("master_link_status:up") && info.contains(&master_port)
             },
         );
-        let _ = request(primary, &["PUBLISH", "__testkit__:sync", "1"]);
-        let target = repl_offset(primary, "master_repl_offset").unwrap_or(i64::MAX);
+        let _ = request_auth(primary, self.auth(), &["PUBLISH", "__testkit__:sync", "1"]);
+        let target = repl_offset(primary, self.auth(), "master_repl_offset").unwrap_or(i64::MAX);
         self.converge(
             deadline,
             &format!("the replica on port {replica} to reach the primary's offset {target}"),
-            || repl_offset(replica, "slave_repl_offset").is_some_and(|o| o >= target),
+            || repl_offset(replica, self.auth(), "slave_repl_offset").is_some_and(|o| o >= target),
         );
     }
 
@@ -501,8 +576,8 @@ impl Drop for RedisSentinelSet {
 
 /// A numeric field of the node's `INFO replication` (`master_repl_offset`,
 /// `slave_repl_offset`).
-fn repl_offset(port: u16, field: &str) -> Option<i64> {
-    let info = bulk(port, &["INFO", "replication"]);
+fn repl_offset(port: u16, auth: Option<&str>, field: &str) -> Option<i64> {
+    let info = bulk(port, auth, &["INFO", "replication"]);
     let prefix = format!("{field}:");
     info.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -510,8 +585,8 @@ fn repl_offset(port: u16, field: &str) -> Option<i64> {
 }
 
 /// Whether the node on `port` answers `ROLE` as master.
-fn is_master(port: u16) -> bool {
-    request(port, &["ROLE"])
+fn is_master(port: u16, auth: Option<&str>) -> bool {
+    request_auth(port, auth, &["ROLE"])
         .is_ok_and(|r| r.items().first().and_then(Reply::as_str) == Some("master"))
 }
 
@@ -530,8 +605,8 @@ struct SlotRange {
 }
 
 /// The node on `port`'s `CLUSTER SLOTS`, or `None` when unreachable or not parsable.
-fn cluster_slots(port: u16) -> Option<Vec<SlotRange>> {
-    let reply = request(port, &["CLUSTER", "SLOTS"]).ok()?;
+fn cluster_slots(port: u16, auth: Option<&str>) -> Option<Vec<SlotRange>> {
+    let reply = request_auth(port, auth, &["CLUSTER", "SLOTS"]).ok()?;
     let Reply::Array(Some(ranges)) = reply else {
         return None;
     };
@@ -572,6 +647,8 @@ fn info_field(info: &str, field: &str) -> Option<String> {
 /// ([`start_with_replicas`](Self::start_with_replicas)); `cluster-node-timeout 2000`,
 /// no persistence. A primary can be killed ([`kill_node`](Self::kill_node)) and its
 /// replica's promotion awaited ([`wait_promoted`](Self::wait_promoted)): about 3-4 s.
+/// [`start_with_password`](Self::start_with_password) makes every node require a
+/// password.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -596,6 +673,8 @@ pub struct RedisClusterSet {
     pairs: Vec<(u16, u16)>,
     /// The slot ranges each primary killed with `kill_node` served then.
     killed: Vec<(u16, Vec<(u16, u16)>)>,
+    /// Every node's `requirepass` (and `masterauth`), if any.
+    password: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -604,7 +683,17 @@ impl RedisClusterSet {
     /// and wait until every node reports `cluster_state:ok` with all slots assigned.
     /// Panics with the processes' logs when that does not happen within 30 s.
     pub fn start() -> Self {
-        Self::launch(0)
+        Self::launch(0, None)
+    }
+
+    /// Like [`start`](Self::start), but every node requires `password`
+    /// (`--requirepass P --masterauth P`; the cluster is created with `redis-cli -a
+    /// P`). [`url`](Self::url) carries the password, and [`cmd_on`](Self::cmd_on)
+    /// and [`port_for_key`](Self::port_for_key) send `AUTH` first. The password must
+    /// be printable ASCII without spaces.
+    pub fn start_with_password(password: &str) -> Self {
+        check_password(password);
+        Self::launch(0, Some(password))
     }
 
     /// Start six cluster-enabled nodes and join them with `redis-cli --cluster
@@ -617,21 +706,22 @@ impl RedisClusterSet {
     /// can vote for a promotion). Panics with the processes' logs when that does
     /// not happen within 30 s.
     pub fn start_with_replicas() -> Self {
-        Self::launch(1)
+        Self::launch(1, None)
     }
 
-    fn launch(replicas: usize) -> Self {
+    fn launch(replicas: usize, password: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("create tempdir for redis cluster");
         let mut set = Self {
             nodes: Vec::new(),
             pairs: Vec::new(),
             killed: Vec::new(),
+            password: password.map(str::to_string),
             dir,
         };
         let deadline = Instant::now() + CONVERGE;
         for _ in 0..CLUSTER_PRIMARIES * (1 + replicas) {
             let port = free_port();
-            let mut args = data_args(set.dir.path(), port);
+            let mut args = data_args(set.dir.path(), port, password);
             let nodes_conf = set.dir.path().join(format!("nodes-{port}.conf"));
             args.extend(
                 [
@@ -658,7 +748,7 @@ impl RedisClusterSet {
             node.spawn(set.dir.path(), &args);
             set.nodes.push(node);
             set.converge(deadline, &format!("node {port} to answer PING"), || {
-                pings(port)
+                pings(port, password)
             });
         }
         set.create(deadline, replicas);
@@ -668,7 +758,7 @@ impl RedisClusterSet {
             "every node to report cluster_state:ok with 16384 slots assigned",
             || {
                 all.iter().all(|&p| {
-                    let info = bulk(p, &["CLUSTER", "INFO"]);
+                    let info = bulk(p, password, &["CLUSTER", "INFO"]);
                     info.contains("cluster_state:ok")
                         && info.contains("cluster_slots_assigned:16384")
                 })
@@ -685,7 +775,7 @@ impl RedisClusterSet {
                 deadline,
                 &format!("the replica on port {replica} to report master_link_status:up"),
                 || {
-                    let info = bulk(replica, &["INFO", "replication"]);
+                    let info = bulk(replica, password, &["INFO", "replication"]);
                     info_field(&info, "role").as_deref() == Some("slave")
                         && info_field(&info, "master_link_status").as_deref() == Some("up")
                 },
@@ -706,7 +796,7 @@ impl RedisClusterSet {
             "every node's CLUSTER SLOTS to list each primary with its replica",
             || {
                 all.iter().all(|&p| {
-                    cluster_slots(p).is_some_and(|ranges| {
+                    cluster_slots(p, password).is_some_and(|ranges| {
                         ranges.iter().all(|r| {
                             primaries.contains(&r.primary)
                                 && r.replicas.len() == replicas
@@ -728,14 +818,24 @@ impl RedisClusterSet {
     }
 
     /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`: the nodes started
-    /// as primaries ([`ports`](Self::ports)), also after a failover.
+    /// as primaries ([`ports`](Self::ports)), also after a failover. With a password:
+    /// `redis+cluster://:PASSWORD@127.0.0.1:P1,...`.
     pub fn url(&self) -> String {
         let addrs: Vec<String> = self
             .ports()
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+cluster://{}", addrs.join(","))
+        format!(
+            "redis+cluster://{}{}",
+            credentials(self.password.as_deref()),
+            addrs.join(",")
+        )
+    }
+
+    /// Every node's password ([`start_with_password`](Self::start_with_password)).
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     /// The tail of every process's log (what the fixture prints when it panics),
@@ -770,7 +870,7 @@ impl RedisClusterSet {
         let ranges = self
             .running_ports()
             .into_iter()
-            .find_map(cluster_slots)
+            .find_map(|p| cluster_slots(p, self.auth()))
             .unwrap_or_else(|| panic!("no cluster node answers CLUSTER SLOTS{}", self.logs()));
         let mut ports: Vec<u16> = ranges.iter().map(|r| r.primary).collect();
         ports.sort_unstable();
@@ -789,16 +889,27 @@ impl RedisClusterSet {
     }
 
     /// `redis://127.0.0.1:PORT` of node `i` in start order (0, 1, 2: the primaries
-    /// as started; 3, 4, 5: the replicas of [`start_with_replicas`](Self::start_with_replicas)).
+    /// as started; 3, 4, 5: the replicas of [`start_with_replicas`](Self::start_with_replicas)),
+    /// with `:PASSWORD@` when there is one.
     pub fn node_url(&self, i: usize) -> String {
-        format!("redis://127.0.0.1:{}", self.nodes[i].port)
+        format!(
+            "redis://{}127.0.0.1:{}",
+            credentials(self.password.as_deref()),
+            self.nodes[i].port
+        )
     }
 
     /// Send one command to the node on `port` and return the reply as raw protocol
     /// text, trimmed. A key another node owns answers `-MOVED SLOT 127.0.0.1:PORT`.
-    /// Panics when the node cannot be reached.
+    /// With a password, `AUTH` goes first. Panics when the node cannot be reached.
     pub fn cmd_on(&self, port: u16, args: &[&str]) -> String {
-        command(port, args).unwrap_or_else(|e| panic!("redis on port {port}: {args:?}: {e}"))
+        command_auth(port, self.auth(), args)
+            .unwrap_or_else(|e| panic!("redis on port {port}: {args:?}: {e}"))
+    }
+
+    /// The password to `AUTH` with.
+    fn auth(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     /// The port of the node that owns `key`'s slot now: the running node that
@@ -808,7 +919,8 @@ impl RedisClusterSet {
             .running_ports()
             .into_iter()
             .map(|p| {
-                let reply = command(p, &["EXISTS", key]).unwrap_or_else(|e| format!("({e})"));
+                let reply = command_auth(p, self.auth(), &["EXISTS", key])
+                    .unwrap_or_else(|e| format!("({e})"));
                 (p, reply)
             })
             .collect();
@@ -823,7 +935,7 @@ impl RedisClusterSet {
     /// refuses connections. The slots it served as a primary are recorded for
     /// [`wait_promoted`](Self::wait_promoted). Panics when it is not running.
     pub fn kill_node(&mut self, port: u16) {
-        let served: Vec<(u16, u16)> = cluster_slots(port)
+        let served: Vec<(u16, u16)> = cluster_slots(port, self.auth())
             .unwrap_or_default()
             .into_iter()
             .filter(|r| r.primary == port)
@@ -863,12 +975,12 @@ impl RedisClusterSet {
             new = None;
             let mut owner = None;
             for &p in &survivors {
-                let info = bulk(p, &["CLUSTER", "INFO"]);
+                let info = bulk(p, self.auth(), &["CLUSTER", "INFO"]);
                 if !info.contains("cluster_state:ok") {
                     waiting = format!("node {p} to report cluster_state:ok");
                     return false;
                 }
-                let Some(ranges) = cluster_slots(p) else {
+                let Some(ranges) = cluster_slots(p, self.auth()) else {
                     waiting = format!("node {p} to answer CLUSTER SLOTS");
                     return false;
                 };
@@ -896,7 +1008,7 @@ impl RedisClusterSet {
             }
             new = owner;
             waiting = format!("{owner:?} to answer ROLE as master");
-            owner.is_some_and(is_master)
+            owner.is_some_and(|o| is_master(o, self.auth()))
         });
         match (done, new) {
             (true, Some(port)) => port,
@@ -926,12 +1038,13 @@ impl RedisClusterSet {
         let targets: Vec<(u16, u16, i64)> = replicas
             .into_iter()
             .map(|(replica, primary)| {
-                let target = repl_offset(primary, "master_repl_offset").unwrap_or_else(|| {
-                    panic!(
-                        "the primary on port {primary} reports no replication offset{}",
-                        self.logs()
-                    )
-                });
+                let target = repl_offset(primary, self.auth(), "master_repl_offset")
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "the primary on port {primary} reports no replication offset{}",
+                            self.logs()
+                        )
+                    });
                 (replica, primary, target)
             })
             .collect();
@@ -942,7 +1055,10 @@ impl RedisClusterSet {
                     "the replica on port {replica} to reach its primary {primary}'s offset \
                      {target}"
                 ),
-                || repl_offset(replica, "slave_repl_offset").is_some_and(|o| o >= target),
+                || {
+                    repl_offset(replica, self.auth(), "slave_repl_offset")
+                        .is_some_and(|o| o >= target)
+                },
             );
         }
     }
@@ -950,7 +1066,7 @@ impl RedisClusterSet {
     /// The primary the node on `port` replicates (`INFO replication`), if it is a
     /// replica that answers.
     fn replica_master(&self, port: u16) -> Option<u16> {
-        let info = bulk(port, &["INFO", "replication"]);
+        let info = bulk(port, self.auth(), &["INFO", "replication"]);
         if info_field(&info, "role").as_deref() != Some("slave") {
             return None;
         }
@@ -966,13 +1082,18 @@ impl RedisClusterSet {
             .collect()
     }
 
-    /// `redis-cli --cluster create ... --cluster-replicas N --cluster-yes`, its
-    /// output in `redis-cli-create.log`, killed at `deadline`.
+    /// `redis-cli [-a P] --cluster create ... --cluster-replicas N --cluster-yes`, its
+    /// output (and `-a`'s warning about a password on the command line) in
+    /// `redis-cli-create.log`, killed at `deadline`.
     fn create(&mut self, deadline: Instant, replicas: usize) {
         let log_path = self.dir.path().join("redis-cli-create.log");
         let log = File::create(&log_path).expect("create redis-cli log");
         let err = log.try_clone().expect("clone log file handle");
-        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        let mut args: Vec<String> = Vec::new();
+        if let Some(p) = &self.password {
+            args.extend(["-a".into(), p.clone()]);
+        }
+        args.extend(["--cluster".into(), "create".into()]);
         args.extend(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
         args.extend([
             "--cluster-replicas".into(),

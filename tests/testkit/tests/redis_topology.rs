@@ -1,8 +1,12 @@
 //! The Redis topology fixtures themselves: a sentinel set fails over a killed
 //! primary without losing a replicated key and takes the old primary back as a
 //! replica; a cluster routes keys to the node owning their slot; a cluster with
-//! replicas promotes a killed primary's replica, which serves the keys written before.
+//! replicas promotes a killed primary's replica, which serves the keys written before;
+//! password-protected sets and clusters answer `cmd_on` and refuse a connection
+//! without `AUTH`.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use testkit::{RedisClusterSet, RedisSentinelSet};
@@ -177,4 +181,77 @@ fn cluster_with_replicas_promotes_a_killed_primarys_replica() {
     assert_eq!(cluster.primary_ports(), now);
     assert_eq!(cluster.cmd_on(new, &["SET", "foo", "w"]), "+OK");
     eprintln!("cluster failover test took {:?}", started.elapsed());
+}
+
+/// The first reply line to a `PING` on a fresh connection that never sent `AUTH`.
+fn ping_without_auth(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(b"PING\r\n").unwrap();
+    let mut buf = [0u8; 128];
+    let n = stream.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
+}
+
+#[test]
+fn password_protected_sentinel_set_and_cluster() {
+    let started = Instant::now();
+    // started side by side (each takes a few seconds to converge)
+    let (set, cluster) = std::thread::scope(|s| {
+        let set = s.spawn(|| RedisSentinelSet::start_with_password("authmaster", "s3cret"));
+        let cluster = RedisClusterSet::start_with_password("s3cret");
+        let set = set.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (set, cluster)
+    });
+    eprintln!(
+        "protected sentinel set and cluster up in {:?}",
+        started.elapsed()
+    );
+
+    // sentinel set: credentials in the URL, AUTH on the data nodes, none on sentinels
+    let addrs = set.sentinel_addrs();
+    assert_eq!(set.password(), Some("s3cret"));
+    assert_eq!(
+        set.url(),
+        format!("redis+sentinel://:s3cret@{}/authmaster", addrs.join(","))
+    );
+    let [primary, replica] = set.data_ports()[..] else {
+        panic!("two data nodes: {:?}", set.data_ports());
+    };
+    assert_eq!(set.primary_port(), primary);
+    assert_eq!(set.cmd_on(primary, &["SET", "k", "v"]), "+OK");
+    set.wait_replicated();
+    assert_eq!(set.cmd_on(replica, &["GET", "k"]), "$1\r\nv");
+    for port in [primary, replica] {
+        let reply = ping_without_auth(port);
+        assert!(reply.starts_with("-NOAUTH"), "data node {port}: {reply}");
+    }
+    let sentinel: u16 = addrs[0].rsplit_once(':').unwrap().1.parse().unwrap();
+    assert_eq!(ping_without_auth(sentinel), "+PONG");
+    assert!(set
+        .cmd_on(
+            sentinel,
+            &["SENTINEL", "get-master-addr-by-name", "authmaster"]
+        )
+        .ends_with(&primary.to_string()));
+
+    // cluster: credentials in the URL, AUTH on every node
+    let ports = cluster.ports();
+    assert_eq!(
+        cluster.url(),
+        format!(
+            "redis+cluster://:s3cret@127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+            ports[0], ports[1], ports[2]
+        )
+    );
+    let foo = cluster.port_for_key("foo");
+    assert_eq!(cluster.cmd_on(foo, &["SET", "foo", "v"]), "+OK");
+    assert_eq!(cluster.cmd_on(foo, &["GET", "foo"]), "$1\r\nv");
+    for port in ports {
+        let reply = ping_without_auth(port);
+        assert!(reply.starts_with("-NOAUTH"), "cluster node {port}: {reply}");
+    }
+    eprintln!("password test took {:?}", started.elapsed());
 }
