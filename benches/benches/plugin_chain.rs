@@ -66,6 +66,7 @@ fn auth_chain(rt: &tokio::runtime::Runtime) -> Result<Vec<Arc<dyn Plugin>>, Stri
         admin: addr(19090),
         upstreams: [addr(18081), addr(18082)],
         threads: 1,
+        work_stealing: true,
         access_log: false,
         tls: None,
     };

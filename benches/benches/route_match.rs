@@ -17,6 +17,7 @@ fn compiled(n: usize, rt: &tokio::runtime::Runtime) -> RuntimeConfig {
         admin: addr(19090),
         upstreams: [addr(18081), addr(18082)],
         threads: 1,
+        work_stealing: true,
         access_log: false,
         tls: None,
     };

@@ -28,6 +28,8 @@ pub struct GatewayBase {
     pub admin: SocketAddr,
     pub upstreams: [SocketAddr; 2],
     pub threads: usize,
+    /// `server.work_stealing` (with more than one thread).
+    pub work_stealing: bool,
     pub access_log: bool,
     /// Terminate TLS on the listener with these files (HTTP/1.1 only, like nginx's).
     pub tls: Option<(String, String)>,
@@ -42,11 +44,12 @@ impl GatewayBase {
             None => String::new(),
         };
         format!(
-            "server: {{threads: {}, log: {{access_log: {}}}}}\n\
+            "server: {{threads: {}, work_stealing: {}, log: {{access_log: {}}}}}\n\
              listeners: [{{address: \"{}\"{tls}}}]\n\
              admin: {{address: \"{}\"}}\n\
              services:\n  echo: {{instances: [\"{}\", \"{}\"]}}\n",
             self.threads,
+            self.work_stealing,
             self.access_log,
             self.listen,
             self.admin,
@@ -334,6 +337,7 @@ mod tests {
             admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
             upstreams: UP,
             threads: 1,
+            work_stealing: true,
             access_log: false,
             tls: Some(("c.pem".into(), "k.pem".into())),
         };

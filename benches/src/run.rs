@@ -36,6 +36,8 @@ pub struct Options {
     /// `worker_processes`, haproxy `nbthread`. Above 1, nothing is pinned: the
     /// targets use every CPU and share them with the load generator.
     pub workers: usize,
+    /// The gateway and the floor without work stealing (one runtime per worker).
+    pub no_steal: bool,
     pub access_log: bool,
     /// Distinct tokens in the JWT scenario.
     pub distinct_tokens: usize,

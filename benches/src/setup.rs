@@ -86,6 +86,7 @@ impl<'a> Setup<'a> {
             admin: loopback()?,
             upstreams: self.upstream_addrs(),
             threads: self.opts.workers,
+            work_stealing: !self.opts.no_steal,
             access_log: self.opts.access_log,
             tls: self
                 .tls
@@ -115,6 +116,9 @@ impl<'a> Setup<'a> {
             .arg(listen.to_string())
             .arg("--threads")
             .arg(self.opts.workers.to_string());
+        if self.opts.no_steal {
+            cmd.arg("--no-steal");
+        }
         for u in self.upstream_addrs() {
             cmd.arg("--upstream").arg(u.to_string());
         }

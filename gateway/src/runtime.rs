@@ -76,6 +76,8 @@ pub struct AdminSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Startup {
     pub threads: usize,
+    /// Work stealing between the worker threads (`server.work_stealing`).
+    pub work_stealing: bool,
     /// How long to keep accepting after SIGTERM/SIGINT before draining.
     pub grace_period: Duration,
     /// Upper bound for draining in-flight requests at shutdown.

@@ -131,7 +131,7 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
         // one worker has nothing to steal from: Pingora's no-steal runtime is a
         // plain current-thread runtime, without the multi-thread scheduler's
         // cross-thread bookkeeping on every wake
-        work_stealing: startup.threads > 1,
+        work_stealing: startup.threads > 1 && startup.work_stealing,
         // Pingora's "grace period" is the time in-flight requests get after the
         // listeners close: our shutdown_timeout (the drain watch ends it early)
         grace_period_seconds: Some(startup.shutdown_timeout.as_secs().max(1)),

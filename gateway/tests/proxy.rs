@@ -523,3 +523,30 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         backend.connections()
     );
 }
+
+/// Both scheduler choices of `server.threads: 2` serve concurrent clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_serve_with_and_without_work_stealing() {
+    let backend = Backend::start("echo");
+    for stealing in [true, false] {
+        let yaml =
+            GatewayConfigBuilder::in_front_of("echo", ServiceBuilder::instances([backend.addr()]))
+                .server(move |s| {
+                    s.threads = 2;
+                    s.work_stealing = stealing;
+                })
+                .yaml();
+        let gw = GatewayProcess::start(BIN, &yaml);
+        let c = client();
+        let answers = futures::future::join_all((0..64).map(|k| {
+            let req = c.get(gw.url(&format!("/w/{k}"))).send();
+            async move { req.await.map(|r| r.status().as_u16()).unwrap_or(0) }
+        }))
+        .await;
+        assert!(
+            answers.iter().all(|s| *s == 200),
+            "work_stealing {stealing}: {answers:?}\n{}",
+            gw.log()
+        );
+    }
+}

@@ -47,6 +47,10 @@ struct Cli {
     /// targets run on every CPU, shared with the load generator and the backends.
     #[arg(long, alias = "threads", default_value_t = 1)]
     workers: usize,
+    /// With --workers above 1: the gateway (`server.work_stealing: false`) and the
+    /// floor with one single-threaded runtime per worker instead of work stealing.
+    #[arg(long)]
+    no_steal: bool,
     /// Keep the gateway's access log on (written to the work folder).
     #[arg(long)]
     access_log: bool,
@@ -175,6 +179,7 @@ fn run_cli(cli: Cli) -> Result<(), String> {
         floor,
         pin: !cli.no_pin,
         workers: cli.workers.clamp(1, 64),
+        no_steal: cli.no_steal,
         access_log: cli.access_log,
         distinct_tokens: cli.tokens.unwrap_or(if cli.quick { 500 } else { 100_000 }),
         idle_connections,

@@ -52,6 +52,10 @@ struct Cli {
     /// Worker threads (the gateway's `server.threads`).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// One single-threaded runtime per worker instead of work stealing (the
+    /// gateway's `server.work_stealing: false`).
+    #[arg(long)]
+    no_steal: bool,
     /// Idle upstream connections kept (the gateway's `server.upstream_keepalive_pool`).
     #[arg(long, default_value_t = 256)]
     keepalive_pool: usize,
@@ -106,7 +110,7 @@ fn main() -> ExitCode {
     }
     let conf = ServerConf {
         threads: cli.threads.max(1),
-        work_stealing: cli.threads > 1,
+        work_stealing: cli.threads > 1 && !cli.no_steal,
         // the harness stops this process with SIGTERM: exit at once
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),

@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// Worker threads of the proxy (Pingora's default of 1 is rarely what you want).
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// With more than one thread: Pingora's work-stealing scheduler (true), or one
+    /// single-threaded runtime per worker, connections spread over them (false).
+    #[serde(default = "yes")]
+    pub work_stealing: bool,
     /// How long to keep accepting after SIGTERM/SIGINT before draining.
     #[serde(default = "default_grace_period")]
     pub grace_period: Dur,
@@ -181,6 +185,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             threads: default_threads(),
+            work_stealing: true,
             grace_period: default_grace_period(),
             shutdown_timeout: default_shutdown_timeout(),
             upstream_keepalive_pool: default_keepalive_pool(),

@@ -44,6 +44,7 @@ pub(super) fn compile_server(file: &GatewayConfig, errors: &mut Vec<ConfigError>
     ServerParts {
         startup: Startup {
             threads: server.threads,
+            work_stealing: server.work_stealing,
             grace_period: server.grace_period.get(),
             shutdown_timeout: server.shutdown_timeout.get(),
             upstream_keepalive_pool: server.upstream_keepalive_pool,
