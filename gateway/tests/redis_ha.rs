@@ -116,6 +116,21 @@ async fn revoke(w: &RevocationWriter, t: &str) {
     }
 }
 
+/// Revoke `t` (admitted until then) and return how long after the write returned both
+/// gateways refuse it. Right after a failover the writer's first attempt may meet the
+/// old node's dead connection; `revoke` retries.
+async fn revocation_delay(gws: &[&GatewayProcess], w: &RevocationWriter, t: &str) -> Duration {
+    assert!(all_answer(gws, t, 200, Duration::from_secs(10)).await);
+    revoke(w, t).await;
+    let written = Instant::now();
+    assert!(
+        all_answer(gws, t, 401, Duration::from_secs(10)).await,
+        "a revocation written after the failover was not applied\n{}",
+        gws[0].log()
+    );
+    written.elapsed()
+}
+
 /// Requests with a revoked token, to every URL in turn, until stopped: none may be
 /// admitted.
 struct RevokedWatch {
@@ -204,17 +219,7 @@ async fn sentinel_failover_never_admits_a_revoked_token() {
     let recovered = promoted.elapsed();
 
     // a revocation written after the failover (to the new primary) reaches both
-    let late = token("signed-out-after-failover");
-    assert!(all_answer(&gws, &late, 200, Duration::from_secs(10)).await);
-    // (the writer's first write may meet the old primary's dead connection and retry)
-    revoke(&w, &late).await;
-    let written = Instant::now();
-    assert!(
-        all_answer(&gws, &late, 401, Duration::from_secs(10)).await,
-        "a revocation written after the failover was not applied\n{}",
-        two.log()
-    );
-    let applied = written.elapsed();
+    let applied = revocation_delay(&gws, &w, &token("signed-out-after-failover")).await;
 
     // the gateways saw the failover: the new primary, one change, time out of sync
     let new_addr = format!("127.0.0.1:{new}");
@@ -405,16 +410,7 @@ async fn cluster_primary_failover_keeps_revocations() {
         .take(200)
         .find(|t| cluster.port_for_key(&w.token_key(t)) == new)
         .expect("a key on the promoted replica");
-    assert!(all_answer(&gws, &late, 200, Duration::from_secs(10)).await);
-    // (the writer's first write may meet the dead node's connection and retry)
-    revoke(&w, &late).await;
-    let written = Instant::now();
-    assert!(
-        all_answer(&gws, &late, 401, Duration::from_secs(10)).await,
-        "a revocation written after the failover was not applied\n{}",
-        two.log()
-    );
-    let applied = written.elapsed();
+    let applied = revocation_delay(&gws, &w, &late).await;
 
     // the revocations written before the failover still hold, on every primary
     for (t, _) in &revoked {
