@@ -162,11 +162,22 @@ mod tests {
         }
     }
 
+    /// Whether each target's count of `n` picks is within six binomial standard
+    /// deviations of its weight's share (a false failure is below one in 10^8).
+    fn shares_match(weights: &[u32], counts: &[u32], n: u32) -> bool {
+        let total: u32 = weights.iter().sum();
+        weights.iter().zip(counts).all(|(w, c)| {
+            let p = f64::from(*w) / f64::from(total);
+            let expected = p * f64::from(n);
+            let sd = (f64::from(n) * p * (1.0 - p)).sqrt();
+            (f64::from(*c) - expected).abs() <= 6.0 * sd + 1.0
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
-        /// Over many picks each target's share converges to its weight: within six
-        /// binomial standard deviations (a false failure is below one in 10^8).
+        /// Over many picks each target's share converges to its weight.
         #[test]
         fn weighted_pick_converges_to_weights(weights in prop::collection::vec(1u32..50, 2..5)) {
             let s = split(&weights);
@@ -175,14 +186,7 @@ mod tests {
             for _ in 0..n {
                 counts[s.pick(None)] += 1;
             }
-            let total: u32 = weights.iter().sum();
-            for (w, c) in weights.iter().zip(&counts) {
-                let p = f64::from(*w) / f64::from(total);
-                let expected = p * f64::from(n);
-                let sd = (f64::from(n) * p * (1.0 - p)).sqrt();
-                prop_assert!((f64::from(*c) - expected).abs() <= 6.0 * sd + 1.0,
-                    "weights {weights:?} counts {counts:?}");
-            }
+            prop_assert!(shares_match(&weights, &counts, n), "weights {weights:?} counts {counts:?}");
         }
 
         /// Sticky values spread over the targets by weight too (the hash is uniform).
@@ -194,14 +198,7 @@ mod tests {
             for k in 0..n {
                 counts[s.pick(Some(format!("user-{k}").as_bytes()))] += 1;
             }
-            let total: u32 = weights.iter().sum();
-            for (w, c) in weights.iter().zip(&counts) {
-                let p = f64::from(*w) / f64::from(total);
-                let expected = p * f64::from(n);
-                let sd = (f64::from(n) * p * (1.0 - p)).sqrt();
-                prop_assert!((f64::from(*c) - expected).abs() <= 6.0 * sd + 1.0,
-                    "weights {weights:?} counts {counts:?}");
-            }
+            prop_assert!(shares_match(&weights, &counts, n), "weights {weights:?} counts {counts:?}");
         }
     }
 }
