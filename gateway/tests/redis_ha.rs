@@ -116,6 +116,25 @@ async fn revoke(w: &RevocationWriter, t: &str) {
     }
 }
 
+/// Two gateway replicas in front of `backend`, sharing the Redis at `url`
+/// ([`config`]), and the library writer the services use on the same URL.
+struct Replicas {
+    one: GatewayProcess,
+    two: GatewayProcess,
+    w: RevocationWriter,
+}
+
+impl Replicas {
+    fn start(backend: &Backend, url: &str) -> Self {
+        let yaml = config(backend, url);
+        Replicas {
+            one: GatewayProcess::start(BIN, &yaml),
+            two: GatewayProcess::start(BIN, &yaml),
+            w: RevocationWriter::new(url, RevocationKeys::default()).unwrap(),
+        }
+    }
+}
+
 /// Revoke `t` (admitted until then) and return how long after the write returned both
 /// gateways refuse it. Right after a failover the writer's first attempt may meet the
 /// old node's dead connection; `revoke` retries.
@@ -186,11 +205,9 @@ impl RevokedWatch {
 async fn sentinel_failover_never_admits_a_revoked_token() {
     let mut set = RedisSentinelSet::start("gwprimary");
     let backend = Backend::start("echo");
-    let yaml = config(&backend, &set.url());
-    let one = GatewayProcess::start(BIN, &yaml);
-    let two = GatewayProcess::start(BIN, &yaml);
-    let gws = [&one, &two];
-    let w = RevocationWriter::new(&set.url(), RevocationKeys::default()).unwrap();
+    let replicas = Replicas::start(&backend, &set.url());
+    let Replicas { one, two, w } = &replicas;
+    let gws = [one, two];
 
     let valid = token("still-signed-in");
     let revoked = token("signed-out");
@@ -199,7 +216,7 @@ async fn sentinel_failover_never_admits_a_revoked_token() {
         "the mirrors never synced\n{}",
         one.log()
     );
-    revoke(&w, &revoked).await;
+    revoke(w, &revoked).await;
     assert!(all_answer(&gws, &revoked, 401, Duration::from_secs(10)).await);
 
     // continuous traffic with the revoked token at both gateways, the whole time
@@ -219,7 +236,7 @@ async fn sentinel_failover_never_admits_a_revoked_token() {
     let recovered = promoted.elapsed();
 
     // a revocation written after the failover (to the new primary) reaches both
-    let applied = revocation_delay(&gws, &w, &token("signed-out-after-failover")).await;
+    let applied = revocation_delay(&gws, w, &token("signed-out-after-failover")).await;
 
     // the gateways saw the failover: the new primary, one change, time out of sync
     let new_addr = format!("127.0.0.1:{new}");
@@ -248,12 +265,10 @@ async fn sentinel_failover_never_admits_a_revoked_token() {
 async fn cluster_revocations_rate_limits_and_registry_span_every_node() {
     let cluster = RedisClusterSet::start();
     let backend = Backend::start("echo");
-    let yaml = config(&backend, &cluster.url());
-    let one = GatewayProcess::start(BIN, &yaml);
-    let two = GatewayProcess::start(BIN, &yaml);
-    let gws = [&one, &two];
+    let replicas = Replicas::start(&backend, &cluster.url());
+    let Replicas { one, two, w } = &replicas;
+    let gws = [one, two];
     let c = client();
-    let w = RevocationWriter::new(&cluster.url(), RevocationKeys::default()).unwrap();
 
     let warm = token("warm");
     assert!(
@@ -273,7 +288,7 @@ async fn cluster_revocations_rate_limits_and_registry_span_every_node() {
         let t = token(&format!("user-{i}"));
         assert_eq!(status(&c, &one.url("/p/x"), &t).await, 200);
         owners.insert(cluster.port_for_key(&w.token_key(&t)));
-        revoke(&w, &t).await;
+        revoke(w, &t).await;
         tokens.push(t);
     }
     assert_eq!(owners.len(), 3, "the test keys cover every primary");
@@ -340,11 +355,9 @@ async fn cluster_revocations_rate_limits_and_registry_span_every_node() {
 async fn cluster_primary_failover_keeps_revocations() {
     let mut cluster = RedisClusterSet::start_with_replicas();
     let backend = Backend::start("echo");
-    let yaml = config(&backend, &cluster.url());
-    let one = GatewayProcess::start(BIN, &yaml);
-    let two = GatewayProcess::start(BIN, &yaml);
-    let gws = [&one, &two];
-    let w = RevocationWriter::new(&cluster.url(), RevocationKeys::default()).unwrap();
+    let replicas = Replicas::start(&backend, &cluster.url());
+    let Replicas { one, two, w } = &replicas;
+    let gws = [one, two];
 
     let valid = token("still-signed-in");
     assert!(
@@ -367,7 +380,7 @@ async fn cluster_primary_failover_keeps_revocations() {
         let t = token(&format!("signed-out-{i}"));
         let owner = cluster.port_for_key(&w.token_key(&t));
         if revoked.iter().filter(|(_, o)| *o == owner).count() < 2 {
-            revoke(&w, &t).await;
+            revoke(w, &t).await;
             revoked.push((t, owner));
         }
     }
@@ -410,7 +423,7 @@ async fn cluster_primary_failover_keeps_revocations() {
         .take(200)
         .find(|t| cluster.port_for_key(&w.token_key(t)) == new)
         .expect("a key on the promoted replica");
-    let applied = revocation_delay(&gws, &w, &late).await;
+    let applied = revocation_delay(&gws, w, &late).await;
 
     // the revocations written before the failover still hold, on every primary
     for (t, _) in &revoked {
@@ -538,12 +551,10 @@ async fn credentials_work(topology: &Protected<'_>, backend: &Backend) {
     let url = topology.url();
     assert!(url.contains(PASSWORD_IN_URL), "{url}");
     let started = Instant::now();
-    let yaml = config(backend, &url);
-    let one = GatewayProcess::start(BIN, &yaml);
-    let two = GatewayProcess::start(BIN, &yaml);
-    let gws = [&one, &two];
+    let replicas = Replicas::start(backend, &url);
+    let Replicas { one, two, w } = &replicas;
+    let gws = [one, two];
     let c = client();
-    let w = RevocationWriter::new(&url, RevocationKeys::default()).unwrap();
 
     let valid = token(&format!("{name}-still-signed-in"));
     assert!(
@@ -566,7 +577,7 @@ async fn credentials_work(topology: &Protected<'_>, backend: &Backend) {
             continue;
         }
         assert_eq!(status(&c, &one.url("/p/x"), &t).await, 200);
-        revoke(&w, &t).await;
+        revoke(w, &t).await;
         assert!(
             all_answer(&gws, &t, 401, Duration::from_secs(10)).await,
             "{name}: a revocation on node {owner} was not applied\n{}",
