@@ -586,17 +586,22 @@ mod tests {
         assert!(matches!(run(42.into()).await.0, Flow::Reject(_)));
     }
 
-    /// A cluster limit whose Redis never answers, with `policy`.
-    fn unreachable(policy: &str) -> Arc<RateLimit> {
-        let store = RateLimitStore::compile(
+    /// A `rate_limits` store on `redis_url`, 20 ms timeout.
+    fn store_at(redis_url: &str) -> Arc<RateLimitStore> {
+        RateLimitStore::compile(
             &RateLimitsConfig {
-                redis_url: "redis://127.0.0.1:1".into(),
+                redis_url: redis_url.into(),
                 timeout: Dur(Duration::from_millis(20)),
             },
             None,
             &tokio::runtime::Handle::current(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A cluster limit whose Redis never answers, with `policy`.
+    fn unreachable(policy: &str) -> Arc<RateLimit> {
+        let store = store_at("redis://127.0.0.1:1");
         let c = format!(
             r#"{{"scope": "cluster", "requests": 1, "per": "1m", "on_redis_error": "{policy}"}}"#
         );
@@ -646,15 +651,7 @@ mod tests {
         );
         let rl = unreachable("deny");
         let same = rl.config().clone();
-        let other_store = RateLimitStore::compile(
-            &RateLimitsConfig {
-                redis_url: "redis://127.0.0.1:2".into(),
-                timeout: Dur(Duration::from_millis(20)),
-            },
-            None,
-            &tokio::runtime::Handle::current(),
-        )
-        .unwrap();
+        let other_store = store_at("redis://127.0.0.1:2");
         let slow = cfg(r#"{"scope": "cluster", "requests": 1, "per": "3650d", "burst": 1000}"#);
         let store = rl.cluster.as_ref().map(|c| c.store());
         let e = RateLimit::new(&slow, "r", "p", store).err().unwrap();
