@@ -189,6 +189,11 @@ impl RedisTarget {
         }
     }
 
+    /// Whether this is a Redis Cluster (keys spread over nodes by slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(&*self.kind, Kind::Cluster { .. })
+    }
+
     /// A command handle; connects on first use (call inside a Tokio runtime).
     /// `timeout` bounds connecting and each response.
     pub fn connection(&self, timeout: Duration) -> RedisResult<RedisConn> {

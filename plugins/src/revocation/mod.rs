@@ -104,8 +104,7 @@ impl Revocation {
                 None
             }
         };
-        if cfg.keyspace_notifications && client.as_ref().is_some_and(|t| t.topology() == "cluster")
-        {
+        if cfg.keyspace_notifications && client.as_ref().is_some_and(RedisTarget::is_cluster) {
             issues.push(ConfigIssue::new(
                 format!("{path}.keyspace_notifications"),
                 "not on a Redis Cluster: keyspace events stay on the node that holds the key; \

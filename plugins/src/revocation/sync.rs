@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
+use redis::aio::ConnectionLike;
 use redis::{RedisError, Value};
 
 use super::keys::KeySchema;
@@ -242,43 +243,59 @@ pub fn parse_unix(s: &str) -> Option<f64> {
     Some(if v > 1e11 { v / 1000.0 } else { v })
 }
 
-/// Read every revocation key (SCAN on every primary: one server, the current
-/// Sentinel primary, or each primary of a Cluster) and replace the mirror's state.
+/// Read every revocation key (SCAN on every primary: on one server or the Sentinel
+/// primary through the session's own connection, on a Cluster through one connection
+/// to each primary) and replace the mirror's state.
 async fn resync(mirror: &Mirror, s: &SyncSettings, conn: &mut RedisConn) -> Result<(), SyncError> {
     let start = mirror.begin_resync();
     let mut keys: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
-    let primaries = within(s.timeout * 4, "topology", s.target.primaries(s.timeout)).await?;
-    for node in primaries {
-        let mut scan_conn = redis_link::connect(&node, s.timeout).await?;
-        for pattern in [s.schema.token.pattern(), s.schema.subject.pattern()] {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch): (u64, Vec<String>) = within(
-                    s.timeout * 4,
-                    "scan",
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut scan_conn),
-                )
-                .await?;
-                keys.extend(batch.into_iter().filter(|k| seen.insert(k.clone())));
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+    if s.target.is_cluster() {
+        let primaries = within(s.timeout * 4, "topology", s.target.primaries(s.timeout)).await?;
+        for node in primaries {
+            let mut node_conn = redis_link::connect(&node, s.timeout).await?;
+            scan(s, &mut node_conn, &mut keys, &mut seen).await?;
         }
+    } else {
+        scan(s, conn, &mut keys, &mut seen).await?;
     }
     let mut records = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(512) {
         records.extend(read_keys(s, conn, chunk).await?);
     }
     mirror.finish_resync(start, records, unix_ms());
+    Ok(())
+}
+
+/// Add the revocation keys of the node behind `conn` (SCAN) not `seen` yet to `keys`.
+async fn scan(
+    s: &SyncSettings,
+    conn: &mut impl ConnectionLike,
+    keys: &mut Vec<String>,
+    seen: &mut HashSet<String>,
+) -> Result<(), SyncError> {
+    for pattern in [s.schema.token.pattern(), s.schema.subject.pattern()] {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = within(
+                s.timeout * 4,
+                "scan",
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(conn),
+            )
+            .await?;
+            keys.extend(batch.into_iter().filter(|k| seen.insert(k.clone())));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
     Ok(())
 }
 

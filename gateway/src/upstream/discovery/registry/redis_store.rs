@@ -98,7 +98,7 @@ impl RedisStore {
     pub(super) fn new(url: &str, prefix: &str) -> Result<Self, RegistryError> {
         let target = RedisTarget::parse(url)
             .map_err(|e| RegistryError::Invalid(format!("admin.registry.redis_url: {e}")))?;
-        let prefix = if target.topology() == "cluster" {
+        let prefix = if target.is_cluster() {
             format!("{{{prefix}}}")
         } else {
             prefix.to_string()
