@@ -359,17 +359,19 @@ where
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((mut stream, mut persistent_settings)) = result.map(|r| r.consume()) {
-                // [vendored patch] Wait for the next request here, in a small buffer,
+                // [vendored patch] Wait for the next request here, holding no buffer,
                 // instead of inside a new session and the app's request future: an idle
                 // keep-alive connection then holds neither (see third_party/PATCHES.md).
                 if let Some(settings) = persistent_settings.as_mut() {
-                    let idle = settings.pipelined_prefix.as_ref().is_none_or(|p| p.is_empty());
+                    let idle = settings
+                        .pipelined_prefix
+                        .as_ref()
+                        .is_none_or(|p| p.is_empty());
                     // keep-alive off: the session's own read (with its read timeout) decides
                     if idle && settings.keepalive_timeout.is_some() {
-                        let first =
+                        settings.pipelined_prefix =
                             wait_next_request(&mut stream, settings.keepalive_timeout, shutdown)
                                 .await?;
-                        settings.pipelined_prefix = Some(first);
                     }
                 }
                 let mut session = ServerSession::new_http1(stream);
@@ -388,42 +390,58 @@ where
     }
 }
 
-/// The first read of a request on an idle keep-alive connection: a typical request
-/// header fits; a longer one continues in the session's own header buffer.
+/// The first read of a request on an idle keep-alive connection that is not a plain
+/// socket (TLS): a typical request header fits; a longer one continues in the
+/// session's own header buffer.
 const IDLE_READ_BUF: usize = 1024;
 /// The session's first header buffer (`INIT_HEADER_BUF_SIZE` of the HTTP/1 server).
 const HEADER_BUF: usize = 4096;
 
-/// [vendored patch] Wait on an idle keep-alive HTTP/1 connection for the first bytes
-/// of its next request, with the session's keep-alive timeout (seconds, 0: none).
+/// [vendored patch] Wait on an idle keep-alive HTTP/1 connection for its next request,
+/// with the session's keep-alive timeout (seconds, 0: none).
 ///
-/// The bytes land in a buffer inside this future; only a request that arrived gets a
-/// heap buffer (of the session's usual size), handed to the next session as its
-/// pipelined prefix. `None`: the client closed, the wait timed out, the read failed,
-/// or the server is shutting down; the connection is then closed, as the session's
-/// own keep-alive read would have.
+/// A plain socket (an L4 stream) is waited on for readability, holding no buffer (and
+/// its write buffer released meanwhile): `Some(None)`, the session reads the request
+/// itself. Other streams (TLS) have no readiness to wait on below their own buffers:
+/// the first bytes are read into a small buffer boxed for the wait, and handed to the
+/// session as its pipelined prefix (`Some(Some(bytes))`) in a buffer of the session's
+/// usual size. `None`: the client closed, the wait timed out, the read failed, or the
+/// server is shutting down; the connection is then closed, as the session's own
+/// keep-alive read would have.
 async fn wait_next_request(
     stream: &mut Stream,
     keepalive_timeout: Option<u64>,
     shutdown: &ShutdownWatch,
-) -> Option<BytesMut> {
+) -> Option<Option<BytesMut>> {
+    use crate::protocols::l4::stream::Stream as L4Stream;
+    use futures::future::Either;
     use tokio::io::AsyncReadExt;
     let mut shutdown = shutdown.clone();
     if *shutdown.borrow() {
         return None;
     }
-    let mut first = [0u8; IDLE_READ_BUF];
-    let read = async {
+    // the TLS read's buffer is boxed: inline, it would make this future (held by the
+    // connection's task for its whole life) larger for plain sockets too
+    let wait = match stream.as_any_mut().downcast_mut::<L4Stream>() {
+        Some(l4) => Either::Left(async move { l4.idle_until_readable().await.ok().map(|_| None) }),
+        None => Either::Right(Box::pin(async move {
+            let mut first = [0u8; IDLE_READ_BUF];
+            let n = stream.read(&mut first).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
+            buf.extend_from_slice(first.get(..n)?);
+            Some(Some(buf))
+        })),
+    };
+    let wait = async {
         match keepalive_timeout {
             // 0: keep-alive without a timeout (`KeepaliveStatus::Infinite`)
-            None | Some(0) => stream.read(&mut first).await.ok(),
-            Some(secs) => pingora_timeout::timeout(
-                Duration::from_secs(secs),
-                stream.read(&mut first),
-            )
-            .await
-            .ok()?
-            .ok(),
+            None | Some(0) => wait.await,
+            Some(secs) => pingora_timeout::timeout(Duration::from_secs(secs), wait)
+                .await
+                .ok()?,
         }
     };
     // like the proxy's own idle read, an idle connection closes on shutdown
@@ -435,16 +453,10 @@ async fn wait_next_request(
         }
         std::future::pending::<()>().await
     };
-    let n = tokio::select! {
-        n = read => n?,
-        () = closing => return None,
-    };
-    if n == 0 {
-        return None;
+    tokio::select! {
+        next = wait => next,
+        () = closing => None,
     }
-    let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
-    buf.extend_from_slice(first.get(..n)?);
-    Some(buf)
 }
 
 #[cfg(test)]

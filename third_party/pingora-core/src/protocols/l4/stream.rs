@@ -528,6 +528,10 @@ pub struct Stream {
     // the data put back at the front of the read buffer, in order to replay the read
     rewind_read_buf: Vec<Vec<u8>>,
     buffer_write: bool,
+    // [vendored patch] the write buffer's configured size, and whether it is released
+    // while the connection idles (see `idle_until_readable`)
+    write_capacity: usize,
+    write_parked: bool,
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
     /// When this connection is established
@@ -638,6 +642,59 @@ impl Stream {
             )
         });
         let _ = mem::replace(&mut self.stream, stream);
+        self.write_capacity = buffer.write_capacity();
+        self.write_parked = false;
+    }
+
+    /// [vendored patch] Wait, holding no buffer, until a read would not block: bytes
+    /// put back with [`Stream::rewind`] or left in the read buffer, or the socket
+    /// readable (data, end of stream or an error; a read then tells which).
+    ///
+    /// Meant for a connection idling between requests. While it waits, an empty write
+    /// buffer is released when the stream has no read buffer (a read buffer would cost
+    /// more to allocate again than it saves); the next write allocates it again.
+    pub async fn idle_until_readable(&mut self) -> io::Result<()> {
+        if !self.rewind_read_buf.is_empty() {
+            return Ok(());
+        }
+        let park = match self.stream() {
+            BufferedStream::BufferedRead(reader) if !reader.buffer().is_empty() => return Ok(()),
+            BufferedStream::BufferedRead(_) => false,
+            BufferedStream::UnbufferedRead(writer) => {
+                self.write_capacity > 0 && !self.write_parked && writer.buffer().is_empty()
+            }
+        };
+        if park {
+            self.set_write_capacity(0);
+            self.write_parked = true;
+        }
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.readable().await,
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.readable().await,
+            // no readiness to wait on: the caller's read waits
+            RawStream::Virtual(_) => Ok(()),
+        }
+    }
+
+    /// Rebuild the write buffer of a stream without a read buffer (the write buffer
+    /// must be empty: nothing in it is kept).
+    fn set_write_capacity(&mut self, capacity: usize) {
+        if let Some(BufferedStream::UnbufferedRead(writer)) = self.stream.take() {
+            self.stream = Some(BufferedStream::UnbufferedRead(BufWriter::with_capacity(
+                capacity,
+                writer.into_inner(),
+            )));
+        }
+    }
+
+    /// The write buffer released by `idle_until_readable`, allocated again on the first
+    /// write after it.
+    fn unpark_write_buffer(&mut self) {
+        if self.write_parked {
+            self.write_parked = false;
+            self.set_write_capacity(self.write_capacity);
+        }
     }
 }
 
@@ -651,6 +708,8 @@ impl From<TcpStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
+            write_parked: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -674,6 +733,8 @@ impl From<virt::VirtualSocketStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
+            write_parked: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -698,6 +759,8 @@ impl From<UnixStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
+            write_parked: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -872,6 +935,7 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = if self.buffer_write {
+            self.unpark_write_buffer();
             Pin::new(&mut self.stream_mut()).poll_write(cx, buf)
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write(cx, buf)
@@ -898,6 +962,7 @@ impl AsyncWrite for Stream {
         let total_size = bufs.iter().fold(0, |acc, s| acc + s.len());
 
         let result = if self.buffer_write {
+            self.unpark_write_buffer();
             Pin::new(&mut self.stream_mut()).poll_write_vectored(cx, bufs)
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write_vectored(cx, bufs)
@@ -1031,6 +1096,72 @@ mod tests {
         let n = stream.read(buffer.as_mut_slice()).await.unwrap();
         assert_eq!(n, message.len());
         assert!(stream.rx_ts.is_none());
+    }
+
+    // [vendored patch] tests of `idle_until_readable`
+    async fn connected_pair() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr);
+        let (accepted, client) = tokio::join!(listener.accept(), client);
+        let mut server: Stream = accepted.unwrap().0.into();
+        server.set_buffer(L4BufferSettings::new(0, 1460));
+        (server, client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn idle_wait_holds_no_write_buffer_and_writes_buffer_again() {
+        let (mut server, mut client) = connected_pair().await;
+        let wait = tokio::time::timeout(Duration::from_millis(50), server.idle_until_readable());
+        assert!(wait.await.is_err(), "nothing sent yet: the wait must not end");
+        assert!(server.write_parked);
+
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        server.idle_until_readable().await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+
+        // the first write allocates the buffer again: small writes wait for the flush
+        server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        assert!(!server.write_parked);
+        assert_eq!(server.stream().writer().buffer().len(), 17);
+        server.write_all(b"\r\n").await.unwrap();
+        server.flush().await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 19 {
+            let mut chunk = [0u8; 64];
+            let n = client.read(&mut chunk).await.unwrap();
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(got, b"HTTP/1.1 200 OK\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn idle_wait_ends_at_once_for_rewound_bytes_and_at_the_peer_closing() {
+        let (mut server, client) = connected_pair().await;
+        server.rewind(b"GET");
+        server.idle_until_readable().await.unwrap();
+        assert!(!server.write_parked, "bytes were there: nothing to release");
+        let mut buf = [0u8; 8];
+        assert_eq!(server.read(&mut buf).await.unwrap(), 3);
+
+        drop(client);
+        server.idle_until_readable().await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_wait_keeps_unflushed_writes() {
+        let (mut server, mut client) = connected_pair().await;
+        server.write_all(b"pending").await.unwrap();
+        client.write_all(b"x").await.unwrap();
+        server.idle_until_readable().await.unwrap();
+        assert!(!server.write_parked, "a non-empty write buffer is never released");
+        server.flush().await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"pending");
     }
 
     #[tokio::test]
