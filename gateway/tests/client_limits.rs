@@ -1,8 +1,10 @@
 //! Slow and greedy clients against the real binary, with raw TCP clients: a header
 //! sent one byte at a time is cut off (408), an idle keep-alive connection is
 //! closed, connections beyond a listener's `max_connections` are refused and
-//! counted, and an oversized body (declared or chunked) gets a 413 without the
-//! backend receiving more than the limit.
+//! counted, an oversized body (declared or chunked) gets a 413 without the
+//! backend receiving more than the limit, and a kept-alive connection that idles
+//! with no buffer takes its next request in whatever shape it comes (in pieces,
+//! pipelined, long, with a body, or not at all).
 //!
 //! Bounds are generous (seconds, against timeouts of one second): the tests check
 //! that a connection ends, never how fast.
@@ -157,6 +159,88 @@ async fn an_idle_keepalive_connection_is_closed_after_the_timeout() {
         .await
         .expect("the idle connection was still open");
     assert!(rest.is_empty(), "closed without a response: {rest:?}");
+}
+
+/// Send `parts` with a pause before each, then read one response; its status line
+/// and its echo.
+async fn exchange(s: &mut TcpStream, parts: &[&[u8]], pause: Duration) -> (String, testkit::Echo) {
+    for part in parts {
+        tokio::time::sleep(pause).await;
+        s.write_all(part).await.unwrap();
+    }
+    let (head, body) = read_response(s).await;
+    let echo = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{e}: {head} {}", String::from_utf8_lossy(&body)));
+    (head, echo)
+}
+
+/// An idle keep-alive connection waits for its next request holding no buffer (the
+/// socket is waited on for readability and its write buffer is released until the
+/// next response): every shape a next request can take still arrives whole, and
+/// every answer leaves whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connections_take_every_shape_of_next_request() {
+    let b = Backend::start("b");
+    let gw = GatewayProcess::start(BIN, &echo_config(&b).yaml());
+    let idle = Duration::from_millis(200);
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+
+    let (head, echo) = exchange(&mut s, &[b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"], idle).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(echo.path, "/first");
+
+    // after an idle pause: a header larger than the gateway's header buffer (4 KiB),
+    // in three pieces, the first shorter than a request line (its echo, a response
+    // larger than the socket's write buffer, leaves whole too)
+    let big = "v".repeat(6000);
+    let request = format!("GET /big HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let (a, rest) = request.as_bytes().split_at(3);
+    let (b2, c) = rest.split_at(3000);
+    let (head, echo) = exchange(&mut s, &[a, b2, c], idle).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        (echo.path.as_str(), echo.header("x-big")),
+        ("/big", Some(big.as_str()))
+    );
+
+    // a body that follows its header after a pause
+    let (head, echo) = exchange(
+        &mut s,
+        &[
+            b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+            b"hello",
+        ],
+        idle,
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!((echo.path.as_str(), echo.body_bytes), ("/post", 5));
+
+    // two requests in one write after an idle pause: the first is answered, then the
+    // connection closes without a word (HTTP/1.1 pipelining is off, as in Pingora by
+    // default; a client retries the rest on a new connection, RFC 9112 9.3.2)
+    tokio::time::sleep(idle).await;
+    s.write_all(b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let echo: testkit::Echo = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo.path, "/p1");
+    let rest = until_closed(&mut s).await.expect("the connection was kept");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    // a new connection is served; one that goes away while idle costs nothing
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    let (head, echo) = exchange(&mut s, &[b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n"], idle).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(echo.path, "/after");
+    drop(s);
+    tokio::time::sleep(idle).await;
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    let (head, echo) = exchange(&mut s, &[b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n"], idle).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(echo.path, "/last");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

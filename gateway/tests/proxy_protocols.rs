@@ -247,6 +247,23 @@ async fn tls_listener_without_http2_offers_only_http1() {
     let resp = c.get(gw.https_url("/x")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+
+    // the kept-alive TLS connection idles (its first read boxed for the wait), then
+    // takes a header larger than that read and the header buffer
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let big = "v".repeat(6000);
+    let resp = c
+        .get(gw.https_url("/y"))
+        .header("x-big", &big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let e: Echo = resp.json().await.unwrap();
+    assert_eq!(
+        (e.path.as_str(), e.header("x-big")),
+        ("/y", Some(big.as_str()))
+    );
 }
 
 const BIG: u64 = 256 * 1024 * 1024;

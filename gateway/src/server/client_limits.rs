@@ -39,9 +39,8 @@ use crate::runtime::{ClientTimeouts, Shared};
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Pingora's own first header buffer size.
 const HEADER_BUF: usize = 4096;
-/// The first read of a request header, into a buffer inside the connection's future
-/// (a typical request header fits; a longer one continues in the heap buffer, which
-/// is always larger than this).
+/// The first read of a request header on a TLS stream, into a buffer boxed for the
+/// wait.
 const FIRST_READ: usize = 1024;
 const _: () = assert!(FIRST_READ <= HEADER_BUF);
 /// Past this, the bytes go to Pingora's parser, which refuses headers over 1 MiB.
@@ -247,21 +246,26 @@ async fn read_head(
             None => return Head::Gone,
         }
     };
-    // an idle connection holds no heap buffer: the first read lands in a small buffer
-    // inside this future (one read, as before), and only a request that arrived gets one
-    let mut first_read = [0u8; FIRST_READ];
-    let read = tokio::select! {
-        r = tokio::time::timeout_at(idle_until, stream.read(&mut first_read)) => r,
+    // an idle connection holds no buffer: a plain socket is waited on for readability
+    // (its write buffer released meanwhile), a TLS stream with a small read boxed for
+    // the wait; only a request that arrived gets a header buffer
+    let wait = async {
+        match stream.as_any_mut().downcast_mut::<L4Stream>() {
+            Some(l4) => l4.idle_until_readable().await.map(|()| None),
+            None => Box::pin(first_read(stream)).await.map(Some),
+        }
+    };
+    let waited = tokio::select! {
+        r = tokio::time::timeout_at(idle_until, wait) => r,
         _ = shutdown.changed(), if !first => return Head::Gone,
     };
-    let n = match read {
-        Ok(Ok(0)) | Ok(Err(_)) => return Head::Gone,
-        Ok(Ok(n)) => n,
+    let mut buf = match waited {
+        Ok(Ok(None)) => BytesMut::with_capacity(HEADER_BUF),
+        Ok(Ok(Some(read))) if !read.is_empty() => read,
+        Ok(Ok(Some(_))) | Ok(Err(_)) => return Head::Gone,
         Err(_) if first => return Head::Late(0),
         Err(_) => return Head::Gone,
     };
-    let mut buf = BytesMut::with_capacity(HEADER_BUF);
-    buf.extend_from_slice(first_read.get(..n).unwrap_or_default());
     let deadline = if first {
         idle_until
     } else {
@@ -280,9 +284,22 @@ async fn read_head(
         match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Head::Gone,
             Ok(Ok(_)) => {}
+            // a readiness that held no bytes on a kept-alive connection: still idle
+            Err(_) if buf.is_empty() && !first => return Head::Gone,
             Err(_) => return Head::Late(buf.len()),
         }
     }
+}
+
+/// The first read on a stream with no readiness to wait on (TLS), into a small
+/// buffer (a typical request header fits; a longer one continues in the returned
+/// buffer, which is always larger). Empty: the client closed.
+async fn first_read(stream: &mut Stream) -> std::io::Result<BytesMut> {
+    let mut first = [0u8; FIRST_READ];
+    let n = stream.read(&mut first).await?;
+    let mut buf = BytesMut::with_capacity(HEADER_BUF);
+    buf.extend_from_slice(first.get(..n).unwrap_or_default());
+    Ok(buf)
 }
 
 /// Whether `buf` holds a complete header (an empty line after a request line);
