@@ -647,8 +647,8 @@ impl Stream {
     }
 
     /// [vendored patch] Wait, holding no buffer, until a read would not block: bytes
-    /// put back with [`Stream::rewind`] or left in the read buffer, or the socket
-    /// readable (data, end of stream or an error; a read then tells which).
+    /// put back with [`Stream::rewind`] or left in the read buffer, or a byte, the end
+    /// of the stream or an error on the socket (a read then tells which).
     ///
     /// Meant for a connection idling between requests. While it waits, an empty write
     /// buffer is released when the stream has no read buffer (a read buffer would cost
@@ -668,10 +668,27 @@ impl Stream {
             self.set_write_capacity(0);
             self.write_parked = true;
         }
+        // readiness, then a one-byte peek: the reactor's readiness can be stale (a new
+        // socket starts out readable, and a read that got what it asked for leaves it
+        // set); a peek that finds nothing clears it, and the wait goes on
+        macro_rules! until_a_byte {
+            ($socket:expr) => {
+                loop {
+                    $socket.readable().await?;
+                    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+                    match $socket.try_io(Interest::READABLE, || {
+                        socket2::SockRef::from($socket).peek(&mut probe)
+                    }) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        peeked => return peeked.map(drop),
+                    }
+                }
+            };
+        }
         match &self.stream().get_ref().stream {
-            RawStream::Tcp(s) => s.readable().await,
+            RawStream::Tcp(s) => until_a_byte!(s),
             #[cfg(unix)]
-            RawStream::Unix(s) => s.readable().await,
+            RawStream::Unix(s) => until_a_byte!(s),
             // no readiness to wait on: the caller's read waits
             RawStream::Virtual(_) => Ok(()),
         }
@@ -1135,6 +1152,32 @@ mod tests {
             got.extend_from_slice(&chunk[..n]);
         }
         assert_eq!(got, b"HTTP/1.1 200 OK\r\n\r\n");
+
+        // idle again after a request was read whole: the readiness that read left
+        // behind does not end the wait
+        let wait = tokio::time::timeout(Duration::from_millis(50), server.idle_until_readable());
+        assert!(wait.await.is_err(), "nothing sent since: the wait must not end");
+        client.write_all(b"GET /2 HTTP/1.1\r\n\r\n").await.unwrap();
+        server.idle_until_readable().await.unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn idle_wait_on_a_unix_socket() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let mut server: Stream = server.into();
+        server.set_buffer(L4BufferSettings::new(0, 1460));
+        let wait = tokio::time::timeout(Duration::from_millis(50), server.idle_until_readable());
+        assert!(wait.await.is_err(), "nothing sent yet: the wait must not end");
+        client.write_all(b"GET").await.unwrap();
+        server.idle_until_readable().await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(server.read(&mut buf).await.unwrap(), 3);
+        let wait = tokio::time::timeout(Duration::from_millis(50), server.idle_until_readable());
+        assert!(wait.await.is_err(), "all read: the wait must not end");
+        drop(client);
+        server.idle_until_readable().await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 0);
     }
 
     #[tokio::test]
