@@ -668,13 +668,23 @@ impl Stream {
             self.set_write_capacity(0);
             self.write_parked = true;
         }
-        // readiness, then a one-byte peek: the reactor's readiness can be stale (a new
-        // socket starts out readable, and a read that got what it asked for leaves it
-        // set); a peek that finds nothing clears it, and the wait goes on
+        // The reactor's readiness can be stale: a new socket starts out readable, and a
+        // read that got all it asked for leaves the flag set. Readiness that came while
+        // this waited is an event (a byte, the end or an error); readiness found already
+        // set is confirmed with a one-byte peek, which clears it when nothing is there.
         macro_rules! until_a_byte {
-            ($socket:expr) => {
+            ($socket:expr) => {{
+                let mut waited = false;
                 loop {
-                    $socket.readable().await?;
+                    std::future::poll_fn(|cx| {
+                        let ready = $socket.poll_read_ready(cx);
+                        waited |= ready.is_pending();
+                        ready
+                    })
+                    .await?;
+                    if waited {
+                        return Ok(());
+                    }
                     let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
                     match $socket.try_io(Interest::READABLE, || {
                         socket2::SockRef::from($socket).peek(&mut probe)
@@ -683,7 +693,7 @@ impl Stream {
                         peeked => return peeked.map(drop),
                     }
                 }
-            };
+            }};
         }
         match &self.stream().get_ref().stream {
             RawStream::Tcp(s) => until_a_byte!(s),
