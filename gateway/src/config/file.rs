@@ -241,7 +241,8 @@ pub struct ListenerConfig {
     /// read into a buffer of their own either way). Held for the connection's life.
     #[serde(default = "default_read_buffer")]
     pub read_buffer: ByteSize,
-    /// Per-connection write buffer of the socket layer (0: none).
+    /// Per-connection write buffer of the socket layer (0: none). With no read
+    /// buffer, released while the connection idles between requests.
     #[serde(default = "default_write_buffer")]
     pub write_buffer: ByteSize,
 }
