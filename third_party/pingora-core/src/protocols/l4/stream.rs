@@ -705,14 +705,15 @@ impl Stream {
     }
 
     /// Rebuild the write buffer of a stream without a read buffer (the write buffer
-    /// must be empty: nothing in it is kept).
+    /// must be empty: nothing in it is kept); a stream with a read buffer is left as
+    /// it is.
     fn set_write_capacity(&mut self, capacity: usize) {
-        if let Some(BufferedStream::UnbufferedRead(writer)) = self.stream.take() {
-            self.stream = Some(BufferedStream::UnbufferedRead(BufWriter::with_capacity(
-                capacity,
-                writer.into_inner(),
-            )));
-        }
+        self.stream = match self.stream.take() {
+            Some(BufferedStream::UnbufferedRead(writer)) => Some(BufferedStream::UnbufferedRead(
+                BufWriter::with_capacity(capacity, writer.into_inner()),
+            )),
+            other => other,
+        };
     }
 
     /// The write buffer released by `idle_until_readable`, allocated again on the first
@@ -1140,7 +1141,10 @@ mod tests {
     async fn idle_wait_holds_no_write_buffer_and_writes_buffer_again() {
         let (mut server, mut client) = connected_pair().await;
         let wait = tokio::time::timeout(Duration::from_millis(50), server.idle_until_readable());
-        assert!(wait.await.is_err(), "nothing sent yet: the wait must not end");
+        assert!(
+            wait.await.is_err(),
+            "nothing sent yet: the wait must not end"
+        );
         assert!(server.write_parked);
 
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
@@ -1166,7 +1170,10 @@ mod tests {
         // idle again after a request was read whole: the readiness that read left
         // behind does not end the wait
         let wait = tokio::time::timeout(Duration::from_millis(50), server.idle_until_readable());
-        assert!(wait.await.is_err(), "nothing sent since: the wait must not end");
+        assert!(
+            wait.await.is_err(),
+            "nothing sent since: the wait must not end"
+        );
         client.write_all(b"GET /2 HTTP/1.1\r\n\r\n").await.unwrap();
         server.idle_until_readable().await.unwrap();
     }
@@ -1178,7 +1185,10 @@ mod tests {
         let mut server: Stream = server.into();
         server.set_buffer(L4BufferSettings::new(0, 1460));
         let wait = tokio::time::timeout(Duration::from_millis(50), server.idle_until_readable());
-        assert!(wait.await.is_err(), "nothing sent yet: the wait must not end");
+        assert!(
+            wait.await.is_err(),
+            "nothing sent yet: the wait must not end"
+        );
         client.write_all(b"GET").await.unwrap();
         server.idle_until_readable().await.unwrap();
         let mut buf = [0u8; 8];
@@ -1210,7 +1220,10 @@ mod tests {
         server.write_all(b"pending").await.unwrap();
         client.write_all(b"x").await.unwrap();
         server.idle_until_readable().await.unwrap();
-        assert!(!server.write_parked, "a non-empty write buffer is never released");
+        assert!(
+            !server.write_parked,
+            "a non-empty write buffer is never released"
+        );
         server.flush().await.unwrap();
         let mut buf = [0u8; 16];
         let n = client.read(&mut buf).await.unwrap();
