@@ -26,7 +26,7 @@ use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::protocols::{wait_for_request, Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use prometheus::{register_int_counter_vec, IntCounterVec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,10 +39,6 @@ use crate::runtime::{ClientTimeouts, Shared};
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Pingora's own first header buffer size.
 const HEADER_BUF: usize = 4096;
-/// The first read of a request header on a TLS stream, into a buffer boxed for the
-/// wait.
-const FIRST_READ: usize = 1024;
-const _: () = assert!(FIRST_READ <= HEADER_BUF);
 /// Past this, the bytes go to Pingora's parser, which refuses headers over 1 MiB.
 const MAX_HEAD: usize = 1024 * 1024;
 
@@ -246,17 +242,11 @@ async fn read_head(
             None => return Head::Gone,
         }
     };
-    // an idle connection holds no buffer: a plain socket is waited on for readability
-    // (its write buffer released meanwhile), a TLS stream with a small read boxed for
-    // the wait; only a request that arrived gets a header buffer
-    let wait = async {
-        match stream.as_any_mut().downcast_mut::<L4Stream>() {
-            Some(l4) => l4.idle_until_readable().await.map(|()| None),
-            None => Box::pin(first_read(stream)).await.map(Some),
-        }
-    };
+    // an idle connection holds no buffer (a plain socket is waited on for readability,
+    // a TLS stream with a small read boxed for the wait); only a request that arrived
+    // gets a header buffer
     let waited = tokio::select! {
-        r = tokio::time::timeout_at(idle_until, wait) => r,
+        r = tokio::time::timeout_at(idle_until, wait_for_request(stream)) => r,
         _ = shutdown.changed(), if !first => return Head::Gone,
     };
     let mut buf = match waited {
@@ -289,17 +279,6 @@ async fn read_head(
             Err(_) => return Head::Late(buf.len()),
         }
     }
-}
-
-/// The first read on a stream with no readiness to wait on (TLS), into a small
-/// buffer (a typical request header fits; a longer one continues in the returned
-/// buffer, which is always larger). Empty: the client closed.
-async fn first_read(stream: &mut Stream) -> std::io::Result<BytesMut> {
-    let mut first = [0u8; FIRST_READ];
-    let n = stream.read(&mut first).await?;
-    let mut buf = BytesMut::with_capacity(HEADER_BUF);
-    buf.extend_from_slice(first.get(..n).unwrap_or_default());
-    Ok(buf)
 }
 
 /// Whether `buf` holds a complete header (an empty line after a request line);

@@ -390,50 +390,30 @@ where
     }
 }
 
-/// The first read of a request on an idle keep-alive connection that is not a plain
-/// socket (TLS): a typical request header fits; a longer one continues in the
-/// session's own header buffer.
-const IDLE_READ_BUF: usize = 1024;
-/// The session's first header buffer (`INIT_HEADER_BUF_SIZE` of the HTTP/1 server).
-const HEADER_BUF: usize = 4096;
-
 /// [vendored patch] Wait on an idle keep-alive HTTP/1 connection for its next request,
-/// with the session's keep-alive timeout (seconds, 0: none).
+/// with the session's keep-alive timeout (seconds, 0: none), holding no buffer
+/// ([`crate::protocols::wait_for_request`]).
 ///
-/// A plain socket (an L4 stream) is waited on for readability, holding no buffer (and
-/// its write buffer released meanwhile): `Some(None)`, the session reads the request
-/// itself. Other streams (TLS) have no readiness to wait on below their own buffers:
-/// the first bytes are read into a small buffer boxed for the wait, and handed to the
-/// session as its pipelined prefix (`Some(Some(bytes))`) in a buffer of the session's
-/// usual size. `None`: the client closed, the wait timed out, the read failed, or the
-/// server is shutting down; the connection is then closed, as the session's own
+/// `Some(None)`: a plain socket is readable, the session reads the request itself.
+/// `Some(Some(bytes))`: a TLS stream's first bytes, handed to the session as its
+/// pipelined prefix. `None`: the client closed, the wait timed out, the read failed, or
+/// the server is shutting down; the connection is then closed, as the session's own
 /// keep-alive read would have.
 async fn wait_next_request(
     stream: &mut Stream,
     keepalive_timeout: Option<u64>,
     shutdown: &ShutdownWatch,
 ) -> Option<Option<BytesMut>> {
-    use crate::protocols::l4::stream::Stream as L4Stream;
-    use futures::future::Either;
-    use tokio::io::AsyncReadExt;
     let mut shutdown = shutdown.clone();
     if *shutdown.borrow() {
         return None;
     }
-    // the TLS read's buffer is boxed: inline, it would make this future (held by the
-    // connection's task for its whole life) larger for plain sockets too
-    let wait = match stream.as_any_mut().downcast_mut::<L4Stream>() {
-        Some(l4) => Either::Left(async move { l4.idle_until_readable().await.ok().map(|_| None) }),
-        None => Either::Right(Box::pin(async move {
-            let mut first = [0u8; IDLE_READ_BUF];
-            let n = stream.read(&mut first).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
-            buf.extend_from_slice(first.get(..n)?);
-            Some(Some(buf))
-        })),
+    let wait = async {
+        match crate::protocols::wait_for_request(stream).await {
+            Ok(Some(first)) if first.is_empty() => None,
+            Ok(next) => Some(next),
+            Err(_) => None,
+        }
     };
     let wait = async {
         match keepalive_timeout {

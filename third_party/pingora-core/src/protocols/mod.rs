@@ -141,6 +141,39 @@ where
 /// The type of any established transport layer connection
 pub type Stream = Box<dyn IO>;
 
+/// [vendored patch] The first read of a request on an idle connection that is not a
+/// plain socket (TLS): a typical request header fits; a longer one continues in the
+/// returned buffer.
+const IDLE_FIRST_READ: usize = 1024;
+/// The buffer a request's first bytes are handed on in (`INIT_HEADER_BUF_SIZE` of the
+/// HTTP/1 server).
+const IDLE_HEADER_BUF: usize = 4096;
+
+/// [vendored patch] Wait on an idle keep-alive connection for its next request,
+/// holding no buffer while it waits.
+///
+/// A plain socket (an [`l4::stream::Stream`]) is waited on for readability with
+/// [`l4::stream::Stream::idle_until_readable`] (its write buffer released meanwhile):
+/// `Ok(None)`, the caller reads the request itself. Other streams (TLS) have no
+/// readiness to wait on below their own buffers: their first bytes are read into a
+/// small buffer boxed for the wait (inline, it would make the caller's future larger
+/// for plain sockets too) and returned in a buffer of the HTTP/1 session's usual size,
+/// `Ok(Some(bytes))`; empty bytes: the peer closed.
+pub async fn wait_for_request(stream: &mut Stream) -> std::io::Result<Option<bytes::BytesMut>> {
+    use tokio::io::AsyncReadExt;
+    if let Some(l4) = stream.as_any_mut().downcast_mut::<l4::stream::Stream>() {
+        return l4.idle_until_readable().await.map(|()| None);
+    }
+    Box::pin(async {
+        let mut first = [0u8; IDLE_FIRST_READ];
+        let n = stream.read(&mut first).await?;
+        let mut buf = bytes::BytesMut::with_capacity(IDLE_HEADER_BUF);
+        buf.extend_from_slice(first.get(..n).unwrap_or_default());
+        Ok(Some(buf))
+    })
+    .await
+}
+
 // Implement IO trait for 3rd party types, mostly for testing
 mod ext_io_impl {
     use super::*;
