@@ -63,7 +63,9 @@ use crate::runtime::{RuntimeConfig, Shared};
 use crate::upstream::circuit_breaker::Call;
 use crate::upstream::InflightGuard;
 use finish::InFlight;
-use forward::{apply_request_rules, forwarded_headers, rewrite_path, sign_identity};
+use forward::{
+    apply_request_rules, as_parts, forwarded_headers, insert, rewrite_path, sign_identity,
+};
 use refusal::{fail, Refusal};
 use request::{hash_key, run_plugins};
 use respond::{respond, LocalResponse};
@@ -254,20 +256,25 @@ impl ProxyHttp for Gateway {
         // `req` is a fresh copy of the client's request on every attempt: read ctx,
         // never consume it, or a retry goes out without what the first attempt had
         let out = &ctx.plugin_out;
-        rewrite_path(
-            ctx.upstream_path.as_deref(),
-            req,
-            out.strip_query_param.as_deref(),
-        )?;
-        apply_request_rules(route, req, out)?;
-        forwarded_headers(session, req, ctx.trusted_peer)?;
-        req.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
-        if let Some(trace) = &ctx.trace {
-            trace.write(req)?;
-        }
-        let service = &route.target(ctx.target).service.name;
-        sign_identity(service, req, out, &ctx.request_id)?;
-        Ok(())
+        as_parts(req, route, out, |req| {
+            rewrite_path(
+                ctx.upstream_path.as_deref(),
+                req,
+                out.strip_query_param.as_deref(),
+            )?;
+            apply_request_rules(route, &mut req.headers, out)?;
+            forwarded_headers(session, req, ctx.trusted_peer)?;
+            insert(
+                &mut req.headers,
+                X_REQUEST_ID.clone(),
+                ctx.request_id.clone(),
+            )?;
+            if let Some(trace) = &ctx.trace {
+                trace.write(&mut req.headers)?;
+            }
+            let service = &route.target(ctx.target).service.name;
+            sign_identity(service, req, out, &ctx.request_id)
+        })
     }
 
     async fn request_body_filter(

@@ -5,10 +5,16 @@
 //! Pingora hands every attempt (retries included) a fresh copy of the client's
 //! request, so everything here reads the request context and never consumes it:
 //! a retry must carry exactly what the first attempt carried.
+//!
+//! The copy is edited as plain `http` parts ([`as_parts`]): header names go on the
+//! wire as the `http` crate keeps them, lowercase (a dozen standard ones, `Host`
+//! and `Content-Type` among them, title-cased by Pingora), the way an HTTP/2 client's
+//! request already reaches the services, and the way Envoy and HAProxy forward.
 
 use std::borrow::Cow;
 
-use http::{HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
@@ -19,17 +25,52 @@ use crate::routing::Route;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-// the spellings written (see `super::X_REQUEST_ID_WIRE`)
-const X_FORWARDED_FOR_WIRE: &str = "X-Forwarded-For";
-const X_FORWARDED_PROTO_WIRE: &str = "X-Forwarded-Proto";
-const X_FORWARDED_HOST_WIRE: &str = "X-Forwarded-Host";
+
+/// Headers the gateway may add to every request besides the route's rules and the
+/// identity: `X-Forwarded-For/-Proto/-Host`, `X-Request-Id`, `traceparent`,
+/// `tracestate`, the identity signature.
+const ADDED_ALWAYS: usize = 7;
+
+/// Edit the request for the service as `http` parts, with room for the headers
+/// the gateway adds to it on `route`, then hand it back to Pingora.
+///
+/// Why not through `RequestHeader`: it keeps each header's spelling in a second map
+/// beside the values, both sized exactly for the client's headers, and each
+/// `insert_header` parses the name back into a `HeaderName` (an allocation for a
+/// name outside `http`'s table), copies it into the spelling map and grows both
+/// maps, again per doubling. That was most of the gateway's own cost per request
+/// (BENCHMARKS.md). As parts, the added names are interned statics and the one map
+/// grows once. What is not kept is the client's spelling of header names, which
+/// HTTP leaves without meaning (RFC 9110 5.1). A non-origin-form target
+/// (absolute-form) goes out in origin-form, as the route saw it.
+pub(super) fn as_parts(
+    req: &mut RequestHeader,
+    route: &Route,
+    out: &plugins::PluginOutput,
+    edit: impl FnOnce(&mut Parts) -> Result<()>,
+) -> Result<()> {
+    let end_stream = req.send_end_stream();
+    let (empty, ()) = http::Request::new(()).into_parts();
+    let mut parts = Parts::from(std::mem::replace(req, RequestHeader::from(empty)));
+    let rules = &route.request_headers;
+    let room = ADDED_ALWAYS + rules.set.len() + rules.add.len() + out.upstream_headers.len();
+    let reserved = parts.headers.try_reserve(room);
+    let edited = reserved
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "too many headers", e))
+        .and_then(|()| edit(&mut parts));
+    *req = RequestHeader::from(parts);
+    if end_stream == Some(false) {
+        req.set_send_end_stream(false);
+    }
+    edited
+}
 
 /// Forward `new_path` (the route's rewrite, already checked by the path policy when
 /// the route was selected) and drop `strip_param` from the query (a token read from
 /// the URL); untouched URIs are not rebuilt.
 pub(super) fn rewrite_path(
     new_path: Option<&str>,
-    req: &mut RequestHeader,
+    req: &mut Parts,
     strip_param: Option<&str>,
 ) -> Result<()> {
     let query = req.uri.query();
@@ -62,7 +103,7 @@ pub(super) fn rewrite_path(
                 e,
             )
         })?;
-    req.set_uri(uri);
+    req.uri = uri;
     Ok(())
 }
 
@@ -74,25 +115,38 @@ fn has_param(query: &str, name: &str) -> bool {
 
 pub(super) fn apply_request_rules(
     route: &Route,
-    req: &mut RequestHeader,
+    headers: &mut HeaderMap,
     out: &plugins::PluginOutput,
 ) -> Result<()> {
     let rules = &route.request_headers;
     for name in &rules.remove {
-        req.remove_header(name);
+        headers.remove(name);
     }
     for (name, value) in &rules.set {
-        req.insert_header(name.clone(), value.clone())?;
+        insert(headers, name.clone(), value.clone())?;
     }
     for (name, value) in &rules.add {
-        req.append_header(name.clone(), value.clone())?;
+        headers
+            .try_append(name.clone(), value.clone())
+            .map_err(too_many)?;
     }
     // verified identity last, so no rule can overwrite it; copied, not moved: a
     // retry needs it as much as the first attempt
     for (name, value) in &out.upstream_headers {
-        req.insert_header(name.clone(), value.clone())?;
+        insert(headers, name.clone(), value.clone())?;
     }
     Ok(())
+}
+
+/// Set a header, replacing every value it had. `http`'s own `insert` panics past
+/// its map's size limit; this is the fallible one.
+pub(super) fn insert(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) -> Result<()> {
+    headers.try_insert(name, value).map_err(too_many)?;
+    Ok(())
+}
+
+fn too_many(e: http::header::MaxSizeReached) -> Box<Error> {
+    Error::because(ErrorType::InvalidHTTPHeader, "too many headers", e)
 }
 
 /// Sign the identity for this attempt, bound to the request as it leaves: its
@@ -100,7 +154,7 @@ pub(super) fn apply_request_rules(
 /// Call last. A request that cannot be signed is not sent (fail closed).
 pub(super) fn sign_identity(
     service: &str,
-    req: &mut RequestHeader,
+    req: &mut Parts,
     out: &plugins::PluginOutput,
     request_id: &HeaderValue,
 ) -> Result<()> {
@@ -120,8 +174,7 @@ pub(super) fn sign_identity(
             "the identity signature cannot cover this request (a field spans lines)",
         ));
     };
-    req.insert_header(signer.header().clone(), value)?;
-    Ok(())
+    insert(&mut req.headers, signer.header().clone(), value)
 }
 
 /// Every value of a header as one comma-separated list: a client or proxy may
@@ -145,58 +198,82 @@ fn header_list<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<Co
 /// (`-For`) or kept (`-Proto`, `-Host`).
 pub(super) fn forwarded_headers(
     session: &Session,
-    req: &mut RequestHeader,
+    req: &mut Parts,
     trusted_peer: bool,
 ) -> Result<()> {
+    let headers = &mut req.headers;
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
         let value = {
-            let prev = header_list(&req.headers, &X_FORWARDED_FOR);
+            let prev = header_list(headers, &X_FORWARDED_FOR);
             forwarded_for(prev.as_deref(), addr.ip())
         };
         if let Some(value) = value {
-            req.insert_header(X_FORWARDED_FOR_WIRE, value)?;
+            insert(headers, X_FORWARDED_FOR.clone(), value)?;
         }
     }
-    if !(trusted_peer && req.headers.contains_key(&X_FORWARDED_PROTO)) {
+    if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO)) {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        req.insert_header(X_FORWARDED_PROTO_WIRE, if tls { "https" } else { "http" })?;
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        insert(headers, X_FORWARDED_PROTO.clone(), proto)?;
     }
-    if !req.headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(host) = req.headers.get(http::header::HOST).cloned() {
-            req.insert_header(X_FORWARDED_HOST_WIRE, host)?;
-        } else if let Some(host) = req.uri.authority().map(|a| a.to_string()) {
-            req.insert_header(X_FORWARDED_HOST_WIRE, host)?;
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        let host = match headers.get(http::header::HOST) {
+            Some(host) => Some(host.clone()),
+            // an HTTP/2 client names the host in `:authority`
+            None => req
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        if let Some(host) = host {
+            insert(headers, X_FORWARDED_HOST.clone(), host)?;
         }
     }
     Ok(())
 }
 
-/// `X-Forwarded-For` with `ip` appended, formatted on the stack (one copy into
-/// the header value instead of two heap strings per request).
+/// `X-Forwarded-For` with `ip` appended: one buffer, handed to the header value
+/// without a copy.
 fn forwarded_for(prev: Option<&str>, ip: std::net::IpAddr) -> Option<HeaderValue> {
-    use std::io::Write;
     let prev = prev.filter(|p| !p.is_empty());
-    let mut buf = [0u8; 256];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let written = match prev {
-        Some(p) => write!(cur, "{p}, {ip}"),
-        None => write!(cur, "{ip}"),
-    };
-    if written.is_ok() {
-        let n = usize::try_from(cur.position()).unwrap_or(0);
-        return HeaderValue::from_bytes(&buf[..n]).ok();
+    let mut value = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(p) = prev {
+        value.extend_from_slice(p.as_bytes());
+        value.extend_from_slice(b", ");
     }
-    // a chain longer than the buffer
-    let value = match prev {
-        Some(p) => format!("{p}, {ip}"),
-        None => ip.to_string(),
-    };
-    HeaderValue::try_from(value).ok()
+    push_ip(&mut value, ip);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+}
+
+/// `ip` as text. IPv4 by hand: through `Display`, the formatting machinery cost
+/// more than the rest of the header.
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            // writing into a Vec cannot fail
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::forwarded_for;
+    use super::{forwarded_for, push_ip};
 
     #[test]
     fn forwarded_for_appends_the_client_to_the_chain() {
@@ -209,9 +286,29 @@ mod tests {
         );
         let v6 = "2001:db8::1".parse().unwrap();
         assert_eq!(forwarded_for(None, v6).unwrap(), "2001:db8::1");
-        // longer than the stack buffer: still complete
+        // a long chain: complete
         let long = vec!["198.51.100.1"; 40].join(", ");
         let got = forwarded_for(Some(&long), ip).unwrap();
         assert_eq!(got.to_str().unwrap(), format!("{long}, 10.0.0.7"));
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut v4: Vec<std::net::IpAddr> =
+            ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.20.3.199"]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect();
+        // every octet value in every position
+        v4.extend(
+            (0..=255u8)
+                .map(|o| std::net::IpAddr::from(std::net::Ipv4Addr::new(o, 255 - o, o / 2, o / 3))),
+        );
+        let v6 = ["::1", "::ffff:192.0.2.1", "2001:db8:0:0:1:0:0:1", "fe80::1"];
+        for ip in v4.into_iter().chain(v6.iter().map(|s| s.parse().unwrap())) {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
     }
 }

@@ -291,10 +291,7 @@ fn header_end(buf: &[u8], scanned: &mut usize) -> bool {
         .unwrap_or(buf.len());
     let from = (*scanned).max(start);
     let mut i = from;
-    while let Some(off) = buf
-        .get(i..)
-        .and_then(|s| s.iter().position(|&b| b == b'\n'))
-    {
+    while let Some(off) = buf.get(i..).and_then(|s| memchr::memchr(b'\n', s)) {
         let nl = i + off;
         match buf.get(nl + 1..) {
             Some([b'\n', ..]) | Some([b'\r', b'\n', ..]) => return true,
