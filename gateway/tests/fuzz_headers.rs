@@ -233,7 +233,7 @@ proptest! {
         };
         let mut upstream = req.headers.clone();
         for route in compiled.routes.routes() {
-            route.request_headers.apply(&mut upstream);
+            route.request_headers.apply(&mut upstream).expect("within the map's limit");
         }
         // The proxy sets the verified identity last (`forward.rs`).
         let ours = HeaderValue::from_static("gateway-value");

@@ -1,5 +1,6 @@
 //! Request/response rewriting a route applies: path rewrite and header rules.
 
+use http::header::MaxSizeReached;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
 
@@ -147,17 +148,19 @@ impl HeaderRules {
         self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
     }
 
-    /// Apply to a plain header map (used by tests and non-pingora callers).
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    /// Apply to a header map: the upstream request's (`proxy::forward`). Fails
+    /// only when the map would pass `http`'s size limit, where `insert` panics.
+    pub fn apply(&self, headers: &mut HeaderMap) -> Result<(), MaxSizeReached> {
         for name in &self.remove {
             headers.remove(name);
         }
         for (name, value) in &self.set {
-            headers.insert(name.clone(), value.clone());
+            headers.try_insert(name.clone(), value.clone())?;
         }
         for (name, value) in &self.add {
-            headers.append(name.clone(), value.clone());
+            headers.try_append(name.clone(), value.clone())?;
         }
+        Ok(())
     }
 }
 
@@ -254,7 +257,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-drop", HeaderValue::from_static("a"));
         h.insert("x-set", HeaderValue::from_static("old"));
-        rules.apply(&mut h);
+        rules.apply(&mut h).unwrap();
         assert!(!h.contains_key("x-drop"));
         let v: Vec<_> = h.get_all("x-set").iter().collect();
         assert_eq!(v, vec!["1", "2"]);
