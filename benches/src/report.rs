@@ -21,6 +21,8 @@ pub struct RunInfo {
     /// Workers per target (gateway/floor threads, nginx processes, haproxy threads).
     pub workers: usize,
     pub pinned: bool,
+    /// `--rate`: keep-alive load paced at this many requests per second.
+    pub rate: Option<f64>,
 }
 
 fn ratio(a: f64, b: Option<f64>) -> String {
@@ -58,6 +60,14 @@ pub fn markdown(info: &RunInfo, results: &[ScenarioResult]) -> String {
         },
         w = info.workers,
     );
+    if let Some(rate) = info.rate {
+        let _ = writeln!(
+            out,
+            "- keep-alive load paced at {rate:.0} requests/s per target (`--rate`): CPU \
+             per request at the same load for every target; a target below that rate \
+             could not keep up"
+        );
+    }
     let _ = writeln!(
         out,
         "- req/s: median of the rounds; latency over all rounds; CPU: the target's \
@@ -308,6 +318,7 @@ pub fn json(info: &RunInfo, results: &[ScenarioResult]) -> serde_json::Value {
         "duration_s": info.duration_s,
         "workers": info.workers,
         "pinned": info.pinned,
+        "rate": info.rate,
         "scenarios": scenarios,
     })
 }

@@ -43,6 +43,9 @@ pub struct Options {
     pub distinct_tokens: usize,
     /// Clients in the idle-connection scenario.
     pub idle_connections: usize,
+    /// Pace keep-alive scenarios at this many requests per second (None: as fast
+    /// as each target answers).
+    pub rate: Option<f64>,
 }
 
 /// One round of one target.
@@ -285,6 +288,7 @@ fn run_scenario(
     let spec_for = |l: &Live, duration| {
         let mut spec = spec(sc, l.proc.addr, &tokens, duration, load_cpu);
         spec.tls = tls_client.clone();
+        spec.rate = opts.rate;
         spec
     };
 
@@ -397,6 +401,7 @@ pub fn spec(
         cpu,
         tls: None,
         new_connection_per_request: sc.reuse == Reuse::NewConnection,
+        rate: None,
     }
 }
 

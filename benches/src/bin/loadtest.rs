@@ -60,6 +60,12 @@ struct Cli {
     /// Clients in the idle-10k scenario (default 10,000; 200 with --quick).
     #[arg(long)]
     idle_conns: Option<usize>,
+    /// Pace keep-alive scenarios at this many requests per second per target
+    /// (spread over the scenario's connections), instead of as fast as the target
+    /// answers: CPU per request at the same load for every target. Pick a rate
+    /// every target sustains; one that falls short shows fewer req/s than asked.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Do not pin targets and the load generator to separate CPUs.
     #[arg(long)]
     no_pin: bool,
@@ -183,6 +189,7 @@ fn run_cli(cli: Cli) -> Result<(), String> {
         access_log: cli.access_log,
         distinct_tokens: cli.tokens.unwrap_or(if cli.quick { 500 } else { 100_000 }),
         idle_connections,
+        rate: cli.rate.filter(|r| r.is_finite() && *r > 0.0),
     };
     for (name, path) in run::peers() {
         match path {
@@ -202,6 +209,7 @@ fn run_cli(cli: Cli) -> Result<(), String> {
         duration_s: opts.duration.as_secs_f64(),
         workers: opts.workers,
         pinned: opts.pin && opts.workers == 1 && sys::allowed_cpus().len() >= 2,
+        rate: opts.rate,
     };
     let md = report::markdown(&info, &results);
     let write = |name: &str, text: &str| {
