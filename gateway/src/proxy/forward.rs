@@ -40,8 +40,8 @@ const ADDED_ALWAYS: usize = 7;
 /// name outside `http`'s table), copies it into the spelling map and grows both
 /// maps, again per doubling: 20 allocations and 8% of the instructions of a plain
 /// request (BENCHMARKS.md). As parts, the added names are interned statics and the
-/// one map grows once. What is not kept is the client's spelling of header names, which
-/// HTTP leaves without meaning (RFC 9110 5.1). A non-origin-form target
+/// one map grows once. What is not kept is the client's spelling of header names,
+/// which HTTP leaves without meaning (RFC 9110 5.1). A non-origin-form target
 /// (absolute-form) goes out in origin-form, as the route saw it.
 pub(super) fn as_parts(
     req: &mut RequestHeader,
