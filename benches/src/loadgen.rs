@@ -175,13 +175,22 @@ async fn drive(spec: &LoadSpec, probe: &(dyn Fn() -> f64 + Sync)) -> io::Result<
         if spec.new_connection_per_request {
             workers.spawn_local(one_per_connection(spec.clone(), state.clone(), deadline));
         } else {
-            let pace = spec.rate.filter(|r| *r > 0.0).map(|rate| {
-                let every = Duration::from_secs_f64(n as f64 / rate);
-                Pace {
-                    next: start + every.mul_f64(i as f64 / n as f64),
-                    every,
-                }
-            });
+            // a rate too small to express sends nothing: its first request is never due
+            let pace =
+                spec.rate.filter(|r| *r > 0.0).map(|rate| {
+                    match Duration::try_from_secs_f64(n as f64 / rate) {
+                        Ok(every) => Pace {
+                            next: start
+                                .checked_add(every.mul_f64(i as f64 / n as f64))
+                                .unwrap_or(deadline),
+                            every,
+                        },
+                        Err(_) => Pace {
+                            next: deadline,
+                            every: Duration::ZERO,
+                        },
+                    }
+                });
             workers.spawn_local(worker(sender, spec.clone(), state.clone(), deadline, pace));
         }
     }
@@ -251,7 +260,7 @@ async fn worker(
                 return;
             }
             tokio::time::sleep_until(p.next.into()).await;
-            p.next += p.every;
+            p.next = p.next.checked_add(p.every).unwrap_or(deadline);
         }
         let s = match sender.as_mut() {
             Some(s) => s,

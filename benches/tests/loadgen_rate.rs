@@ -72,3 +72,10 @@ fn a_paced_run_sends_no_more_than_its_schedule() {
         paced.requests
     );
 }
+
+#[test]
+fn a_rate_too_small_to_schedule_sends_nothing_and_does_not_fail() {
+    let addr = backend();
+    let r = loadgen::run(&spec(addr, 2, Some(1e-300)), &|| 0.0).expect("a run");
+    assert_eq!((r.requests, r.errors), (0, 0));
+}
