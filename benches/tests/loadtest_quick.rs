@@ -169,3 +169,51 @@ fn check_idle(sc: &serde_json::Value, md: &str) {
         );
     }
 }
+
+/// `--rate`: the load is paced, the report says so, and the targets kept up with a
+/// rate far below what any of them does (counts, not speed: at most the schedule).
+#[test]
+fn a_paced_run_is_reported_with_its_rate() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["--quick", "--no-build", "--scenarios", "small-get"])
+        .args([
+            "--targets",
+            "floor,gateway",
+            "--rate",
+            "400",
+            "--warmup",
+            "0",
+        ])
+        .arg("--gateway")
+        .arg(gateway_bin())
+        .arg("--backend")
+        .arg(env!("CARGO_BIN_EXE_bench-backend"))
+        .arg("--floor")
+        .arg(env!("CARGO_BIN_EXE_pingora-floor"))
+        .arg("--out")
+        .arg(out.path())
+        .status()
+        .expect("run loadtest");
+    assert!(status.success(), "loadtest --rate failed");
+    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    assert!(md.contains("paced at 400 requests/s"), "{md}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
+    )
+    .expect("results.json parses");
+    assert_eq!(json["rate"].as_f64(), Some(400.0));
+    let sc = &json["scenarios"][0];
+    let duration = json["duration_s"].as_f64().expect("duration");
+    for t in sc["targets"].as_array().expect("targets") {
+        let who = t["target"].as_str().unwrap_or("?");
+        let requests = t["requests"].as_u64().unwrap_or(0);
+        assert_eq!(t["errors"].as_u64(), Some(0), "{who}: errors\n{md}");
+        assert!(requests > 0, "{who}: nothing answered\n{md}");
+        // one round of `duration` seconds at 400/s: the schedule allows no more
+        assert!(
+            requests as f64 <= 400.0 * duration + 1.0,
+            "{who}: {requests} requests in {duration} s at 400/s\n{md}"
+        );
+    }
+}
