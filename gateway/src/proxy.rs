@@ -17,7 +17,8 @@
 //!                            the retry policy says; panic mode), peer::http_peer
 //! fail_to_connect         -> peer::report_failure (passive health, breaker), retry::ask; if final,
 //!                            Refusal::connect_failed (upstream_unreachable or _timeout)
-//! upstream_request_filter -> forward::rewrite_path, forward::apply_request_rules (header
+//! upstream_request_filter -> on the request as `http` parts (forward::as_parts):
+//!                            forward::rewrite_path, forward::apply_request_rules (header
 //!                            rules, then identity headers), forward::forwarded_headers,
 //!                            X-Request-Id, traceparent, forward::sign_identity; once per attempt,
 //!                            retries included
