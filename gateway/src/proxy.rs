@@ -40,6 +40,7 @@
 mod body_limit;
 mod finish;
 mod forward;
+mod ids;
 mod peer;
 mod refusal;
 mod request;
@@ -161,7 +162,6 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.started = Instant::now();
         // what the client may not tell a service goes before anything reads the headers
         request::sanitize(session, ctx);
         ctx.request_id = request::request_id(session.req_header());

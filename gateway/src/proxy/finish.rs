@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -28,8 +28,12 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         .map(|r| r.status.as_u16())
         .or(ctx.local_status)
         .unwrap_or(0);
-    let total = ctx.started.elapsed();
-    let upstream: Option<Duration> = ctx.upstream_started.map(|s| s.elapsed());
+    // one clock read for both spans
+    let now = Instant::now();
+    let total = now.saturating_duration_since(ctx.started);
+    let upstream: Option<Duration> = ctx
+        .upstream_started
+        .map(|s| now.saturating_duration_since(s));
     let route = ctx.route.as_deref();
     let target = route.map(|r| r.target(ctx.target));
     if let Some(t) = target {

@@ -12,6 +12,7 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::body_limit;
+use super::ids;
 use super::refusal::Refusal;
 use super::respond::LocalResponse;
 use super::{RequestCtx, X_REQUEST_ID};
@@ -139,9 +140,9 @@ pub(super) fn request_id(req: &RequestHeader) -> HeaderValue {
             return v.clone();
         }
     }
-    // a v4 UUID from the thread-local RNG: `Uuid::new_v4` asks the kernel
-    // (getrandom) on every call, a syscall per request
-    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    // a v4 UUID from the per-thread id generator (`ids`): `Uuid::new_v4` asks the
+    // kernel (getrandom) on every call, a syscall per request
+    let id = uuid::Builder::from_random_bytes(ids::random()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let s = id.hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))

@@ -9,8 +9,8 @@
 //! context is honoured from any peer, trusted or not: it only names a trace, grants
 //! nothing, and the spec (and most gateways) continue it; see docs/tracing.md.
 //!
-//! Cost: parsing reads the header bytes in place, ids come from the thread-local RNG
-//! (no syscall), formatting writes into stack buffers; the only allocation is the
+//! Cost: parsing reads the header bytes in place, ids come from `ids` (a per-thread
+//! generator, no syscall), formatting writes into stack buffers; the only allocation is the
 //! outgoing header value.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -18,6 +18,7 @@ use pingora_core::Result;
 use pingora_http::RequestHeader;
 
 use super::forward::insert;
+use super::ids;
 
 use crate::otlp::SpanExport;
 
@@ -51,7 +52,7 @@ impl TraceContext {
     /// client says), else start one: sampled by `export`'s ratio when spans are
     /// exported, unsampled otherwise (nothing records the gateway's span).
     pub(super) fn start(req: &RequestHeader, export: Option<&SpanExport>) -> Self {
-        let span_id = nonzero_id();
+        let span_id = ids::nonzero();
         match client_parent(req) {
             Some(parent) => TraceContext {
                 trace_id: parent.trace_id,
@@ -61,7 +62,7 @@ impl TraceContext {
                 tracestate: tracestate(req),
             },
             None => {
-                let trace_id = nonzero_id();
+                let trace_id = ids::nonzero();
                 TraceContext {
                     trace_id,
                     parent_id: None,
@@ -174,17 +175,6 @@ fn tracestate(req: &RequestHeader) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&joined)
         .ok()
         .filter(|v| !v.is_empty())
-}
-
-/// A random id that is not all zero (the spec's invalid value), from the
-/// thread-local RNG.
-fn nonzero_id<const N: usize>() -> [u8; N] {
-    loop {
-        let id: [u8; N] = rand::random();
-        if id != [0; N] {
-            return id;
-        }
-    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
