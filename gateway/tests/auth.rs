@@ -335,6 +335,24 @@ async fn token_sources_cookie_and_query_opt_in() {
 }
 
 #[tokio::test]
+async fn the_verified_token_cache_counts_its_misses_and_hits() {
+    let backend = Backend::start("echo");
+    let gw = GatewayProcess::start(BIN, &config(&backend));
+    let c = client();
+    let count = |result: &str| gw.metric("gateway_auth_cache_total", &[("result", result)]);
+    assert_eq!((count("miss"), count("hit")), (0.0, 0.0));
+    let (first, second) = (hs(|_| {}), hs(|o| o.sub = "43".into()));
+    for t in [&first, &first, &first, &second, &first] {
+        assert_eq!(
+            call(c.get(gw.url("/api/x")).bearer_auth(t)).await.status,
+            200
+        );
+    }
+    // a token is verified once, then served from the cache
+    assert_eq!((count("miss"), count("hit")), (2.0, 3.0));
+}
+
+#[tokio::test]
 async fn identity_headers_are_injected_signed_and_never_spoofed() {
     let backend = Backend::start("echo");
     let gw = GatewayProcess::start(BIN, &config(&backend));

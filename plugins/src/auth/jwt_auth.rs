@@ -42,14 +42,14 @@ impl AuthShared {
                     .is_some_and(|i| i.keys.generation() == v.key_generation)
             };
             if let Some(hit) = cache.get(key).filter(|v| current(v)) {
-                METRICS.cache.with_label_values(&["hit"]).inc();
+                METRICS.cache_hit.inc();
                 if !allowed.contains(&hit.issuer) {
                     return Err(AuthError::IssuerUnknown);
                 }
                 hit.check_time(now)?;
                 return Ok(hit);
             }
-            METRICS.cache.with_label_values(&["miss"]).inc();
+            METRICS.cache_miss.inc();
         }
         let mut v = verify::verify(&self.issuers, allowed, token, now).await?;
         v.identity = self.identity.render(&v.claims);
@@ -103,11 +103,11 @@ impl JwtAuth {
                 }
                 Verdict::Unknown => match self.on_redis_error {
                     RedisErrorPolicy::Deny => {
-                        METRICS.unavailable.with_label_values(&["deny"]).inc();
+                        METRICS.unavailable_deny.inc();
                         return Err(AuthError::RevocationUnavailable);
                     }
                     RedisErrorPolicy::Allow => {
-                        METRICS.unavailable.with_label_values(&["allow"]).inc();
+                        METRICS.unavailable_allow.inc();
                     }
                 },
             }

@@ -33,6 +33,12 @@ pub struct AuthMetrics {
     pub jwks_fetches: IntCounterVec,
     /// `gateway_auth_cache_total{result}`: verified-token cache hits and misses.
     pub cache: IntCounterVec,
+    /// The request path's series, resolved once: `cache{result="hit"}`,
+    /// `cache{result="miss"}`, `unavailable{policy="deny"}`, `unavailable{policy="allow"}`.
+    pub cache_hit: IntCounter,
+    pub cache_miss: IntCounter,
+    pub unavailable_deny: IntCounter,
+    pub unavailable_allow: IntCounter,
 }
 
 fn build() -> prometheus::Result<AuthMetrics> {
@@ -65,6 +71,16 @@ fn build() -> prometheus::Result<AuthMetrics> {
         "Seconds the revocation mirror spent out of sync after losing Redis (added when back in sync)",
     )?;
     r.register(Box::new(mirror_out_of_sync.clone()))?;
+    let cache = counter_vec(
+        "gateway_auth_cache_total",
+        "Verified-token cache lookups",
+        &["result"],
+    )?;
+    let unavailable = counter_vec(
+        "gateway_revocation_unavailable_total",
+        "Requests decided by the on_redis_error policy while revocation state was unknown",
+        &["policy"],
+    )?;
     Ok(AuthMetrics {
         failures: counter_vec(
             "gateway_auth_failures_total",
@@ -81,11 +97,9 @@ fn build() -> prometheus::Result<AuthMetrics> {
             "Failed Redis operations of the revocation check",
             &["op"],
         )?,
-        unavailable: counter_vec(
-            "gateway_revocation_unavailable_total",
-            "Requests decided by the on_redis_error policy while revocation state was unknown",
-            &["policy"],
-        )?,
+        unavailable_deny: unavailable.with_label_values(&["deny"]),
+        unavailable_allow: unavailable.with_label_values(&["allow"]),
+        unavailable,
         mirror_size,
         mirror_synced,
         mirror_out_of_sync,
@@ -103,11 +117,9 @@ fn build() -> prometheus::Result<AuthMetrics> {
             "JWKS fetches by issuer and result",
             &["issuer", "result"],
         )?,
-        cache: counter_vec(
-            "gateway_auth_cache_total",
-            "Verified-token cache lookups",
-            &["result"],
-        )?,
+        cache_hit: cache.with_label_values(&["hit"]),
+        cache_miss: cache.with_label_values(&["miss"]),
+        cache,
     })
 }
 
@@ -119,9 +131,6 @@ pub static METRICS: LazyLock<AuthMetrics> = LazyLock::new(|| {
     // outage of a process (a series born at 1 shows no increase)
     for op in ["mirror", "lookup", "revoke"] {
         m.redis_errors.with_label_values(&[op]);
-    }
-    for policy in ["deny", "allow"] {
-        m.unavailable.with_label_values(&[policy]);
     }
     m
 });
