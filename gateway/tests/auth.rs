@@ -335,7 +335,7 @@ async fn token_sources_cookie_and_query_opt_in() {
 }
 
 #[tokio::test]
-async fn the_verified_token_cache_counts_its_misses_and_hits() {
+async fn the_token_cache_and_refusals_are_counted() {
     let backend = Backend::start("echo");
     let gw = GatewayProcess::start(BIN, &config(&backend));
     let c = client();
@@ -350,6 +350,27 @@ async fn the_verified_token_cache_counts_its_misses_and_hits() {
     }
     // a token is verified once, then served from the cache
     assert_eq!((count("miss"), count("hit")), (2.0, 3.0));
+    // refusals by reason; every reason's series is there from zero
+    let refused = |reason: &str| gw.metric("gateway_auth_failures_total", &[("reason", reason)]);
+    assert_eq!(refused("token_missing"), 0.0);
+    assert_eq!(call(c.get(gw.url("/api/x"))).await.status, 401);
+    let expired = hs(|o| set(o, "exp", json!(now() - 3600)));
+    for _ in 0..2 {
+        assert_eq!(
+            call(c.get(gw.url("/api/x")).bearer_auth(&expired))
+                .await
+                .status,
+            401
+        );
+    }
+    assert_eq!(refused("token_missing"), 1.0);
+    assert_eq!(refused("token_expired"), 2.0);
+    assert_eq!(refused("signature_invalid"), 0.0);
+    let metrics = gw.metrics();
+    for e in plugins::auth::error::AuthError::ALL {
+        let series = format!("gateway_auth_failures_total{{reason=\"{}\"}}", e.code());
+        assert!(metrics.contains(&series), "{series} missing");
+    }
 }
 
 #[tokio::test]

@@ -39,6 +39,24 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every case, in declaration order (`ALL[e as usize] == e`).
+    pub const ALL: [AuthError; 14] = [
+        AuthError::TokenMissing,
+        AuthError::TokenMalformed,
+        AuthError::TokenExpired,
+        AuthError::TokenNotYetValid,
+        AuthError::SignatureInvalid,
+        AuthError::AlgorithmNotAllowed,
+        AuthError::IssuerUnknown,
+        AuthError::AudienceInvalid,
+        AuthError::ClaimMissing,
+        AuthError::KeyUnknown,
+        AuthError::TokenRevoked,
+        AuthError::InsufficientClaims,
+        AuthError::RevocationUnavailable,
+        AuthError::KeysUnavailable,
+    ];
+
     /// Stable machine code (JSON `error` field and the metrics `reason` label).
     pub fn code(self) -> &'static str {
         match self {
@@ -108,6 +126,32 @@ impl AuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_lists_every_case_once_in_order() {
+        for (i, e) in AuthError::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i, "{e:?}");
+            // adding a case without listing it: this match stops compiling
+            match e {
+                AuthError::TokenMissing
+                | AuthError::TokenMalformed
+                | AuthError::TokenExpired
+                | AuthError::TokenNotYetValid
+                | AuthError::SignatureInvalid
+                | AuthError::AlgorithmNotAllowed
+                | AuthError::IssuerUnknown
+                | AuthError::AudienceInvalid
+                | AuthError::ClaimMissing
+                | AuthError::KeyUnknown
+                | AuthError::TokenRevoked
+                | AuthError::InsufficientClaims
+                | AuthError::RevocationUnavailable
+                | AuthError::KeysUnavailable => {}
+            }
+        }
+        let codes: std::collections::HashSet<_> = AuthError::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(codes.len(), AuthError::ALL.len());
+    }
 
     #[test]
     fn rfc6750_headers() {

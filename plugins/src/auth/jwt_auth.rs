@@ -74,7 +74,7 @@ pub struct JwtAuth {
 }
 
 fn fail(e: AuthError) -> Flow {
-    METRICS.failures.with_label_values(&[e.code()]).inc();
+    METRICS.failed(e);
     Flow::Reject(e.rejection())
 }
 

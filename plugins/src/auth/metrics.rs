@@ -5,10 +5,14 @@ use std::sync::LazyLock;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
+use super::error::AuthError;
+
 /// Every metric the auth plugins export.
 pub struct AuthMetrics {
     /// `gateway_auth_failures_total{reason}`: refusals by stable code.
     pub failures: IntCounterVec,
+    /// Its series, one per `AuthError` (indexed by `AuthError as usize`), resolved once.
+    failure_by_reason: Vec<IntCounter>,
     /// `gateway_auth_success_total`: tokens accepted.
     pub success: IntCounter,
     /// `gateway_revoked_tokens_rejected_total`.
@@ -71,6 +75,11 @@ fn build() -> prometheus::Result<AuthMetrics> {
         "Seconds the revocation mirror spent out of sync after losing Redis (added when back in sync)",
     )?;
     r.register(Box::new(mirror_out_of_sync.clone()))?;
+    let failures = counter_vec(
+        "gateway_auth_failures_total",
+        "Requests refused by authentication, by reason",
+        &["reason"],
+    )?;
     let cache = counter_vec(
         "gateway_auth_cache_total",
         "Verified-token cache lookups",
@@ -82,11 +91,11 @@ fn build() -> prometheus::Result<AuthMetrics> {
         &["policy"],
     )?;
     Ok(AuthMetrics {
-        failures: counter_vec(
-            "gateway_auth_failures_total",
-            "Requests refused by authentication, by reason",
-            &["reason"],
-        )?,
+        failure_by_reason: AuthError::ALL
+            .iter()
+            .map(|e| failures.with_label_values(&[e.code()]))
+            .collect(),
+        failures,
         success: counter("gateway_auth_success_total", "Tokens accepted")?,
         revoked: counter(
             "gateway_revoked_tokens_rejected_total",
@@ -121,6 +130,17 @@ fn build() -> prometheus::Result<AuthMetrics> {
         cache_miss: cache.with_label_values(&["miss"]),
         cache,
     })
+}
+
+impl AuthMetrics {
+    /// Count a refusal under its reason.
+    pub fn failed(&self, e: AuthError) {
+        match self.failure_by_reason.get(e as usize) {
+            Some(c) => c.inc(),
+            // a case missing from `AuthError::ALL` is still counted, by its label
+            None => self.failures.with_label_values(&[e.code()]).inc(),
+        }
+    }
 }
 
 /// The process-wide auth metrics.
