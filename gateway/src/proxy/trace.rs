@@ -10,8 +10,8 @@
 //! nothing, and the spec (and most gateways) continue it; see docs/tracing.md.
 //!
 //! Cost: parsing reads the header bytes in place, ids come from `ids` (a per-thread
-//! generator, no syscall), formatting writes into stack buffers; the only allocation is the
-//! outgoing header value.
+//! generator, no syscall), formatting writes into stack buffers; the only allocation
+//! is the outgoing header value.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_core::Result;
