@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod backend;
+pub mod callgrind;
 pub mod chart;
 pub mod configs;
 pub mod idle;

@@ -31,9 +31,17 @@ pub struct Proc {
     pub addr: SocketAddr,
     child: Child,
     log: Option<PathBuf>,
+    /// How long it may take to answer after it started.
+    ready_within: Duration,
 }
 
 impl Proc {
+    /// Give it `d` to become ready (a target under valgrind starts slowly).
+    pub fn ready_within(mut self, d: Duration) -> Self {
+        self.ready_within = d;
+        self
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -66,10 +74,11 @@ impl Proc {
         self.wait_until(|addr| matches!(http_status(addr, path, headers), Ok(200..=299)))
     }
 
-    /// Wait until `ready(addr)` holds (checked every 50 ms, for up to 15 s).
+    /// Wait until `ready(addr)` holds (checked every 50 ms, for up to 15 s unless
+    /// [`Proc::ready_within`] said otherwise).
     pub fn wait_until(&mut self, ready: impl Fn(SocketAddr) -> bool) -> Result<(), StartError> {
-        let secs = 15;
-        let deadline = Instant::now() + Duration::from_secs(secs);
+        let secs = self.ready_within.as_secs();
+        let deadline = Instant::now() + self.ready_within;
         while Instant::now() < deadline {
             if self.exited() {
                 return Err(StartError::Exited {
@@ -155,6 +164,7 @@ pub fn spawn(
         addr,
         child,
         log: Some(log.to_path_buf()),
+        ready_within: Duration::from_secs(15),
     })
 }
 
@@ -192,6 +202,7 @@ pub fn spawn_backend(bin: &Path, name: &str, cpu: Option<usize>) -> Result<Proc,
         addr,
         child,
         log: None,
+        ready_within: Duration::from_secs(15),
     })
 }
 

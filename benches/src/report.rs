@@ -86,6 +86,9 @@ pub fn markdown(info: &RunInfo, results: &[ScenarioResult]) -> String {
                 if let Some(t) = alloc_table(sc) {
                     let _ = write!(out, "\n{t}");
                 }
+                if let Some(t) = instructions_table(sc) {
+                    let _ = write!(out, "\n{t}");
+                }
             }
             Kind::Idle => out.push_str(&idle_table(sc)),
         }
@@ -161,6 +164,13 @@ pub fn table(sc: &ScenarioResult) -> String {
 /// One line on the engine: the gateway's CPU per request over the floor's, and
 /// the floor's over nginx's and haproxy's.
 pub fn floor_summary(sc: &ScenarioResult) -> Option<String> {
+    if sc
+        .get(Target::Floor)
+        .and_then(Measured::instructions_per_request)
+        .is_some()
+    {
+        return instructions_summary(sc);
+    }
     let cpu = |t| {
         sc.get(t)
             .filter(|m| m.requests() > 0)
@@ -194,6 +204,25 @@ pub fn floor_summary(sc: &ScenarioResult) -> Option<String> {
     ))
 }
 
+/// The floor's line when it ran under callgrind: its CPU time means nothing then.
+fn instructions_summary(sc: &ScenarioResult) -> Option<String> {
+    let count = |t| sc.get(t).and_then(Measured::instructions_per_request);
+    let floor = count(Target::Floor)?;
+    let ours: Vec<String> = [Target::Gateway, Target::Pipeline]
+        .into_iter()
+        .filter_map(|t| Some(format!("{} {}x", t.name(), ratio(count(t)?, Some(floor)))))
+        .collect();
+    if ours.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "- Our cost over the engine, in instructions: {} the floor's {:.1}k per request \
+         (CPU time of targets under callgrind is not comparable).",
+        ours.join(", "),
+        floor / 1000.0
+    ))
+}
+
 /// Allocations per request of the targets built with `count-allocations`
 /// (none when no target counted).
 pub fn alloc_table(sc: &ScenarioResult) -> Option<String> {
@@ -219,6 +248,38 @@ pub fn alloc_table(sc: &ScenarioResult) -> Option<String> {
             m.target.name(),
             ratio(allocs, floor.map(|f| f.0)),
             ratio(bytes, floor.map(|f| f.1)),
+        );
+    }
+    Some(out)
+}
+
+/// Instructions per request of the targets run under callgrind (`--instructions`;
+/// none when no target counted).
+pub fn instructions_table(sc: &ScenarioResult) -> Option<String> {
+    let floor = sc
+        .get(Target::Floor)
+        .and_then(Measured::instructions_per_request);
+    let rows: Vec<(&Measured, f64)> = sc
+        .measured
+        .iter()
+        .filter_map(|m| Some((m, m.instructions_per_request()?)))
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut out = String::from(
+        "Instructions (callgrind, every thread of the target, user space only; counted, \
+         not timed, so they hold on a busy machine):\n\n\
+         | target | instructions/req | x floor |\n\
+         |---|--:|--:|\n",
+    );
+    for (m, n) in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1}k | {} |",
+            m.target.name(),
+            n / 1000.0,
+            ratio(n, floor)
         );
     }
     Some(out)
@@ -279,10 +340,12 @@ pub fn json(info: &RunInfo, results: &[ScenarioResult]) -> serde_json::Value {
                         "peak_rss_bytes": m.peak_rss,
                         "allocs_per_req": m.allocs_per_request().map(|a| a.0),
                         "alloc_bytes_per_req": m.allocs_per_request().map(|a| a.1),
+                        "instructions_per_req": m.instructions_per_request(),
                         "rounds": m.rounds.iter().map(|r| serde_json::json!({
                             "requests": r.requests, "errors": r.errors, "secs": r.secs, "cpu_s": r.cpu,
                             "allocations": r.allocs.map(|a| a.allocations),
                             "alloc_bytes": r.allocs.map(|a| a.bytes),
+                            "instructions": r.instructions,
                         })).collect::<Vec<_>>(),
                     })
                 })

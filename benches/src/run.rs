@@ -46,6 +46,9 @@ pub struct Options {
     /// Pace keep-alive scenarios at this many requests per second (None: as fast
     /// as each target answers).
     pub rate: Option<f64>,
+    /// Count the Rust targets' instructions per request under callgrind
+    /// (`--instructions`, keep-alive and TLS load scenarios).
+    pub instructions: bool,
 }
 
 /// One round of one target.
@@ -58,6 +61,8 @@ pub struct Round {
     pub cpu: f64,
     /// The target's allocator calls over the window (builds with `count-allocations`).
     pub allocs: Option<alloc_count::Counts>,
+    /// Instructions the target executed in the window, every thread (under callgrind).
+    pub instructions: Option<u64>,
 }
 
 /// Everything measured for one target in one scenario.
@@ -122,6 +127,18 @@ impl Measured {
             allocations as f64 / requests as f64,
             bytes as f64 / requests as f64,
         ))
+    }
+
+    /// Instructions per request over the rounds that counted them (`--instructions`).
+    pub fn instructions_per_request(&self) -> Option<f64> {
+        let counted: Vec<(u64, u64)> = self
+            .rounds
+            .iter()
+            .filter_map(|r| Some((r.requests, r.instructions?)))
+            .collect();
+        let requests: u64 = counted.iter().map(|c| c.0).sum();
+        let instructions: u64 = counted.iter().map(|c| c.1).sum();
+        (requests > 0).then(|| instructions as f64 / requests as f64)
     }
 
     /// Latency quantile in milliseconds.
@@ -213,6 +230,7 @@ struct Live {
     note: Option<String>,
     tls: Option<String>,
     alloc_counts: Option<PathBuf>,
+    instructions: Option<crate::callgrind::Counter>,
     pids: Vec<u32>,
     rounds: Vec<Round>,
     latency: Option<Histogram<u64>>,
@@ -246,6 +264,7 @@ fn run_scenario(
             return result;
         }
     }
+    s.count_instructions = opts.instructions;
     let tls_client = s.tls_client();
     let mut live = Vec::new();
     for &t in sc.targets {
@@ -259,6 +278,7 @@ fn run_scenario(
                 note,
                 tls,
                 alloc_counts,
+                instructions,
             }) => {
                 if let Some(n) = &note {
                     eprintln!("{tag} note: {}: {n}", t.name());
@@ -273,6 +293,7 @@ fn run_scenario(
                     note,
                     tls,
                     alloc_counts,
+                    instructions,
                     pids,
                     rounds: Vec::new(),
                     latency: None,
@@ -305,7 +326,21 @@ fn run_scenario(
             let pids = l.pids.clone();
             let probe = move || sys::cpu_seconds(&pids);
             let allocs_before = l.alloc_counts.as_deref().and_then(settled_counts);
+            let counting = match &l.instructions {
+                Some(c) => c
+                    .start()
+                    .map_err(|e| eprintln!("{tag} {}: {e}", l.target.name()))
+                    .is_ok(),
+                None => false,
+            };
             let outcome = loadgen::run(&spec_for(l, opts.duration), &probe);
+            let instructions = match &l.instructions {
+                Some(c) if counting => c
+                    .stop()
+                    .map_err(|e| eprintln!("{tag} {}: {e}", l.target.name()))
+                    .ok(),
+                _ => None,
+            };
             let allocs_after = l.alloc_counts.as_deref().and_then(settled_counts);
             let allocs = allocs_before
                 .zip(allocs_after)
@@ -330,6 +365,7 @@ fn run_scenario(
                         secs: r.elapsed.as_secs_f64(),
                         cpu,
                         allocs,
+                        instructions,
                     });
                     match &mut l.latency {
                         Some(h) => {

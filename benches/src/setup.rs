@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::callgrind;
 use crate::configs::{self, GatewayBase};
 use crate::procs::{self, Proc, StartError};
 use crate::run::Options;
@@ -27,6 +29,8 @@ pub struct Setup<'a> {
     tls: Option<TlsFiles>,
     load_cpu: Option<usize>,
     target_cpu: Option<usize>,
+    /// Run the Rust targets under callgrind (`--instructions`, load scenarios).
+    pub count_instructions: bool,
 }
 
 /// A target that answers.
@@ -39,6 +43,8 @@ pub struct Started {
     /// The target's allocation counters (gateway and floor built with
     /// `count-allocations`; none otherwise).
     pub alloc_counts: Option<PathBuf>,
+    /// Its instruction counter (Rust targets with `--instructions`).
+    pub instructions: Option<callgrind::Counter>,
 }
 
 impl<'a> Setup<'a> {
@@ -60,6 +66,7 @@ impl<'a> Setup<'a> {
             tls: None,
             load_cpu,
             target_cpu,
+            count_instructions: false,
         })
     }
 
@@ -130,8 +137,28 @@ impl<'a> Setup<'a> {
         }
         let logs = self.logs()?;
         cmd.env(alloc_count::ENV_FILE, logs.join("pingora-floor.allocs"));
-        let log = logs.join("pingora-floor.log");
-        procs::spawn("pingora-floor", cmd, listen, &log, self.target_cpu).map_err(|e| e.to_string())
+        self.spawn_rust("pingora-floor", cmd, listen)
+    }
+
+    /// Start one of our own binaries (the floor, the gateway), under callgrind when
+    /// instructions are counted.
+    fn spawn_rust(&self, name: &str, cmd: Command, addr: SocketAddr) -> Result<Proc, String> {
+        let logs = self.logs()?;
+        let log = logs.join(format!("{name}.log"));
+        if !self.count_instructions {
+            return procs::spawn(name, cmd, addr, &log, self.target_cpu).map_err(|e| e.to_string());
+        }
+        let cmd = callgrind::wrap(&cmd, &self.callgrind_prefix(name)?);
+        procs::spawn(name, cmd, addr, &log, self.target_cpu)
+            .map(|p| p.ready_within(Duration::from_secs(120)))
+            .map_err(|e| e.to_string())
+    }
+
+    fn callgrind_prefix(&self, name: &str) -> Result<PathBuf, String> {
+        let dir = self.dir.join("callgrind");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(dir.join(name))
     }
 
     fn logs(&self) -> Result<PathBuf, String> {
@@ -173,8 +200,7 @@ impl<'a> Setup<'a> {
         }
         let logs = self.logs()?;
         cmd.env(alloc_count::ENV_FILE, logs.join(format!("{name}.allocs")));
-        let log = logs.join(format!("{name}.log"));
-        procs::spawn(name, cmd, addr, &log, self.target_cpu).map_err(|e| e.to_string())
+        self.spawn_rust(name, cmd, addr)
     }
 
     /// `gateway check` on a config: the first error line when it is refused.
@@ -324,11 +350,27 @@ pub fn start(s: &mut Setup<'_>, t: Target, sc: &Scenario, token: &str) -> Result
     }
     .map(|name| s.dir.join("logs").join(name))
     .filter(|p| p.is_file());
+    let instructions = match t {
+        Target::Floor | Target::Gateway | Target::Pipeline if s.count_instructions => {
+            let prefix = s.callgrind_prefix(t.name())?;
+            Some(callgrind::Counter::new(proc.pid(), &prefix))
+        }
+        _ => None,
+    };
+    if instructions.is_some() {
+        let under =
+            "under callgrind: its req/s, latency and CPU time are not comparable; see instructions/request";
+        note = Some(match note {
+            Some(n) => format!("{n}; {under}"),
+            None => under.to_string(),
+        });
+    }
     Ok(Started {
         proc,
         note,
         tls,
         alloc_counts,
+        instructions,
     })
 }
 

@@ -217,3 +217,45 @@ fn a_paced_run_is_reported_with_its_rate() {
         );
     }
 }
+
+/// `--instructions`: the floor and the gateway run under callgrind, every round's
+/// instructions are counted, and the report gives them per request beside the floor
+/// (counts present and plausible, never a ratio asserted).
+#[test]
+fn instructions_per_request_are_counted_under_callgrind() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["--quick", "--no-build", "--scenarios", "small-get"])
+        .args(["--targets", "floor,gateway", "--instructions"])
+        .arg("--gateway")
+        .arg(gateway_bin())
+        .arg("--backend")
+        .arg(env!("CARGO_BIN_EXE_bench-backend"))
+        .arg("--floor")
+        .arg(env!("CARGO_BIN_EXE_pingora-floor"))
+        .arg("--out")
+        .arg(out.path())
+        .status()
+        .expect("run loadtest");
+    assert!(status.success(), "loadtest --instructions failed");
+    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    assert!(
+        md.contains("| target | instructions/req | x floor |"),
+        "{md}"
+    );
+    assert!(md.contains("in instructions: gateway"), "{md}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
+    )
+    .expect("results.json parses");
+    for t in json["scenarios"][0]["targets"].as_array().expect("targets") {
+        let who = t["target"].as_str().unwrap_or("?");
+        assert_eq!(t["errors"].as_u64(), Some(0), "{who}: errors\n{md}");
+        assert!(t["requests"].as_u64().unwrap_or(0) > 0, "{who}\n{md}");
+        // a proxied request is tens of thousands of instructions, not a handful
+        let per_request = t["instructions_per_req"].as_f64().unwrap_or(0.0);
+        assert!(per_request > 10_000.0, "{who}: {per_request}\n{md}");
+        let counted = t["rounds"][0]["instructions"].as_u64().unwrap_or(0);
+        assert!(counted > 0, "{who}: no round counted\n{md}");
+    }
+}

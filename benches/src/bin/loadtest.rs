@@ -66,6 +66,12 @@ struct Cli {
     /// every target sustains; one that falls short shows fewer req/s than asked.
     #[arg(long)]
     rate: Option<f64>,
+    /// Also count instructions per request: the floor, the gateway and the pipeline
+    /// run under callgrind (valgrind), which counts what each round executed. Counted,
+    /// not timed, so the figures hold on a busy machine; those targets' req/s and CPU
+    /// time in the same run are not comparable (valgrind slows them tens of times).
+    #[arg(long)]
+    instructions: bool,
     /// Do not pin targets and the load generator to separate CPUs.
     #[arg(long)]
     no_pin: bool,
@@ -190,7 +196,11 @@ fn run_cli(cli: Cli) -> Result<(), String> {
         distinct_tokens: cli.tokens.unwrap_or(if cli.quick { 500 } else { 100_000 }),
         idle_connections,
         rate: cli.rate.filter(|r| r.is_finite() && *r > 0.0),
+        instructions: cli.instructions,
     };
+    if opts.instructions {
+        benches::callgrind::check_installed()?;
+    }
     for (name, path) in run::peers() {
         match path {
             Some(p) => eprintln!("found {name}: {}", p.display()),
