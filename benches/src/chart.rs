@@ -1,7 +1,8 @@
 //! The SVG chart: for each load scenario, requests/s and CPU per request of every
 //! target side by side, each CPU bar labelled with its ratio to the Pingora floor
-//! (the gateway's cost over the engine); for the idle scenario, the memory growth
-//! and the KiB per idle connection.
+//! (the gateway's cost over the engine), or with `--instructions` the counted
+//! targets' instructions per request instead of CPU; for the idle scenario, the
+//! memory growth and the KiB per idle connection.
 
 use std::path::Path;
 
@@ -51,6 +52,27 @@ pub fn write_svg(path: &Path, results: &[ScenarioResult]) -> Result<(), String> 
             Kind::Load => {
                 let rps = bars(&sc.measured, Measured::rps, |_| None);
                 panel(left, &format!("{}: requests/s (median)", sc.key), &rps)?;
+                if let Some(floor) = sc
+                    .get(Target::Floor)
+                    .and_then(Measured::instructions_per_request)
+                {
+                    // under callgrind the CPU time of the counted targets means nothing
+                    let counted: Vec<Bar> = sc
+                        .measured
+                        .iter()
+                        .filter_map(|m| {
+                            let n = m.instructions_per_request()?;
+                            Some(Bar {
+                                target: m.target,
+                                value: n / 1000.0,
+                                label: Some(format!("{:.2}x floor", n / floor)),
+                            })
+                        })
+                        .collect();
+                    let title = format!("{}: thousand instructions per request (x floor)", sc.key);
+                    panel(right, &title, &counted)?;
+                    continue;
+                }
                 let floor = sc
                     .get(Target::Floor)
                     .map(Measured::cpu_us_per_request)

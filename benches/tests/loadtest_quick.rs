@@ -244,6 +244,11 @@ fn instructions_per_request_are_counted_under_callgrind() {
         "{md}"
     );
     assert!(md.contains("in instructions: gateway"), "{md}");
+    let svg = std::fs::read_to_string(out.path().join("results.svg")).expect("results.svg");
+    assert!(
+        svg.contains("thousand instructions per request"),
+        "no instructions chart"
+    );
     let json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
     )
