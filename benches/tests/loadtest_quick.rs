@@ -26,39 +26,53 @@ fn gateway_bin() -> PathBuf {
     bin
 }
 
-#[test]
-fn quick_mode_measures_every_target_without_errors() {
+/// What one harness run wrote: its folder, results.md and results.json.
+struct Run {
+    out: tempfile::TempDir,
+    md: String,
+    json: serde_json::Value,
+}
+
+impl Run {
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.out.path().join(name)).expect(name)
+    }
+}
+
+/// `loadtest --quick --no-build` with this build's binaries and `args`; it must succeed.
+fn loadtest(args: &[&str]) -> Run {
     let out = tempfile::tempdir().expect("tempdir");
-    let gateway = gateway_bin();
     let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .arg("--quick")
-        .arg("--no-build")
+        .args(["--quick", "--no-build"])
+        .args(args)
         .arg("--gateway")
-        .arg(&gateway)
+        .arg(gateway_bin())
         .arg("--backend")
         .arg(env!("CARGO_BIN_EXE_bench-backend"))
         .arg("--floor")
         .arg(env!("CARGO_BIN_EXE_pingora-floor"))
-        .arg("--idle-conns")
-        .arg("200")
         .arg("--out")
         .arg(out.path())
-        .arg("--tokens")
-        .arg("200")
         .status()
         .expect("run loadtest");
-    assert!(status.success(), "loadtest --quick failed");
-
+    assert!(status.success(), "loadtest {args:?} failed");
     let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
-    let svg = std::fs::read_to_string(out.path().join("results.svg")).expect("results.svg");
+    let json = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
+    )
+    .expect("results.json parses");
+    Run { out, md, json }
+}
+
+#[test]
+fn quick_mode_measures_every_target_without_errors() {
+    let run = loadtest(&["--idle-conns", "200", "--tokens", "200"]);
+    let (md, json) = (&run.md, &run.json);
+    let svg = run.read("results.svg");
     assert!(
         svg.starts_with("<svg") || svg.contains("<svg"),
         "not an SVG"
     );
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
-    )
-    .expect("results.json parses");
 
     let scenarios = json["scenarios"].as_array().expect("scenarios");
     let keys: Vec<&str> = scenarios
@@ -82,7 +96,7 @@ fn quick_mode_measures_every_target_without_errors() {
     for sc in scenarios {
         let name = sc["scenario"].as_str().unwrap_or("?");
         if name == "idle-10k" {
-            check_idle(sc, &md);
+            check_idle(sc, md);
             continue;
         }
         let targets = sc["targets"].as_array().expect("targets");
@@ -174,34 +188,18 @@ fn check_idle(sc: &serde_json::Value, md: &str) {
 /// rate far below what any of them does (counts, not speed: at most the schedule).
 #[test]
 fn a_paced_run_is_reported_with_its_rate() {
-    let out = tempfile::tempdir().expect("tempdir");
-    let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["--quick", "--no-build", "--scenarios", "small-get"])
-        .args([
-            "--targets",
-            "floor,gateway",
-            "--rate",
-            "400",
-            "--warmup",
-            "0",
-        ])
-        .arg("--gateway")
-        .arg(gateway_bin())
-        .arg("--backend")
-        .arg(env!("CARGO_BIN_EXE_bench-backend"))
-        .arg("--floor")
-        .arg(env!("CARGO_BIN_EXE_pingora-floor"))
-        .arg("--out")
-        .arg(out.path())
-        .status()
-        .expect("run loadtest");
-    assert!(status.success(), "loadtest --rate failed");
-    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let run = loadtest(&[
+        "--scenarios",
+        "small-get",
+        "--targets",
+        "floor,gateway",
+        "--rate",
+        "400",
+        "--warmup",
+        "0",
+    ]);
+    let (md, json) = (&run.md, &run.json);
     assert!(md.contains("paced at 400 requests/s"), "{md}");
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
-    )
-    .expect("results.json parses");
     assert_eq!(json["rate"].as_f64(), Some(400.0));
     let sc = &json["scenarios"][0];
     let duration = json["duration_s"].as_f64().expect("duration");
@@ -223,36 +221,24 @@ fn a_paced_run_is_reported_with_its_rate() {
 /// (counts present and plausible, never a ratio asserted).
 #[test]
 fn instructions_per_request_are_counted_under_callgrind() {
-    let out = tempfile::tempdir().expect("tempdir");
-    let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["--quick", "--no-build", "--scenarios", "small-get"])
-        .args(["--targets", "floor,gateway", "--instructions"])
-        .arg("--gateway")
-        .arg(gateway_bin())
-        .arg("--backend")
-        .arg(env!("CARGO_BIN_EXE_bench-backend"))
-        .arg("--floor")
-        .arg(env!("CARGO_BIN_EXE_pingora-floor"))
-        .arg("--out")
-        .arg(out.path())
-        .status()
-        .expect("run loadtest");
-    assert!(status.success(), "loadtest --instructions failed");
-    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let run = loadtest(&[
+        "--scenarios",
+        "small-get",
+        "--targets",
+        "floor,gateway",
+        "--instructions",
+    ]);
+    let (md, json) = (&run.md, &run.json);
     assert!(
         md.contains("| target | instructions/req | x floor |"),
         "{md}"
     );
     assert!(md.contains("in instructions: gateway"), "{md}");
-    let svg = std::fs::read_to_string(out.path().join("results.svg")).expect("results.svg");
     assert!(
-        svg.contains("thousand instructions per request"),
+        run.read("results.svg")
+            .contains("thousand instructions per request"),
         "no instructions chart"
     );
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
-    )
-    .expect("results.json parses");
     for t in json["scenarios"][0]["targets"].as_array().expect("targets") {
         let who = t["target"].as_str().unwrap_or("?");
         assert_eq!(t["errors"].as_u64(), Some(0), "{who}: errors\n{md}");
