@@ -137,13 +137,18 @@ impl<'a> Setup<'a> {
         }
         let logs = self.logs()?;
         cmd.env(alloc_count::ENV_FILE, logs.join("pingora-floor.allocs"));
-        self.spawn_rust("pingora-floor", cmd, listen)
+        self.spawn_rust("pingora-floor", cmd, listen, &logs)
     }
 
     /// Start one of our own binaries (the floor, the gateway), under callgrind when
     /// instructions are counted.
-    fn spawn_rust(&self, name: &str, cmd: Command, addr: SocketAddr) -> Result<Proc, String> {
-        let logs = self.logs()?;
+    fn spawn_rust(
+        &self,
+        name: &str,
+        cmd: Command,
+        addr: SocketAddr,
+        logs: &Path,
+    ) -> Result<Proc, String> {
         let log = logs.join(format!("{name}.log"));
         if !self.count_instructions {
             return procs::spawn(name, cmd, addr, &log, self.target_cpu).map_err(|e| e.to_string());
@@ -200,7 +205,7 @@ impl<'a> Setup<'a> {
         }
         let logs = self.logs()?;
         cmd.env(alloc_count::ENV_FILE, logs.join(format!("{name}.allocs")));
-        self.spawn_rust(name, cmd, addr)
+        self.spawn_rust(name, cmd, addr, &logs)
     }
 
     /// `gateway check` on a config: the first error line when it is refused.
