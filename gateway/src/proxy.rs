@@ -76,12 +76,6 @@ use retry::Failure;
 /// The request id header: taken from the client when well-formed, else generated;
 /// sent to the service and echoed in every answer.
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// How `X-Request-Id` is spelled on answers. A response keeps the service's header
-/// spellings beside Pingora's map; given a `&'static str`, Pingora stores this one
-/// without a copy, given a `HeaderName` outside its table of standard names, it
-/// copies the name once per insert. (The request to the service is built as plain
-/// `http` parts instead: `forward::as_parts`.)
-const X_REQUEST_ID_WIRE: &str = "X-Request-Id";
 
 /// The gateway's proxy logic; all state is behind [`Shared`].
 pub struct Gateway {

@@ -1,13 +1,16 @@
-//! The request a service receives, byte for byte: a backend that records the raw
-//! request head it read (no HTTP library in between to merge, reorder or re-case
-//! anything), behind the real binary.
+//! The request a service receives and the answer a client reads, byte for byte: a
+//! backend that records the raw request head it read and writes a raw answer (no HTTP
+//! library in between to merge, reorder or re-case anything), behind the real binary.
 //!
 //! The gateway builds the upstream request as plain `http` parts: every header the
 //! client sent arrives once with its value intact, every header the gateway adds
 //! (`X-Forwarded-*`, `X-Request-Id`, `traceparent`, the route's rules, the verified
 //! identity and its signature) arrives exactly once, names go out lowercase except
 //! the standard ones Pingora title-cases (`Host`, `Content-Type`, ...), and an
-//! absolute-form target goes out in origin-form with its authority as `Host`.
+//! absolute-form target goes out in origin-form with its authority as `Host`. The
+//! answer is edited the same way: the service's headers and reason phrase reach the
+//! client intact, the route's rules and `X-Request-Id` apply once, names lowercase
+//! but for Pingora's title-cased standard ones.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,8 +28,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 const SECRET: &str = "wire-test-secret-0123456789abcdef0123";
 const SIGNATURE: &str = "x-gateway-signature";
 
-/// A backend that answers every request `200 ok` and keeps the raw head of each
-/// (request line and header lines, as read) with the body it declared.
+/// What the recorder answers unless told otherwise.
+const ANSWER_OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// A backend that answers every request with the same raw bytes (`200 ok` unless
+/// told otherwise) and keeps the raw head of each (request line and header lines,
+/// as read) with the body it declared.
 struct Recorder {
     addr: String,
     seen: Arc<Mutex<Vec<Recorded>>>,
@@ -70,6 +77,10 @@ impl Recorded {
 
 impl Recorder {
     fn start() -> Self {
+        Self::answering(ANSWER_OK)
+    }
+
+    fn answering(answer: &'static [u8]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the recorder");
         let addr = listener.local_addr().expect("its address").to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -77,7 +88,7 @@ impl Recorder {
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let log = log.clone();
-                std::thread::spawn(move || serve(conn, &log));
+                std::thread::spawn(move || serve(conn, &log, answer));
             }
         });
         Recorder { addr, seen }
@@ -98,7 +109,7 @@ impl Recorder {
 }
 
 /// Keep-alive: requests on one connection are recorded in turn.
-fn serve(conn: TcpStream, log: &Mutex<Vec<Recorded>>) {
+fn serve(conn: TcpStream, log: &Mutex<Vec<Recorded>>, answer: &[u8]) {
     let Ok(mut writer) = conn.try_clone() else {
         return;
     };
@@ -136,10 +147,7 @@ fn serve(conn: TcpStream, log: &Mutex<Vec<Recorded>>) {
             headers,
             body,
         });
-        if writer
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .is_err()
-        {
+        if writer.write_all(answer).is_err() {
             return;
         }
     }
@@ -152,6 +160,17 @@ fn token(sub: &str) -> String {
         ..MintOptions::hs256(SECRET, sub)
     })
     .expect("a dev token")
+}
+
+/// Write `request` on a new connection; the raw answer.
+fn exchange(gw: &GatewayProcess, request: impl AsRef<[u8]>) -> String {
+    let mut s = TcpStream::connect(gw.addr()).expect("connect to the gateway");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    s.write_all(request.as_ref()).expect("write the request");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw).into_owned()
 }
 
 fn gateway(recorder: &Recorder) -> GatewayProcess {
@@ -186,14 +205,7 @@ fn gateway(recorder: &Recorder) -> GatewayProcess {
 
 /// Write `head` (and `body`) on a new connection; the status of the answer.
 fn send(gw: &GatewayProcess, head: &str, body: &[u8]) -> u16 {
-    let mut s = TcpStream::connect(gw.addr()).expect("connect to the gateway");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("a read timeout");
-    s.write_all(head.as_bytes()).expect("write the head");
-    s.write_all(body).expect("write the body");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
+    let text = exchange(gw, [head.as_bytes(), body].concat());
     text.split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
@@ -335,4 +347,127 @@ fn keep_alive_requests_each_get_their_own_headers() {
     }
     assert_eq!(ids, ["req-0", "req-1", "req-2"]);
     assert_eq!(rec.count(), 3);
+}
+
+/// The answer's status line and header lines as the client read them.
+fn answer_head(raw: &str) -> (String, Recorded) {
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete answer head");
+    let mut lines = head.split("\r\n");
+    let line = lines.next().unwrap_or_default().to_string();
+    let headers = lines
+        .map(|h| {
+            let (name, value) = h.split_once(':').expect("a header line has a colon");
+            (name.to_string(), value.trim().to_string())
+        })
+        .collect();
+    let recorded = Recorded {
+        line: line.clone(),
+        headers,
+        body: body.as_bytes().to_vec(),
+    };
+    (line, recorded)
+}
+
+#[test]
+fn the_answer_keeps_the_services_headers_and_reason_and_gets_the_added_ones_once() {
+    let rec = Recorder::answering(
+        b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\nX-Service-Thing: Mixed-Value\r\n\
+          Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Drop-Me: gone\r\nX-Replace-Me: old\r\n\
+          X-Request-Id: from-the-service\r\nETag: \"v1\"\r\n\r\nok",
+    );
+    let yaml = GatewayConfigBuilder::new()
+        .service("rec", ServiceBuilder::instances([rec.addr.clone()]))
+        .route(
+            RouteBuilder::to("rec")
+                .id("rest")
+                .prefix("/")
+                .response_headers(|r| {
+                    r.set.insert("X-Replace-Me".into(), "by-route".into());
+                    r.add.insert("Set-Cookie".into(), "c=3".into());
+                    r.remove.push("x-drop-me".into());
+                }),
+        )
+        .yaml();
+    let gw = GatewayProcess::start(BIN, &yaml);
+    let raw = exchange(
+        &gw,
+        "GET /x HTTP/1.1\r\nHost: wire.test\r\nX-Request-Id: client-7\r\nConnection: close\r\n\r\n",
+    );
+    let (line, a) = answer_head(&raw);
+    assert_eq!(
+        line, "HTTP/1.1 200 Fine Thanks",
+        "the service's reason phrase"
+    );
+    assert_eq!(
+        a.one("x-service-thing"),
+        "Mixed-Value",
+        "values keep their case"
+    );
+    assert_eq!(a.one("etag"), "\"v1\"");
+    assert_eq!(
+        a.all("set-cookie"),
+        ["a=1", "b=2", "c=3"],
+        "repeated lines keep their order; the route's is added"
+    );
+    assert_eq!(
+        a.one("x-replace-me"),
+        "by-route",
+        "set replaces the service's"
+    );
+    assert!(a.all("x-drop-me").is_empty(), "removed by the route: {raw}");
+    assert_eq!(a.one("x-request-id"), "client-7", "the request's id, once");
+    assert_eq!(a.one("content-length"), "2");
+    assert_eq!(a.body, b"ok");
+    // names: lowercase, but for the standard ones Pingora title-cases
+    assert_eq!(a.spelling("content-length"), "Content-Length");
+    assert_eq!(a.spelling("set-cookie"), "Set-Cookie");
+    for name in ["x-service-thing", "x-request-id", "x-replace-me", "etag"] {
+        assert_eq!(a.spelling(name), name);
+    }
+
+    // a status without a standard reason keeps the service's, and one with the
+    // standard reason is written as it was
+    for (answer, line) in [
+        (
+            &b"HTTP/1.1 599 Custom Trouble\r\nContent-Length: 0\r\n\r\n"[..],
+            "HTTP/1.1 599 Custom Trouble",
+        ),
+        (
+            &b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"[..],
+            "HTTP/1.1 404 Not Found",
+        ),
+    ] {
+        let rec = Recorder::answering(answer);
+        let yaml = GatewayConfigBuilder::new()
+            .service("rec", ServiceBuilder::instances([rec.addr.clone()]))
+            .route(RouteBuilder::to("rec").id("rest").prefix("/"))
+            .yaml();
+        let gw = GatewayProcess::start(BIN, &yaml);
+        let raw = exchange(
+            &gw,
+            "GET /x HTTP/1.1\r\nHost: wire.test\r\nConnection: close\r\n\r\n",
+        );
+        let (got, a) = answer_head(&raw);
+        assert_eq!(got, line);
+        assert_eq!(a.one("x-request-id").len(), 36, "a generated id: {raw}");
+    }
+}
+
+#[test]
+fn the_gateways_own_answers_spell_their_headers_as_proxied_ones_do() {
+    let rec = Recorder::start();
+    let gw = gateway(&rec);
+    // refused before any service: a dot segment in the path
+    let raw = exchange(
+        &gw,
+        "GET /pub/../admin HTTP/1.1\r\nHost: wire.test\r\nConnection: close\r\n\r\n",
+    );
+    let (line, a) = answer_head(&raw);
+    assert!(line.starts_with("HTTP/1.1 400"), "{raw}");
+    assert_eq!(a.spelling("x-request-id"), "x-request-id");
+    assert_eq!(a.spelling("content-type"), "Content-Type");
+    assert_eq!(a.one("content-type"), "application/json");
+    let length: usize = a.one("content-length").parse().expect("a length");
+    assert_eq!(a.body.len(), length, "{raw}");
+    assert_eq!(rec.count(), 0, "nothing reached the service");
 }

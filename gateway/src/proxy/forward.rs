@@ -134,7 +134,7 @@ pub(super) fn insert(headers: &mut HeaderMap, name: HeaderName, value: HeaderVal
     Ok(())
 }
 
-fn too_many(e: http::header::MaxSizeReached) -> Box<Error> {
+pub(super) fn too_many(e: http::header::MaxSizeReached) -> Box<Error> {
     Error::because(ErrorType::InvalidHTTPHeader, "too many headers", e)
 }
 

@@ -10,7 +10,7 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::{RequestCtx, X_REQUEST_ID_WIRE};
+use super::{RequestCtx, X_REQUEST_ID};
 
 /// An answer the gateway writes itself: a status, headers and, for an error, the
 /// project's JSON error body.
@@ -87,7 +87,8 @@ pub(super) async fn respond(session: &mut Session, ctx: &mut RequestCtx, answer:
         Bytes::from(json.to_string())
     });
     let out = &ctx.plugin_out.response_headers;
-    let Ok(mut resp) = ResponseHeader::build(status, Some(3 + out.len() + headers.len())) else {
+    let Ok(mut resp) = ResponseHeader::build_no_case(status, Some(3 + out.len() + headers.len()))
+    else {
         return;
     };
     let mut add = || -> Result<()> {
@@ -95,7 +96,7 @@ pub(super) async fn respond(session: &mut Session, ctx: &mut RequestCtx, answer:
             resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
             resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         }
-        resp.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
+        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         for (name, value) in out.iter().chain(&headers) {
             resp.insert_header(name.clone(), value.clone())?;
         }
