@@ -182,10 +182,35 @@ fn status_kb(pid: u32, key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral
+/// range (`ip_local_port_range`).
+///
+/// Why not port 0: the kernel hands out ports from the ephemeral range, the range
+/// outgoing connections take their local port from. A target that connects out
+/// before it binds (the pipeline gateway to Redis and its services) can be given
+/// the very port just picked for its listener, and then never binds it.
 pub fn free_port() -> io::Result<u16> {
+    let below = ephemeral_low().unwrap_or(32768);
+    if below > LOWEST_PORT {
+        for _ in 0..256 {
+            let port = rand::random_range(LOWEST_PORT..below);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// Ports the harness picks from start here (clear of the well-known and registered
+/// services most machines run below it).
+const LOWEST_PORT: u16 = 20000;
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_low() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// The 1-minute load average (for the report: how busy the machine was).
@@ -214,5 +239,17 @@ mod tests {
         assert!(peak_rss(&[me]) > 1024 * 1024);
         assert!(rss(&[me]) > 1024 * 1024 && rss(&[me]) <= peak_rss(&[me]));
         assert!(process_tree(me).contains(&me));
+    }
+
+    #[test]
+    fn free_ports_are_bindable_and_outside_the_ephemeral_range() {
+        let below = ephemeral_low().unwrap_or(32768);
+        for _ in 0..50 {
+            let port = free_port().unwrap();
+            if below > LOWEST_PORT {
+                assert!((LOWEST_PORT..below).contains(&port), "{port}");
+            }
+            TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
     }
 }

@@ -52,22 +52,47 @@ pub use libc;
 /// Re-exported so tests use the same WebSocket client the backend is tested with.
 pub use tokio_tungstenite;
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+/// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral
+/// range (`ip_local_port_range`) when there is room there.
+///
+/// Why not port 0: the kernel hands out ports from the ephemeral range, the range
+/// outgoing connections take their local port from. A process started on the port
+/// that connects out before it binds (a gateway to Redis or its services) could be
+/// given that very port for its own connection, and then never bind it.
 ///
 /// A port is never handed out twice by one test process, so parallel tests in one
 /// binary do not race each other for it.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    for _ in 0..64 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        drop(listener);
+    let below = ephemeral_low().unwrap_or(32768);
+    for attempt in 0..256 {
+        // the last tries fall back to what the kernel picks
+        let port = if below > LOWEST_PORT && attempt < 192 {
+            let port = rand::random_range(LOWEST_PORT..below);
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            port
+        } else {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+            listener.local_addr().expect("local addr").port()
+        };
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
         if given.get_or_insert_with(HashSet::new).insert(port) {
             return port;
         }
     }
-    panic!("no free port found on 127.0.0.1 after 64 tries");
+    panic!("no free port found on 127.0.0.1 after 256 tries");
+}
+
+/// Ports [`free_port`] picks from start here (clear of the well-known and
+/// registered services most machines run below it).
+const LOWEST_PORT: u16 = 20000;
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_low() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// Poll `cond` every 20 ms until it returns true; false when `timeout` passed first.
