@@ -87,6 +87,7 @@ pub(super) async fn respond(session: &mut Session, ctx: &mut RequestCtx, answer:
         Bytes::from(json.to_string())
     });
     let out = &ctx.plugin_out.response_headers;
+    // no spelling map: names are written as proxied answers' are (`response::as_parts`)
     let Ok(mut resp) = ResponseHeader::build_no_case(status, Some(3 + out.len() + headers.len()))
     else {
         return;
