@@ -79,9 +79,9 @@ pub struct EdgePolicy {
     forwarded: Vec<HeaderName>,
     /// `always` and `forwarded` as one map, for the test each client header goes
     /// through: `http` hashes a standard name by its index and a custom one with
-    /// FNV-1a, where scanning both lists compared every client
-    /// header with ~20 names. Complete unless the lists pass `http`'s map limit
-    /// (32,768 names); then the lists are scanned.
+    /// FNV-1a, where scanning both lists compared every client header with ~20
+    /// names. Complete unless the lists pass `http`'s map limit (32,768 names);
+    /// then only the lists are used.
     classes: HeaderMap<Class>,
     classes_complete: bool,
     /// `always` and `forwarded` folded (lowercase, `_`/`.` as `-`), to catch twins.
@@ -201,11 +201,15 @@ impl EdgePolicy {
     ) -> Result<(), InvalidHeader> {
         // one pass over what the client sent (a handful of names) instead of a removal
         // (two hash lookups) per name on the lists; most requests carry none of them
-        let doomed = |n: &HeaderName| match self.classes.get(n) {
-            Some(Class::Always) => true,
-            Some(Class::Forwarded) => !trusted_peer,
-            None if self.classes_complete => false,
-            None => self.always.contains(n) || (!trusted_peer && self.forwarded.contains(n)),
+        let doomed = |n: &HeaderName| {
+            if !self.classes_complete {
+                return self.always.contains(n) || (!trusted_peer && self.forwarded.contains(n));
+            }
+            match self.classes.get(n) {
+                Some(Class::Always) => true,
+                Some(Class::Forwarded) => !trusted_peer,
+                None => false,
+            }
         };
         if req.headers.keys().any(doomed) {
             let names: Vec<HeaderName> =
@@ -419,11 +423,17 @@ mod tests {
     #[test]
     fn more_identity_headers_than_a_header_map_holds_are_still_all_removed() {
         // past `http`'s limit of 32,768 names the lists are scanned instead
-        let identity: Vec<HeaderName> = (0..33_000)
+        let mut identity: Vec<HeaderName> = (0..33_000)
             .map(|i| HeaderName::try_from(format!("x-id-{i}")).unwrap())
             .collect();
-        let p = EdgePolicy::new(&identity, Vec::new(), UnderscoreHeaders::Drop);
+        // past the limit, and a forwarded name too: removed even from trusted peers
+        identity.push(HeaderName::from_static("x-real-ip"));
+        let (nets, _) = parse_trusted(&["10.0.0.0/8".to_string()]);
+        let p = EdgePolicy::new(&identity, nets, UnderscoreHeaders::Drop);
         assert!(!p.classes_complete);
+        let mut r = req(&[("x-real-ip", "1.2.3.4"), ("x-forwarded-for", "1.2.3.4")]);
+        p.sanitize(&mut r, true).unwrap();
+        assert_eq!(names(&r), vec!["x-forwarded-for"]);
         let mut r = req(&[
             ("x-id-0", "a"),
             ("x-id-32999", "b"),
