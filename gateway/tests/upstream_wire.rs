@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use plugins::auth::mint::{mint_token, MintOptions};
 use testkit::config::{
-    identity_headers, jwt_auth, AuthConfig, GatewayConfigBuilder, IdentityConfig, RouteBuilder,
-    ServiceBuilder, SignatureConfig,
+    identity_headers, jwt_auth, AuthConfig, GatewayConfigBuilder, HeaderRulesConfig,
+    IdentityConfig, RouteBuilder, ServiceBuilder, SignatureConfig,
 };
 use testkit::GatewayProcess;
 
@@ -41,6 +41,7 @@ struct Recorder {
 
 #[derive(Clone, Debug)]
 struct Recorded {
+    /// The request line (an answer's status line).
     line: String,
     /// (name as written, value), in wire order.
     headers: Vec<(String, String)>,
@@ -349,8 +350,8 @@ fn keep_alive_requests_each_get_their_own_headers() {
     assert_eq!(rec.count(), 3);
 }
 
-/// The answer's status line and header lines as the client read them.
-fn answer_head(raw: &str) -> (String, Recorded) {
+/// The answer as the client read it: its status line, header lines and body.
+fn parse_answer(raw: &str) -> Recorded {
     let (head, body) = raw.split_once("\r\n\r\n").expect("a complete answer head");
     let mut lines = head.split("\r\n");
     let line = lines.next().unwrap_or_default().to_string();
@@ -360,12 +361,25 @@ fn answer_head(raw: &str) -> (String, Recorded) {
             (name.to_string(), value.trim().to_string())
         })
         .collect();
-    let recorded = Recorded {
-        line: line.clone(),
+    Recorded {
+        line,
         headers,
         body: body.as_bytes().to_vec(),
-    };
-    (line, recorded)
+    }
+}
+
+/// A gateway with one route to `rec`, with `rules` for its answers.
+fn answering_gateway(rec: &Recorder, rules: impl FnOnce(&mut HeaderRulesConfig)) -> GatewayProcess {
+    let yaml = GatewayConfigBuilder::new()
+        .service("rec", ServiceBuilder::instances([rec.addr.clone()]))
+        .route(
+            RouteBuilder::to("rec")
+                .id("rest")
+                .prefix("/")
+                .response_headers(rules),
+        )
+        .yaml();
+    GatewayProcess::start(BIN, &yaml)
 }
 
 #[test]
@@ -375,27 +389,18 @@ fn the_answer_keeps_the_services_headers_and_reason_and_gets_the_added_ones_once
           Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Drop-Me: gone\r\nX-Replace-Me: old\r\n\
           X-Request-Id: from-the-service\r\nETag: \"v1\"\r\n\r\nok",
     );
-    let yaml = GatewayConfigBuilder::new()
-        .service("rec", ServiceBuilder::instances([rec.addr.clone()]))
-        .route(
-            RouteBuilder::to("rec")
-                .id("rest")
-                .prefix("/")
-                .response_headers(|r| {
-                    r.set.insert("X-Replace-Me".into(), "by-route".into());
-                    r.add.insert("Set-Cookie".into(), "c=3".into());
-                    r.remove.push("x-drop-me".into());
-                }),
-        )
-        .yaml();
-    let gw = GatewayProcess::start(BIN, &yaml);
+    let gw = answering_gateway(&rec, |r| {
+        r.set.insert("X-Replace-Me".into(), "by-route".into());
+        r.add.insert("Set-Cookie".into(), "c=3".into());
+        r.remove.push("x-drop-me".into());
+    });
     let raw = exchange(
         &gw,
         "GET /x HTTP/1.1\r\nHost: wire.test\r\nX-Request-Id: client-7\r\nConnection: close\r\n\r\n",
     );
-    let (line, a) = answer_head(&raw);
+    let a = parse_answer(&raw);
     assert_eq!(
-        line, "HTTP/1.1 200 Fine Thanks",
+        a.line, "HTTP/1.1 200 Fine Thanks",
         "the service's reason phrase"
     );
     assert_eq!(
@@ -438,17 +443,13 @@ fn the_answer_keeps_the_services_headers_and_reason_and_gets_the_added_ones_once
         ),
     ] {
         let rec = Recorder::answering(answer);
-        let yaml = GatewayConfigBuilder::new()
-            .service("rec", ServiceBuilder::instances([rec.addr.clone()]))
-            .route(RouteBuilder::to("rec").id("rest").prefix("/"))
-            .yaml();
-        let gw = GatewayProcess::start(BIN, &yaml);
+        let gw = answering_gateway(&rec, |_| {});
         let raw = exchange(
             &gw,
             "GET /x HTTP/1.1\r\nHost: wire.test\r\nConnection: close\r\n\r\n",
         );
-        let (got, a) = answer_head(&raw);
-        assert_eq!(got, line);
+        let a = parse_answer(&raw);
+        assert_eq!(a.line, line);
         assert_eq!(a.one("x-request-id").len(), 36, "a generated id: {raw}");
     }
 }
@@ -462,8 +463,8 @@ fn the_gateways_own_answers_spell_their_headers_as_proxied_ones_do() {
         &gw,
         "GET /pub/../admin HTTP/1.1\r\nHost: wire.test\r\nConnection: close\r\n\r\n",
     );
-    let (line, a) = answer_head(&raw);
-    assert!(line.starts_with("HTTP/1.1 400"), "{raw}");
+    let a = parse_answer(&raw);
+    assert!(a.line.starts_with("HTTP/1.1 400"), "{raw}");
     assert_eq!(a.spelling("x-request-id"), "x-request-id");
     assert_eq!(a.spelling("content-type"), "Content-Type");
     assert_eq!(a.one("content-type"), "application/json");
