@@ -4,7 +4,8 @@
 //! counted, an oversized body (declared or chunked) gets a 413 without the
 //! backend receiving more than the limit, and a kept-alive connection that idles
 //! with no buffer takes its next request in whatever shape it comes (in pieces,
-//! pipelined, long, with a body, or not at all).
+//! pipelined, long, with a body, or not at all), and is closed when the gateway
+//! starts draining.
 //!
 //! Bounds are generous (seconds, against timeouts of one second): the tests check
 //! that a connection ends, never how fast.
@@ -18,7 +19,7 @@ use testkit::config::{
     secs, ByteSize, GatewayConfigBuilder, ListenerConfig, RouteBuilder, ServiceBuilder,
     HTTP_ADDRESS,
 };
-use testkit::{wait_until, Backend, GatewayProcess};
+use testkit::{libc, wait_until, Backend, GatewayProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -159,6 +160,52 @@ async fn an_idle_keepalive_connection_is_closed_after_the_timeout() {
         .await
         .expect("the idle connection was still open");
     assert!(rest.is_empty(), "closed without a response: {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connections_are_closed_when_draining_starts() {
+    let b = Backend::start("b");
+    // kept open, an idle connection would outlast the drain: only the drain's start
+    // can close it while a slow request is still being served
+    let mut gw = GatewayProcess::start(
+        BIN,
+        &echo_config(&b)
+            .server(|s| {
+                s.keepalive_timeout = secs(60);
+                s.shutdown_timeout = secs(40);
+            })
+            .yaml(),
+    );
+    // one connection idle after one request, one after three (its timer moved along)
+    let mut idle = Vec::new();
+    for requests in [1, 3] {
+        let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+        for i in 0..requests {
+            s.write_all(format!("GET /d{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let (head, _) = read_response(&mut s).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        }
+        idle.push(s);
+    }
+    let slow = tokio::spawn(testkit::client().get(gw.url("/slow?delay_ms=6000")).send());
+    assert!(
+        wait_until(BOUND, || b.in_flight() == 1),
+        "the slow request arrived"
+    );
+    gw.signal(libc::SIGTERM);
+    for s in &mut idle {
+        let rest = until_closed(s)
+            .await
+            .expect("an idle keep-alive connection outlived the start of the drain");
+        assert!(rest.is_empty(), "closed without a response: {rest:?}");
+        assert_eq!(b.in_flight(), 1, "closed only when the gateway exited");
+    }
+    let resp = slow.await.unwrap().expect("the slow request is served");
+    assert_eq!(resp.status(), 200);
+    let status = gw.wait_exit(BOUND).expect("the gateway exits");
+    assert!(status.success(), "{status}");
 }
 
 /// Send `parts` with a pause before each, then read one response; its status line

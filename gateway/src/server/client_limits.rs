@@ -18,6 +18,7 @@
 //! Pingora as is: its streams are bounded by the h2 settings and `h2_idle_timeout`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ use pingora_core::server::ShutdownWatch;
 use prometheus::{register_int_counter_vec, IntCounterVec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::runtime::{ClientTimeouts, Shared};
 
@@ -164,8 +165,15 @@ where
 
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
+        // one timer and one shutdown receiver for the connection's life, moved along
+        // for each request: a timer made per request cost a wheel insert and removal,
+        // and, when it was the worker's earliest, a wake-up write to its I/O driver
+        let idle = tokio::time::sleep_until(accepted + timeouts.header);
+        tokio::pin!(idle);
+        let mut watch = shutdown.clone();
         loop {
-            let head = read_head(&mut stream, first, h2c, accepted, timeouts, shutdown).await;
+            let head =
+                read_head(&mut stream, first, h2c, timeouts, idle.as_mut(), &mut watch).await;
             let bytes = match head {
                 Head::Http1(b) => b,
                 Head::H2c(b) => {
@@ -219,45 +227,47 @@ where
     }
 }
 
-/// Wait for the next request and read its header by the deadline.
+/// Wait for the next request and read its header by the deadline. `idle` is the
+/// connection's timer: it runs out at the first header's deadline for the first
+/// request, and is moved to the end of the keep-alive wait for each later one.
 async fn read_head(
     stream: &mut Stream,
     first: bool,
     h2c: bool,
-    accepted: Instant,
     timeouts: ClientTimeouts,
-    shutdown: &ShutdownWatch,
+    mut idle: Pin<&mut Sleep>,
+    shutdown: &mut ShutdownWatch,
 ) -> Head {
-    let mut shutdown = shutdown.clone();
-    if *shutdown.borrow() && !first {
+    if *shutdown.borrow_and_update() && !first {
         return Head::Gone;
     }
     // idle: the first request's header is due within the header timeout of the
     // accept; a later request only has to start within the keep-alive timeout
-    let idle_until = if first {
-        accepted + timeouts.header
-    } else {
+    if !first {
         match timeouts.keepalive {
-            Some(k) => Instant::now() + k,
+            // a later deadline than the timer's only updates it (no re-registration)
+            Some(k) => idle.as_mut().reset(Instant::now() + k),
             None => return Head::Gone,
         }
-    };
+    }
     // an idle connection holds no buffer (a plain socket is waited on for readability,
     // a TLS stream with a small read boxed for the wait); only a request that arrived
     // gets a header buffer
     let waited = tokio::select! {
-        r = tokio::time::timeout_at(idle_until, wait_for_request(stream)) => r,
+        biased;
+        r = wait_for_request(stream) => Some(r),
+        () = idle.as_mut() => None,
         _ = shutdown.changed(), if !first => return Head::Gone,
     };
     let mut buf = match waited {
-        Ok(Ok(None)) => BytesMut::with_capacity(HEADER_BUF),
-        Ok(Ok(Some(read))) if !read.is_empty() => read,
-        Ok(Ok(Some(_))) | Ok(Err(_)) => return Head::Gone,
-        Err(_) if first => return Head::Late(0),
-        Err(_) => return Head::Gone,
+        Some(Ok(None)) => BytesMut::with_capacity(HEADER_BUF),
+        Some(Ok(Some(read))) if !read.is_empty() => read,
+        Some(Ok(Some(_))) | Some(Err(_)) => return Head::Gone,
+        None if first => return Head::Late(0),
+        None => return Head::Gone,
     };
     let deadline = if first {
-        idle_until
+        idle.deadline()
     } else {
         Instant::now() + timeouts.header
     };
