@@ -268,8 +268,8 @@ pub fn instructions_table(sc: &ScenarioResult) -> Option<String> {
         return None;
     }
     let mut out = String::from(
-        "Instructions (callgrind, every thread of the target, user space only; counted, \
-         not timed, so they hold on a busy machine):\n\n\
+        "Instructions (callgrind, every thread of the target, user space only, block copies \
+         by vector loop; counted, not timed, so they hold on a busy machine):\n\n\
          | target | instructions/req | x floor |\n\
          |---|--:|--:|\n",
     );
