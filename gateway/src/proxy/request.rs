@@ -119,11 +119,9 @@ fn request_host(req: &RequestHeader) -> Cow<'_, str> {
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("");
-    // by bytes: `str`'s char searchers took ~250 instructions per request here
-    let bytes = raw.as_bytes();
-    let host = match bytes.iter().rposition(|&b| b == b':') {
+    let host = match raw.rfind(':') {
         // keep IPv6 literals like [::1] intact
-        Some(i) if !bytes[i..].contains(&b']') => &raw[..i],
+        Some(i) if !raw[i..].contains(']') => &raw[..i],
         _ => raw,
     };
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
