@@ -445,6 +445,24 @@ async fn identity_headers_are_injected_signed_and_never_spoofed() {
     .is_err());
     headers.insert("x-user-id", http::HeaderValue::from_static("1"));
     assert!(verify_signature(&req(&headers), "echo", SIG_SECRET.as_bytes(), max).is_err());
+
+    // the access log names the verified subject, and none on a public route
+    let tagged = |id: &str, req: reqwest::RequestBuilder| req.header("x-request-id", id);
+    call(tagged(
+        "subject-log-1",
+        c.get(gw.url("/api/x")).bearer_auth(&t),
+    ))
+    .await;
+    call(tagged("subject-log-2", spoof(c.get(gw.url("/public/x"))))).await;
+    assert!(gw.wait_for_log("subject-log-2", Duration::from_secs(5)));
+    let log = gw.log();
+    let line = |id: &str| log.lines().find(|l| l.contains(id)).unwrap_or_default();
+    let names = |id: &str, subject: &str| {
+        let l = line(id);
+        l.contains(&format!("subject=\"{subject}\"")) || l.contains(&format!("subject={subject} "))
+    };
+    assert!(names("subject-log-1", "42"), "{}", line("subject-log-1"));
+    assert!(names("subject-log-2", "-"), "{}", line("subject-log-2"));
 }
 
 #[test]

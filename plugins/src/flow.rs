@@ -44,12 +44,17 @@ pub struct PluginOutput {
     /// A query parameter to remove before forwarding (a token read from the URL
     /// must not reach the service's logs).
     pub strip_query_param: Option<String>,
-    /// The authenticated subject, for the access log.
-    pub subject: Option<String>,
     /// A route's `revoke: on_success`: applied by the response stage on a 2xx answer.
     pub revoke_on_success: Option<crate::revocation::PendingRevocation>,
     /// The verified token, for the plugins after `jwt` (a rate limit keyed by a claim).
     pub verified: Option<Arc<crate::auth::verify::VerifiedToken>>,
+}
+
+impl PluginOutput {
+    /// The authenticated subject (the verified token's `sub`), for the access log.
+    pub fn subject(&self) -> Option<&str> {
+        self.verified.as_ref().and_then(|v| v.sub.as_deref())
+    }
 }
 
 /// A refusal: the status, a stable machine code, and a message safe to show a client.

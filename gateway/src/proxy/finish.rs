@@ -68,7 +68,7 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         request_id: ctx.request_id.to_str().unwrap_or("-"),
         trace_id,
         client: &client,
-        subject: ctx.plugin_out.subject.as_deref(),
+        subject: ctx.plugin_out.subject(),
         error: error.as_deref(),
     });
 }

@@ -139,7 +139,6 @@ impl Plugin for JwtAuth {
                 out.upstream_headers.extend(v.identity.iter().cloned());
                 // signed per upstream attempt, once the path and the service are final
                 out.identity_signer = self.shared.identity.signer().cloned();
-                out.subject.clone_from(&v.sub);
                 out.verified = Some(v);
                 if self.allow_query_token {
                     out.strip_query_param = Some(self.shared.token.query.clone());
