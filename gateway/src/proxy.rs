@@ -59,6 +59,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use smallvec::SmallVec;
 
 use crate::routing::Route;
 use crate::runtime::{RuntimeConfig, Shared};
@@ -98,8 +99,9 @@ pub struct RequestCtx {
     /// The path to forward when the route rewrites it (checked by the path policy).
     upstream_path: Option<String>,
     plugin_out: plugins::PluginOutput,
-    /// The instance of each attempt so far, in order (its length is the attempt count).
-    tried: Vec<Arc<str>>,
+    /// The instance of each attempt so far, in order (its length is the attempt count);
+    /// the first two held inline, so a request that is not retried allocates nothing here.
+    tried: SmallVec<[Arc<str>; 2]>,
     inflight: Option<InflightGuard>,
     /// The current attempt as the service's circuit breaker admitted it, until its
     /// outcome is reported (once per attempt).
@@ -136,7 +138,7 @@ impl ProxyHttp for Gateway {
             refused: None,
             upstream_path: None,
             plugin_out: plugins::PluginOutput::default(),
-            tried: Vec::new(),
+            tried: SmallVec::new(),
             inflight: None,
             call: None,
             hash_key: None,
