@@ -46,7 +46,8 @@ pub struct PluginOutput {
     pub strip_query_param: Option<String>,
     /// A route's `revoke: on_success`: applied by the response stage on a 2xx answer.
     pub revoke_on_success: Option<crate::revocation::PendingRevocation>,
-    /// The verified token, for the plugins after `jwt` (a rate limit keyed by a claim).
+    /// The verified token: for the plugins after `jwt` (a rate limit keyed by a claim)
+    /// and for the access log's subject ([`PluginOutput::subject`]).
     pub verified: Option<Arc<crate::auth::verify::VerifiedToken>>,
 }
 
