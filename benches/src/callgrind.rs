@@ -59,12 +59,12 @@ pub fn wrap(cmd: &Command, prefix: &Path) -> Command {
             None => w.env_remove(key),
         };
     }
-    // after the command's own: a tunable the caller set for another reason is kept
-    let own = cmd
-        .get_envs()
-        .find(|(k, _)| *k == "GLIBC_TUNABLES")
-        .and_then(|(_, v)| v.map(std::ffi::OsStr::to_os_string))
-        .or_else(|| std::env::var_os("GLIBC_TUNABLES"));
+    // after the command's own: a tunable the caller set for another reason is kept,
+    // one it removed from the command stays removed
+    let own = match cmd.get_envs().find(|(k, _)| *k == "GLIBC_TUNABLES") {
+        Some((_, value)) => value.map(std::ffi::OsStr::to_os_string),
+        None => std::env::var_os("GLIBC_TUNABLES"),
+    };
     let mut tunables = std::ffi::OsString::from(GLIBC_TUNABLES);
     if let Some(own) = own.filter(|o| !o.is_empty()) {
         tunables = own;
