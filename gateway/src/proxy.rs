@@ -127,6 +127,12 @@ pub struct RequestCtx {
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    /// No engine modules. Pingora's default adds its response compression module,
+    /// disabled (level 0), which every request still builds (a boxed context in a
+    /// fresh list) and calls through on its headers and each body chunk. The gateway
+    /// does not compress: the services' encodings pass through untouched.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             config: self.shared.current(),

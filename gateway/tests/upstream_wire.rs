@@ -81,15 +81,16 @@ impl Recorder {
         Self::answering(ANSWER_OK)
     }
 
-    fn answering(answer: &'static [u8]) -> Self {
+    fn answering(answer: &[u8]) -> Self {
+        let answer: Arc<[u8]> = answer.into();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the recorder");
         let addr = listener.local_addr().expect("its address").to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let log = log.clone();
-                std::thread::spawn(move || serve(conn, &log, answer));
+                let (log, answer) = (log.clone(), answer.clone());
+                std::thread::spawn(move || serve(conn, &log, &answer));
             }
         });
         Recorder { addr, seen }
@@ -451,6 +452,48 @@ fn the_answer_keeps_the_services_headers_and_reason_and_gets_the_added_ones_once
         let a = parse_answer(&raw);
         assert_eq!(a.line, line);
         assert_eq!(a.one("x-request-id").len(), 36, "a generated id: {raw}");
+    }
+}
+
+/// The gateway neither compresses nor decompresses: a service's encoded answer and
+/// its plain one reach a client that accepts gzip byte for byte, with the service's
+/// `Content-Encoding` (or none) and `Content-Length`.
+#[test]
+fn answers_keep_the_services_encoding_and_length() {
+    let plain = "compressible text ".repeat(120);
+    let plain_answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{plain}",
+        plain.len()
+    );
+    let encoded_body = "gzip bytes as the service made them";
+    let encoded_answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\n\
+         Vary: Accept-Encoding\r\nContent-Length: {}\r\n\r\n{encoded_body}",
+        encoded_body.len()
+    );
+    for (answer, body, encoding) in [
+        (plain_answer, plain.as_str(), None),
+        (encoded_answer, encoded_body, Some("gzip")),
+    ] {
+        let rec = Recorder::answering(answer.as_bytes());
+        let gw = answering_gateway(&rec, |_| {});
+        let raw = exchange(
+            &gw,
+            "GET /x HTTP/1.1\r\nHost: wire.test\r\nAccept-Encoding: gzip, br, zstd\r\n\
+             Connection: close\r\n\r\n",
+        );
+        let a = parse_answer(&raw);
+        assert_eq!(a.line, "HTTP/1.1 200 OK", "{raw}");
+        assert_eq!(
+            rec.last().all("accept-encoding"),
+            ["gzip, br, zstd"],
+            "the client's Accept-Encoding reaches the service"
+        );
+        let got: Vec<&str> = a.all("content-encoding");
+        assert_eq!(got, encoding.into_iter().collect::<Vec<_>>(), "{raw}");
+        assert_eq!(a.one("content-length"), body.len().to_string());
+        assert!(a.all("transfer-encoding").is_empty(), "{raw}");
+        assert_eq!(a.body, body.as_bytes(), "the body as the service sent it");
     }
 }
 
