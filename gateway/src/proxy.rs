@@ -174,6 +174,7 @@ impl ProxyHttp for Gateway {
             ));
         }
         request::select_route(session, ctx);
+        forward::shed_wire_form(session.req_header_mut());
         Ok(())
     }
 

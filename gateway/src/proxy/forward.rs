@@ -49,15 +49,35 @@ pub(super) fn as_parts(
     out: &plugins::PluginOutput,
     edit: impl FnOnce(&mut Parts) -> Result<()>,
 ) -> Result<()> {
+    let rules = &route.request_headers;
+    let room = ADDED_ALWAYS + rules.set.len() + rules.add.len() + out.upstream_headers.len();
+    through_parts(req, |parts| match parts.headers.try_reserve(room) {
+        Ok(()) => edit(parts),
+        Err(e) => Err(too_many(e)),
+    })
+}
+
+/// Drop what only [`as_parts`] would drop, once, from the client's request as the
+/// engine keeps it: the client's spelling of header names (a second map beside the
+/// values) and the raw bytes of a non-origin-form target. The engine copies that
+/// request for every attempt, spelling map included, only for [`as_parts`] to free
+/// the copy's; without it, each attempt copies the values alone. Call after routing
+/// (it reads the raw target). The request reads the same for every later stage:
+/// names, values, method and URI are untouched.
+pub(super) fn shed_wire_form(req: &mut RequestHeader) {
+    let _ = through_parts(req, |_| Ok(()));
+}
+
+/// Take `req` apart into plain `http` parts for `edit`, then put it back (the name
+/// spellings and the raw target are not kept; HTTP/2's end-of-stream flag is).
+fn through_parts(
+    req: &mut RequestHeader,
+    edit: impl FnOnce(&mut Parts) -> Result<()>,
+) -> Result<()> {
     let end_stream = req.send_end_stream();
     let (empty, ()) = http::Request::new(()).into_parts();
     let mut parts = Parts::from(std::mem::replace(req, RequestHeader::from(empty)));
-    let rules = &route.request_headers;
-    let room = ADDED_ALWAYS + rules.set.len() + rules.add.len() + out.upstream_headers.len();
-    let edited = match parts.headers.try_reserve(room) {
-        Ok(()) => edit(&mut parts),
-        Err(e) => Err(too_many(e)),
-    };
+    let edited = edit(&mut parts);
     *req = RequestHeader::from(parts);
     if end_stream == Some(false) {
         req.set_send_end_stream(false);
