@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 
+use http::header::Entry;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_core::{Error, ErrorType, Result};
@@ -188,8 +189,8 @@ pub(super) fn sign_identity(
 
 /// Every value of a header as one comma-separated list: a client or proxy may
 /// split `X-Forwarded-For` over several lines. Borrowed when there is one line.
-fn header_list<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<Cow<'a, str>> {
-    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+fn header_list<'a>(values: http::header::ValueIter<'a, HeaderValue>) -> Option<Cow<'a, str>> {
+    let mut values = values.filter_map(|v| v.to_str().ok());
     let first = values.next()?;
     let Some(second) = values.next() else {
         return Some(Cow::Borrowed(first));
@@ -202,9 +203,16 @@ fn header_list<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<Co
     Some(Cow::Owned(all))
 }
 
+/// The slot of `name` in `headers`: one lookup for a read and a write.
+fn entry<'a>(headers: &'a mut HeaderMap, name: &HeaderName) -> Result<Entry<'a, HeaderValue>> {
+    headers
+        .try_entry(name)
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "too many headers", e))
+}
+
 /// `X-Forwarded-For/-Proto/-Host`. The client's own copies are already gone unless
 /// the peer is a trusted proxy (see `crate::edge`); a trusted proxy's are extended
-/// (`-For`) or kept (`-Proto`, `-Host`).
+/// (`-For`) or kept (`-Proto`, `-Host`). Each name is looked up once.
 pub(super) fn forwarded_headers(
     session: &Session,
     req: &mut Parts,
@@ -212,31 +220,41 @@ pub(super) fn forwarded_headers(
 ) -> Result<()> {
     let headers = &mut req.headers;
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-        let value = {
-            let prev = header_list(headers, &X_FORWARDED_FOR);
-            forwarded_for(prev.as_deref(), addr.ip())
-        };
-        if let Some(value) = value {
-            insert(headers, X_FORWARDED_FOR.clone(), value)?;
+        match entry(headers, &X_FORWARDED_FOR)? {
+            Entry::Occupied(mut e) => {
+                let value = forwarded_for(header_list(e.iter()).as_deref(), addr.ip());
+                if let Some(value) = value {
+                    e.insert(value);
+                }
+            }
+            Entry::Vacant(e) => {
+                if let Some(value) = forwarded_for(None, addr.ip()) {
+                    e.try_insert(value).map_err(too_many)?;
+                }
+            }
         }
     }
-    if !(trusted_peer && headers.contains_key(&X_FORWARDED_PROTO)) {
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-        insert(headers, X_FORWARDED_PROTO.clone(), proto)?;
-    }
-    if !headers.contains_key(&X_FORWARDED_HOST) {
-        let host = match headers.get(http::header::HOST) {
-            Some(host) => Some(host.clone()),
-            // an HTTP/2 client names the host in `:authority`
-            None => req
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
-        if let Some(host) = host {
-            insert(headers, X_FORWARDED_HOST.clone(), host)?;
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    match entry(headers, &X_FORWARDED_PROTO)? {
+        Entry::Occupied(_) if trusted_peer => {}
+        Entry::Occupied(mut e) => {
+            e.insert(proto);
         }
+        Entry::Vacant(e) => {
+            e.try_insert(proto).map_err(too_many)?;
+        }
+    }
+    // an HTTP/2 client names the host in `:authority`
+    let host = match headers.get(http::header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => req
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    if let (Some(host), Entry::Vacant(e)) = (host, entry(headers, &X_FORWARDED_HOST)?) {
+        e.try_insert(host).map_err(too_many)?;
     }
     Ok(())
 }
