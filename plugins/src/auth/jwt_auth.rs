@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::cache::{hash_token, TokenCache};
+use super::cache::TokenCache;
 use super::config::RedisErrorPolicy;
 use super::error::AuthError;
 use super::identity::IdentityRenderer;
@@ -34,14 +34,13 @@ impl AuthShared {
         allowed: &[usize],
         now: f64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
-        let key = self.cache.as_ref().map(|_| hash_token(token));
-        if let (Some(cache), Some(key)) = (&self.cache, &key) {
+        if let Some(cache) = &self.cache {
             let current = |v: &VerifiedToken| {
                 self.issuers
                     .get(v.issuer)
                     .is_some_and(|i| i.keys.generation() == v.key_generation)
             };
-            if let Some(hit) = cache.get(key).filter(|v| current(v)) {
+            if let Some(hit) = cache.get(token).filter(|v| current(v)) {
                 METRICS.cache_hit.inc();
                 if !allowed.contains(&hit.issuer) {
                     return Err(AuthError::IssuerUnknown);
@@ -54,8 +53,8 @@ impl AuthShared {
         let mut v = verify::verify(&self.issuers, allowed, token, now).await?;
         v.identity = self.identity.render(&v.claims);
         let v = Arc::new(v);
-        if let (Some(cache), Some(key)) = (&self.cache, key) {
-            cache.insert(key, v.clone());
+        if let Some(cache) = &self.cache {
+            cache.insert(token, v.clone());
         }
         Ok(v)
     }
