@@ -5,7 +5,9 @@
 //! early_request_filter    -> request::sanitize (client header hygiene: crate::edge),
 //!                            request::request_id, trace::TraceContext::start (W3C
 //!                            Trace Context), request::select_route (path policy,
-//!                            route on this request's config snapshot)
+//!                            route on this request's config snapshot),
+//!                            forward::shed_wire_form (the client's request as plain
+//!                            values from here on, copied so for each attempt)
 //! request_filter          -> request::admit (what was refused early, no route, a declared
 //!                            body over the limit), request::run_plugins (the route's chain:
 //!                            cors, rate limit, auth; built by

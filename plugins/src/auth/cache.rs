@@ -7,9 +7,9 @@
 //! cache) to find its slot, and a hit is confirmed by comparing the whole token in
 //! time that depends on its length only. So no other token can take a cached one's
 //! place, whatever the hash does, and a guess learns nothing from how long the
-//! comparison took. A SHA-256 of the token did the same job at ~13 times the
-//! instructions (a 300-byte token is five SHA-256 blocks, in software on a CPU
-//! without SHA extensions), on every request.
+//! comparison took. The key was the token's SHA-256, computed on every request: five
+//! SHA-256 blocks for a 300-byte token, ~14k instructions in software (a CPU without
+//! SHA extensions), where the hash and the comparison take a few hundred.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -57,6 +57,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
+    // `chunks_exact(8)` yields 8 bytes at a time: the conversion cannot fail
     let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().unwrap_or_default());
     let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
     let (a_rest, b_rest) = (a_words.remainder(), b_words.remainder());
@@ -70,7 +71,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// By the token's keyed hash; two tokens with the same hash share a slot (the later
+/// By the token's seeded hash; two tokens with the same hash share a slot (the later
 /// one replaces the earlier, which is verified again when it comes back).
 type Map = HashMap<u64, Entry, BuildHasherDefault<Prehashed>>;
 
@@ -80,7 +81,7 @@ struct Gens {
     old: Map,
 }
 
-/// The cache; `S` hashes tokens (tests give every token the same hash).
+/// The cache; `S` hashes tokens (tests use one that makes tokens collide).
 pub struct TokenCache<S = RandomState> {
     half: usize,
     keys: S,
