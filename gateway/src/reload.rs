@@ -102,7 +102,7 @@ fn warn_restart_only_changes(running: &Startup, new: &Startup) {
 }
 
 /// Watch the file and SIGHUP until the process ends.
-pub async fn watch(shared: Arc<Shared>) {
+pub async fn watch(shared: Arc<Shared>, hup: tokio::signal::unix::Signal) {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let _watcher = match start_watcher(&shared.config_path, tx.clone()) {
         Ok(w) => Some(w),
@@ -111,7 +111,7 @@ pub async fn watch(shared: Arc<Shared>) {
             None
         }
     };
-    tokio::spawn(sighup(tx));
+    tokio::spawn(sighup(hup, tx));
     while rx.recv().await.is_some() {
         // debounce: editors and ConfigMap swaps produce bursts of events
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -152,11 +152,9 @@ fn start_watcher(
     Ok(watcher)
 }
 
-async fn sighup(tx: mpsc::UnboundedSender<()>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP");
-        return;
-    };
+/// `hup` is registered at start (`shutdown::Signals`), so a SIGHUP is never lost to
+/// its default action (ending the process).
+async fn sighup(mut hup: tokio::signal::unix::Signal, tx: mpsc::UnboundedSender<()>) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
         if tx.send(()).is_err() {

@@ -36,6 +36,8 @@ pub enum StartError {
     },
     #[error("cannot start the control-plane runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot install the signal handlers (SIGTERM, SIGINT, SIGQUIT, SIGHUP): {0}")]
+    Signals(std::io::Error),
     #[error("listener {address}: {reason}")]
     Listener { address: String, reason: String },
 }
@@ -84,6 +86,11 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
+    // before anything listens: a signal that comes before its handler ends the process
+    let signals = {
+        let _guard = rt.enter();
+        crate::shutdown::Signals::register().map_err(StartError::Signals)?
+    };
     let version = config::version_of(&text);
     let Compiled { runtime, startup } = {
         let _guard = rt.enter();
@@ -106,7 +113,13 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
         rt.handle().clone(),
     ));
 
-    rt.spawn(crate::reload::watch(shared.clone()));
+    let crate::shutdown::Signals {
+        term,
+        int,
+        quit,
+        hup,
+    } = signals;
+    rt.spawn(crate::reload::watch(shared.clone(), hup));
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(addr) = startup.admin_address {
         let shared = shared.clone();
@@ -199,9 +212,12 @@ pub fn run(opts: RunOptions) -> Result<(), StartError> {
         before_exit,
     );
     server.run(RunArgs {
-        shutdown_signal: Box::new(crate::shutdown::GracefulOnIntOrTerm {
-            grace_period: startup.grace_period,
-        }),
+        shutdown_signal: Box::new(crate::shutdown::GracefulOnIntOrTerm::new(
+            startup.grace_period,
+            term,
+            int,
+            quit,
+        )),
     });
     let _ = stop_admin.send(());
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

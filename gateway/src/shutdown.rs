@@ -3,30 +3,71 @@
 //! requests drain for up to `server.shutdown_timeout`; the process exits as soon
 //! as none is left. SIGQUIT hands the listening sockets to a new process.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::broadcast;
 
 use crate::observe::METRICS;
 
+/// The signals the gateway handles, registered at start, before anything listens.
+///
+/// Until a signal's handler is registered, the signal takes its default action,
+/// which for all four is to end the process on the spot: no drain, no log line. A
+/// SIGTERM that came while the listeners were already accepting but the shutdown
+/// watch was not yet polled ended the process that way; registered up front, it is
+/// held until the watch reads it.
+pub struct Signals {
+    pub term: Signal,
+    pub int: Signal,
+    pub quit: Signal,
+    /// Reload (`reload::watch`).
+    pub hup: Signal,
+}
+
+impl Signals {
+    /// Register the handlers. Call within the control-plane runtime: it lives as long
+    /// as the process and its driver is what delivers them.
+    pub fn register() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// The signal watch handed to Pingora.
 pub struct GracefulOnIntOrTerm {
     /// How long to keep accepting after the signal.
-    pub grace_period: Duration,
+    grace_period: Duration,
+    /// SIGTERM, SIGINT and SIGQUIT, taken by the one `recv` Pingora makes.
+    signals: Mutex<Option<(Signal, Signal, Signal)>>,
+}
+
+impl GracefulOnIntOrTerm {
+    pub fn new(grace_period: Duration, term: Signal, int: Signal, quit: Signal) -> Self {
+        Self {
+            grace_period,
+            signals: Mutex::new(Some((term, int, quit))),
+        }
+    }
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for GracefulOnIntOrTerm {
     async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-        ) else {
-            tracing::error!("cannot install signal handlers; shutting down");
+        let taken = self
+            .signals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some((mut term, mut int, mut quit)) = taken else {
+            tracing::error!("the shutdown signals were already taken; shutting down");
             return ShutdownSignal::FastShutdown;
         };
         let name = tokio::select! {

@@ -308,6 +308,35 @@ async fn a_request_in_flight_finishes_under_the_config_it_started_with() {
     );
 }
 
+/// A signal that comes while the gateway starts is handled, not left to its default
+/// action (ending the process on the spot): sent as soon as the admin listener is up,
+/// before the proxy listeners and the shutdown watch exist, SIGTERM still drains and
+/// ends the process cleanly, and a SIGHUP before it does not end it at all.
+#[test]
+fn signals_during_start_are_handled() {
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    let yaml = config_builder(&v1, &v2, RouteBuilder::to("v1"))
+        .server(|s| {
+            s.grace_period = secs(0);
+            s.shutdown_timeout = secs(2);
+        })
+        .yaml();
+    for signals in [&[libc::SIGTERM][..], &[libc::SIGHUP, libc::SIGTERM]] {
+        let mut gw = GatewayProcess::launch(BIN, &yaml);
+        assert!(gw.wait_for_log("admin listener up", RELOAD), "{}", gw.log());
+        for &sig in signals {
+            gw.signal(sig);
+        }
+        let status = gw.wait_exit(RELOAD).expect("gateway exits");
+        assert!(
+            status.success(),
+            "{status} after {signals:?}:\n{}",
+            gw.log()
+        );
+        assert!(gw.log().contains("SIGTERM: draining"), "{}", gw.log());
+    }
+}
+
 #[tokio::test]
 async fn the_grace_period_keeps_accepting_after_sigterm() {
     let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));

@@ -46,6 +46,18 @@ impl GatewayProcess {
     /// Like [`start`](Self::start), first writing extra files (`name`, contents) into
     /// the temp dir, e.g. certificates referenced as `$DIR/cert.pem`.
     pub fn start_with_files(bin: impl AsRef<Path>, yaml: &str, files: &[(&str, &[u8])]) -> Self {
+        let mut gw = Self::launch_with_files(bin, yaml, files);
+        gw.wait_ready();
+        gw
+    }
+
+    /// Start the binary and return at once, without waiting for it to be ready: for
+    /// what a process must withstand while it starts (a signal, say).
+    pub fn launch(bin: impl AsRef<Path>, yaml: &str) -> Self {
+        Self::launch_with_files(bin, yaml, &[])
+    }
+
+    fn launch_with_files(bin: impl AsRef<Path>, yaml: &str, files: &[(&str, &[u8])]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, data) in files {
             std::fs::write(dir.path().join(name), data).expect("write fixture file");
@@ -64,11 +76,16 @@ impl GatewayProcess {
             },
         };
         std::fs::write(gw.config_path(), gw.fill(yaml)).expect("write config");
-        gw.spawn();
+        gw.spawn_child();
         gw
     }
 
     fn spawn(&mut self) {
+        self.spawn_child();
+        self.wait_ready();
+    }
+
+    fn spawn_child(&mut self) {
         let log = File::create(self.log_path()).expect("create log file");
         let child = Command::new(&self.bin)
             .args(["run", "-c"])
@@ -84,6 +101,9 @@ impl GatewayProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
         self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) {
         let ready = wait_until(Duration::from_secs(20), || {
             if let Some(status) = self.try_exit() {
                 panic!(
