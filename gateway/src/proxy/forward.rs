@@ -66,15 +66,12 @@ pub(super) fn as_parts(
 /// (it reads the raw target). The request reads the same for every later stage:
 /// names, values, method and URI are untouched.
 pub(super) fn shed_wire_form(req: &mut RequestHeader) {
-    let _ = through_parts(req, |_| Ok(()));
+    through_parts(req, |_| ());
 }
 
 /// Take `req` apart into plain `http` parts for `edit`, then put it back (the name
 /// spellings and the raw target are not kept; HTTP/2's end-of-stream flag is).
-fn through_parts(
-    req: &mut RequestHeader,
-    edit: impl FnOnce(&mut Parts) -> Result<()>,
-) -> Result<()> {
+fn through_parts<R>(req: &mut RequestHeader, edit: impl FnOnce(&mut Parts) -> R) -> R {
     let end_stream = req.send_end_stream();
     let (empty, ()) = http::Request::new(()).into_parts();
     let mut parts = Parts::from(std::mem::replace(req, RequestHeader::from(empty)));
@@ -155,7 +152,9 @@ pub(super) fn insert(headers: &mut HeaderMap, name: HeaderName, value: HeaderVal
     Ok(())
 }
 
-pub(super) fn too_many(e: http::header::MaxSizeReached) -> Box<Error> {
+/// A header map past `http`'s size limit (`MaxSizeReached`, or `try_entry`'s
+/// `InvalidHeaderName`, which it returns for the same reason on a valid name).
+pub(super) fn too_many(e: impl std::error::Error + Send + Sync + 'static) -> Box<Error> {
     Error::because(ErrorType::InvalidHTTPHeader, "too many headers", e)
 }
 
@@ -205,9 +204,7 @@ fn header_list<'a>(values: http::header::ValueIter<'a, HeaderValue>) -> Option<C
 
 /// The slot of `name` in `headers`: one lookup for a read and a write.
 fn entry<'a>(headers: &'a mut HeaderMap, name: &HeaderName) -> Result<Entry<'a, HeaderValue>> {
-    headers
-        .try_entry(name)
-        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "too many headers", e))
+    headers.try_entry(name).map_err(too_many)
 }
 
 /// `X-Forwarded-For/-Proto/-Host`. The client's own copies are already gone unless
