@@ -22,6 +22,10 @@
 //!
 //! Matching never allocates on a request without such headers; a removal allocates
 //! a small list only when there is something to remove.
+//!
+//! The same pass notes which of the headers later stages read the client sent
+//! ([`Seen`]: `X-Request-Id`, `traceparent`, `tracestate`), so a stage skips its own
+//! lookup of a header that is not there; most clients send none of them.
 
 use std::net::IpAddr;
 
@@ -98,7 +102,35 @@ enum Class {
     Always,
     /// Removed unless the peer is a trusted proxy.
     Forwarded,
+    /// Kept, and noted for the stages that read it.
+    Noted(Seen),
 }
+
+/// Which of the client headers later stages read are in a request, as the hygiene
+/// pass saw them (after its removals). A header not seen is not in the request; a
+/// header seen may be (look it up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Seen(u8);
+
+impl Seen {
+    pub const REQUEST_ID: Seen = Seen(1);
+    pub const TRACEPARENT: Seen = Seen(2);
+    pub const TRACESTATE: Seen = Seen(4);
+    /// Nothing is known: every header may be there.
+    pub const ANY: Seen = Seen(7);
+
+    /// Whether the client may have sent `header` (one of the constants).
+    pub fn may_have(self, header: Seen) -> bool {
+        self.0 & header.0 != 0
+    }
+}
+
+/// The headers [`Seen`] notes, by name.
+const NOTED_HEADERS: &[(&str, Seen)] = &[
+    ("x-request-id", Seen::REQUEST_ID),
+    ("traceparent", Seen::TRACEPARENT),
+    ("tracestate", Seen::TRACESTATE),
+];
 
 /// A request refused by the header policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,13 +154,16 @@ impl EdgePolicy {
             .map(|h| HeaderName::from_static(h))
             .collect();
         let fold_all = |v: &[HeaderName]| v.iter().map(|h| fold(h.as_str())).collect();
-        // `always` goes in last: a name on both lists is removed from every request
+        // the noted names go in first and `always` last: a name on a list is removed
+        // (and so never seen), and a name on both lists is removed from every request
         let mut classes = HeaderMap::<Class>::default();
-        let classes_complete = forwarded
+        let noted = NOTED_HEADERS
             .iter()
-            .map(|n| (n, Class::Forwarded))
-            .chain(always.iter().map(|n| (n, Class::Always)))
-            .all(|(name, class)| classes.try_insert(name.clone(), class).is_ok());
+            .map(|&(name, seen)| (HeaderName::from_static(name), Class::Noted(seen)));
+        let classes_complete = noted
+            .chain(forwarded.iter().map(|n| (n.clone(), Class::Forwarded)))
+            .chain(always.iter().map(|n| (n.clone(), Class::Always)))
+            .all(|(name, class)| classes.try_insert(name, class).is_ok());
         Self {
             always_folded: fold_all(&always),
             forwarded_folded: fold_all(&forwarded),
@@ -194,11 +229,12 @@ impl EdgePolicy {
     }
 
     /// Apply the policy to a client request; `trusted_peer` from [`trusts`](Self::trusts).
+    /// `Ok` says which of the noted headers the request still carries.
     pub fn sanitize(
         &self,
         req: &mut RequestHeader,
         trusted_peer: bool,
-    ) -> Result<(), InvalidHeader> {
+    ) -> Result<Seen, InvalidHeader> {
         // one pass over what the client sent (a handful of names) instead of a removal
         // (two hash lookups) per name on the lists; most requests carry none of them
         let doomed = |n: &HeaderName| {
@@ -208,10 +244,25 @@ impl EdgePolicy {
             match self.classes.get(n) {
                 Some(Class::Always) => true,
                 Some(Class::Forwarded) => !trusted_peer,
-                None => false,
+                Some(Class::Noted(_)) | None => false,
             }
         };
-        if req.headers.keys().any(doomed) {
+        let mut seen = Seen::default();
+        let mut any_doomed = false;
+        if self.classes_complete {
+            for name in req.headers.keys() {
+                match self.classes.get(name) {
+                    Some(Class::Always) => any_doomed = true,
+                    Some(Class::Forwarded) => any_doomed |= !trusted_peer,
+                    Some(Class::Noted(s)) => seen.0 |= s.0,
+                    None => {}
+                }
+            }
+        } else {
+            seen = Seen::ANY;
+            any_doomed = req.headers.keys().any(doomed);
+        }
+        if any_doomed {
             let names: Vec<HeaderName> =
                 req.headers.keys().filter(|n| doomed(n)).cloned().collect();
             for name in &names {
@@ -221,7 +272,7 @@ impl EdgePolicy {
         // twins and other names with `_` (or `.`): rare, so one scan and no allocation
         let odd = |n: &HeaderName| n.as_str().bytes().any(|b| b == b'_' || b == b'.');
         if !req.headers.keys().any(odd) {
-            return Ok(());
+            return Ok(seen);
         }
         let mut remove = Vec::new();
         for name in req.headers.keys().filter(|n| odd(n)) {
@@ -246,7 +297,7 @@ impl EdgePolicy {
         for name in &remove {
             req.remove_header(name);
         }
-        Ok(())
+        Ok(seen)
     }
 }
 
@@ -421,6 +472,46 @@ mod tests {
     }
 
     #[test]
+    fn the_pass_notes_the_headers_later_stages_read() {
+        let p = policy(&["10.0.0.0/8"], UnderscoreHeaders::Drop);
+        let all = [
+            ("X-Request-Id", "abc"),
+            (
+                "TRACEPARENT",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "a=1"),
+            ("accept", "*/*"),
+        ];
+        let mut r = req(&all);
+        let seen = p.sanitize(&mut r, false).unwrap();
+        for h in [Seen::REQUEST_ID, Seen::TRACEPARENT, Seen::TRACESTATE] {
+            assert!(seen.may_have(h), "{h:?}");
+        }
+        // each alone, with and without removals around it
+        for (i, (name, value)) in all[..3].iter().enumerate() {
+            let mut r = req(&[
+                (name, value),
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x_custom", "1"),
+            ]);
+            let seen = p.sanitize(&mut r, false).unwrap();
+            assert_eq!(seen, Seen(1 << i), "{name}");
+        }
+        let mut r = req(&[("accept", "*/*"), ("x-request_id", "abc")]);
+        assert_eq!(p.sanitize(&mut r, true).unwrap(), Seen::default());
+        // a noted name on the identity list is removed, so never seen
+        let strip = EdgePolicy::new(
+            &[HeaderName::from_static("x-request-id")],
+            Vec::new(),
+            UnderscoreHeaders::Drop,
+        );
+        let mut r = req(&[("x-request-id", "abc"), ("tracestate", "a=1")]);
+        assert_eq!(strip.sanitize(&mut r, false).unwrap(), Seen::TRACESTATE);
+        assert_eq!(names(&r), vec!["tracestate"]);
+    }
+
+    #[test]
     fn more_identity_headers_than_a_header_map_holds_are_still_all_removed() {
         // past `http`'s limit of 32,768 names the lists are scanned instead
         let mut identity: Vec<HeaderName> = (0..33_000)
@@ -441,7 +532,8 @@ mod tests {
             ("x-http-method-override", "DELETE"),
             ("accept", "*/*"),
         ]);
-        p.sanitize(&mut r, false).unwrap();
+        // past the limit nothing is noted: every later stage looks for itself
+        assert_eq!(p.sanitize(&mut r, false).unwrap(), Seen::ANY);
         assert_eq!(names(&r), vec!["accept"]);
         let small = policy(&[], UnderscoreHeaders::Drop);
         assert!(small.classes_complete);

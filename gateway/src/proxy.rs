@@ -167,11 +167,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // what the client may not tell a service goes before anything reads the headers
-        request::sanitize(session, ctx);
-        ctx.request_id = request::request_id(session.req_header());
+        let seen = request::sanitize(session, ctx);
+        ctx.request_id = request::request_id(session.req_header(), seen);
         if ctx.config.trace_propagation {
             ctx.trace = Some(trace::TraceContext::start(
                 session.req_header(),
+                seen,
                 ctx.config.span_export.as_deref(),
             ));
         }

@@ -311,6 +311,14 @@ async fn request_id_is_propagated_or_generated() {
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
     let e: Echo = resp.json().await.unwrap();
     assert_eq!(e.header_all("x-request-id"), vec!["abc-123"]);
+    // in any spelling
+    let resp = c
+        .get(gw.url("/p"))
+        .header("X-REQUEST-ID", "def-456")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "def-456");
 
     let mut seen = std::collections::HashSet::new();
     for _ in 0..3 {

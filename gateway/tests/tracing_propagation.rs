@@ -120,6 +120,18 @@ async fn a_request_without_a_valid_parent_starts_a_trace() {
             "tracestate goes with an invalid parent: {bad}"
         );
     }
+
+    // a tracestate with no traceparent at all names no trace either
+    let e = echo(
+        c.get(gw.url("/a"))
+            .header("TraceState", "congo=t61rcWkgMzE"),
+    )
+    .await;
+    assert!(
+        e.header_all("tracestate").is_empty(),
+        "{:?}",
+        e.header_all("tracestate")
+    );
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ use super::ids;
 use super::refusal::Refusal;
 use super::respond::LocalResponse;
 use super::{RequestCtx, X_REQUEST_ID};
+use crate::edge::Seen;
 use crate::observe::METRICS;
 use crate::routing::path_policy::{self, PathRefusal};
 use crate::routing::{Route, Sticky};
@@ -24,7 +25,8 @@ use crate::upstream::{hash_bytes, HashKey, Service};
 
 /// Client header hygiene (see `crate::edge`): note who the client is, remove what it
 /// may not tell a service, and keep a refused header name for request_filter to answer.
-pub(super) fn sanitize(session: &mut Session, ctx: &mut RequestCtx) {
+/// Returns which of the headers the next stages read the client sent.
+pub(super) fn sanitize(session: &mut Session, ctx: &mut RequestCtx) -> Seen {
     let edge = &ctx.config.edge;
     let peer = session
         .client_addr()
@@ -32,8 +34,12 @@ pub(super) fn sanitize(session: &mut Session, ctx: &mut RequestCtx) {
         .map(|a| a.ip());
     ctx.trusted_peer = peer.is_some_and(|ip| edge.trusts(ip));
     ctx.client_ip = edge.client_ip(peer, &session.req_header().headers);
-    if let Err(bad) = edge.sanitize(session.req_header_mut(), ctx.trusted_peer) {
-        ctx.refused = Some(Refusal::InvalidHeader(bad.name));
+    match edge.sanitize(session.req_header_mut(), ctx.trusted_peer) {
+        Ok(seen) => seen,
+        Err(bad) => {
+            ctx.refused = Some(Refusal::InvalidHeader(bad.name));
+            Seen::ANY
+        }
     }
 }
 
@@ -132,8 +138,13 @@ fn request_host(req: &RequestHeader) -> Cow<'_, str> {
 }
 
 /// Propagate a sane client request id or make one.
-pub(super) fn request_id(req: &RequestHeader) -> HeaderValue {
-    if let Some(v) = req.headers.get(&X_REQUEST_ID) {
+pub(super) fn request_id(req: &RequestHeader, seen: Seen) -> HeaderValue {
+    let client = if seen.may_have(Seen::REQUEST_ID) {
+        req.headers.get(&X_REQUEST_ID)
+    } else {
+        None
+    };
+    if let Some(v) = client {
         let ok =
             !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if ok {

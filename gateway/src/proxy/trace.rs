@@ -20,6 +20,7 @@ use pingora_http::RequestHeader;
 use super::forward::insert;
 use super::ids;
 
+use crate::edge::Seen;
 use crate::otlp::SpanExport;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -45,21 +46,34 @@ pub(super) struct TraceContext {
     pub sampled: bool,
     /// The client's `tracestate`, kept with a valid `traceparent` only.
     pub tracestate: Option<HeaderValue>,
+    /// Whether the client may have sent a `tracestate`: one not kept is removed
+    /// from every attempt (the engine copies the client's request for each).
+    pub client_state: bool,
 }
 
 impl TraceContext {
     /// Continue the client's trace when its `traceparent` is valid (sampled as the
     /// client says), else start one: sampled by `export`'s ratio when spans are
     /// exported, unsampled otherwise (nothing records the gateway's span).
-    pub(super) fn start(req: &RequestHeader, export: Option<&SpanExport>) -> Self {
+    ///
+    /// `seen`: which of the two headers the client may have sent (the hygiene pass
+    /// notes them); one it did not send is not looked up.
+    pub(super) fn start(req: &RequestHeader, seen: Seen, export: Option<&SpanExport>) -> Self {
         let span_id = ids::nonzero();
-        match client_parent(req) {
+        let client_state = seen.may_have(Seen::TRACESTATE);
+        let parent = if seen.may_have(Seen::TRACEPARENT) {
+            client_parent(req)
+        } else {
+            None
+        };
+        match parent {
             Some(parent) => TraceContext {
                 trace_id: parent.trace_id,
                 parent_id: Some(parent.parent_id),
                 span_id,
                 sampled: parent.flags & SAMPLED != 0,
-                tracestate: tracestate(req),
+                tracestate: client_state.then(|| tracestate(req)).flatten(),
+                client_state,
             },
             None => {
                 let trace_id = ids::nonzero();
@@ -69,6 +83,7 @@ impl TraceContext {
                     span_id,
                     sampled: export.is_some_and(|e| e.sample(&trace_id)),
                     tracestate: None,
+                    client_state,
                 }
             }
         }
@@ -83,9 +98,10 @@ impl TraceContext {
         insert(headers, TRACEPARENT.clone(), value)?;
         match &self.tracestate {
             Some(state) => insert(headers, TRACESTATE.clone(), state.clone())?,
-            None => {
+            None if self.client_state => {
                 headers.remove(&TRACESTATE);
             }
+            None => {}
         }
         Ok(())
     }
@@ -212,6 +228,13 @@ mod tests {
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+    impl TraceContext {
+        /// As a request the hygiene pass could say nothing about.
+        fn start_any(req: &RequestHeader, export: Option<&SpanExport>) -> Self {
+            TraceContext::start(req, Seen::ANY, export)
+        }
+    }
+
     fn req(headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("GET", b"/", None).expect("a request");
         for (n, v) in headers {
@@ -228,7 +251,8 @@ mod tests {
 
     #[test]
     fn a_valid_parent_is_continued_with_a_new_span() {
-        let t = TraceContext::start(&req(&[("traceparent", VALID), ("tracestate", "a=1")]), None);
+        let t =
+            TraceContext::start_any(&req(&[("traceparent", VALID), ("tracestate", "a=1")]), None);
         let mut buf = [0u8; 32];
         assert_eq!(t.trace_id_hex(&mut buf), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.parent_id, Some(*b"\x00\xf0\x67\xaa\x0b\xa9\x02\xb7"));
@@ -250,9 +274,9 @@ mod tests {
     #[test]
     fn the_sampled_flag_follows_the_parent() {
         let unsampled = VALID.replace("-01", "-00");
-        assert!(!TraceContext::start(&req(&[("traceparent", &unsampled)]), None).sampled);
+        assert!(!TraceContext::start_any(&req(&[("traceparent", &unsampled)]), None).sampled);
         let other_bits = VALID.replace("-01", "-03");
-        let t = TraceContext::start(&req(&[("traceparent", &other_bits)]), None);
+        let t = TraceContext::start_any(&req(&[("traceparent", &other_bits)]), None);
         assert!(
             sent(&t).ends_with("-01"),
             "only the flags this version knows"
@@ -275,14 +299,15 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
         ] {
             assert!(parse_traceparent(bad.as_bytes()).is_none(), "{bad:?}");
-            let t = TraceContext::start(&req(&[("traceparent", bad), ("tracestate", "a=1")]), None);
+            let t =
+                TraceContext::start_any(&req(&[("traceparent", bad), ("tracestate", "a=1")]), None);
             assert_eq!(t.parent_id, None, "{bad:?}");
             assert_ne!(t.trace_id, [0; 16]);
             assert!(!t.sampled);
             assert_eq!(t.tracestate, None, "{bad:?}");
         }
         let two = req(&[("traceparent", VALID), ("traceparent", VALID)]);
-        assert_eq!(TraceContext::start(&two, None).parent_id, None);
+        assert_eq!(TraceContext::start_any(&two, None).parent_id, None);
     }
 
     #[test]
@@ -292,13 +317,17 @@ mod tests {
         assert!(parse_traceparent(format!("{v1}-more").as_bytes()).is_some());
         assert!(parse_traceparent(format!("{v1}more").as_bytes()).is_none());
         // the service gets the version the gateway speaks
-        assert!(sent(&TraceContext::start(&req(&[("traceparent", &v1)]), None)).starts_with("00-"));
+        assert!(sent(&TraceContext::start_any(
+            &req(&[("traceparent", &v1)]),
+            None
+        ))
+        .starts_with("00-"));
     }
 
     #[test]
     fn a_new_trace_has_valid_random_ids() {
-        let a = TraceContext::start(&req(&[]), None);
-        let b = TraceContext::start(&req(&[]), None);
+        let a = TraceContext::start_any(&req(&[]), None);
+        let b = TraceContext::start_any(&req(&[]), None);
         assert_ne!(a.trace_id, b.trace_id);
         assert_ne!(a.span_id, b.span_id);
         let out = sent(&a);
@@ -308,8 +337,22 @@ mod tests {
     }
 
     #[test]
+    fn a_client_tracestate_without_a_parent_is_removed_from_each_attempt() {
+        let t = TraceContext::start(&req(&[("tracestate", "a=1")]), Seen::TRACESTATE, None);
+        assert_eq!(t.parent_id, None);
+        let mut attempt = HeaderMap::new();
+        attempt.insert(&TRACESTATE, HeaderValue::from_static("a=1"));
+        t.write(&mut attempt).expect("written");
+        assert!(attempt.get(&TRACESTATE).is_none());
+        // nothing noted: the headers are not read (the hygiene pass saw none)
+        let t = TraceContext::start(&req(&[("traceparent", VALID)]), Seen::default(), None);
+        assert_eq!(t.parent_id, None);
+        assert!(!t.client_state);
+    }
+
+    #[test]
     fn tracestate_is_joined_bounded_and_replaced() {
-        let t = TraceContext::start(
+        let t = TraceContext::start_any(
             &req(&[
                 ("traceparent", VALID),
                 ("tracestate", "a=1"),
@@ -319,7 +362,8 @@ mod tests {
         );
         assert_eq!(t.tracestate, Some(HeaderValue::from_static("a=1,b=2")));
         let long = format!("a={}", "x".repeat(TRACESTATE_MAX));
-        let t = TraceContext::start(&req(&[("traceparent", VALID), ("tracestate", &long)]), None);
+        let t =
+            TraceContext::start_any(&req(&[("traceparent", VALID), ("tracestate", &long)]), None);
         assert_eq!(t.tracestate, None);
         // the client's copy does not reach the service when the gateway dropped it
         let mut headers = HeaderMap::new();
