@@ -256,48 +256,66 @@ pub(super) fn forwarded_headers(
     Ok(())
 }
 
-/// `X-Forwarded-For` with `ip` appended: one buffer, handed to the header value
-/// without a copy.
+/// `X-Forwarded-For` with `ip` appended, in one allocation: the address is written
+/// on the stack first, so the value's buffer is exactly as long as the value (a
+/// `Bytes` made from a `Vec` with room to spare allocates a second time).
 fn forwarded_for(prev: Option<&str>, ip: std::net::IpAddr) -> Option<HeaderValue> {
-    let prev = prev.filter(|p| !p.is_empty());
-    let mut value = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
-    if let Some(p) = prev {
-        value.extend_from_slice(p.as_bytes());
-        value.extend_from_slice(b", ");
+    let mut buf = [0u8; IP_TEXT_MAX];
+    let ip = ip_text(ip, &mut buf);
+    match prev.filter(|p| !p.is_empty()) {
+        None => HeaderValue::from_bytes(ip).ok(),
+        Some(p) => {
+            let mut value = Vec::with_capacity(p.len() + 2 + ip.len());
+            value.extend_from_slice(p.as_bytes());
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+        }
     }
-    push_ip(&mut value, ip);
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
 }
 
-/// `ip` as text. IPv4 by hand: through `Display`, the formatting machinery cost
-/// more than the rest of the header.
-fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+/// The longest address text: an IPv4-mapped IPv6 address
+/// (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+const IP_TEXT_MAX: usize = 45;
+
+/// `ip` as text, written into `buf`. IPv4 by hand: through `Display`, the
+/// formatting machinery cost more than the rest of the header.
+fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
     match ip {
         std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    buf[n] = b'.';
+                    n += 1;
                 }
                 if octet >= 100 {
-                    out.push(b'0' + octet / 100);
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
                 }
                 if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
                 }
-                out.push(b'0' + octet % 10);
+                buf[n] = b'0' + octet % 10;
+                n += 1;
             }
+            &buf[..n]
         }
         std::net::IpAddr::V6(v6) => {
             use std::io::Write;
-            // writing into a Vec cannot fail
-            let _ = write!(out, "{v6}");
+            let mut rest = &mut buf[..];
+            // at most IP_TEXT_MAX bytes: the write cannot run out of room
+            let _ = write!(rest, "{v6}");
+            let n = IP_TEXT_MAX - rest.len();
+            &buf[..n]
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{forwarded_for, push_ip};
+    use super::{forwarded_for, ip_text, IP_TEXT_MAX};
 
     #[test]
     fn forwarded_for_appends_the_client_to_the_chain() {
@@ -328,11 +346,19 @@ mod tests {
             (0..=255u8)
                 .map(|o| std::net::IpAddr::from(std::net::Ipv4Addr::new(o, 255 - o, o / 2, o / 3))),
         );
-        let v6 = ["::1", "::ffff:192.0.2.1", "2001:db8:0:0:1:0:0:1", "fe80::1"];
+        let v6 = [
+            "::1",
+            "::ffff:192.0.2.1",
+            "2001:db8:0:0:1:0:0:1",
+            "fe80::1",
+            // the longest text there is
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "1111:2222:3333:4444:5555:6666:7777:8888",
+        ];
         for ip in v4.into_iter().chain(v6.iter().map(|s| s.parse().unwrap())) {
-            let mut out = Vec::new();
-            push_ip(&mut out, ip);
-            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+            let mut buf = [0u8; IP_TEXT_MAX];
+            let text = ip_text(ip, &mut buf);
+            assert_eq!(std::str::from_utf8(text).unwrap(), ip.to_string());
         }
     }
 }

@@ -155,8 +155,12 @@ pub(super) fn request_id(req: &RequestHeader, seen: Seen) -> HeaderValue {
     // kernel (getrandom) on every call, a syscall per request
     let id = uuid::Builder::from_random_bytes(ids::random()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = id.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    id.hyphenated().encode_lower(&mut buf);
+    // the id goes to the service on every attempt and back in the answer: held in
+    // one allocation its clones share (a value made from a slice is a copy whose
+    // first clone allocates again to become shared)
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Run the route's plugin chain in its order (cors, rate limit, auth, a claim-keyed
