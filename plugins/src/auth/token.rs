@@ -20,9 +20,13 @@ impl TokenSource {
         allow_query: bool,
     ) -> Option<&'a str> {
         if let Some(v) = headers.get(&self.header).and_then(|v| v.to_str().ok()) {
-            let v = v.trim();
-            let token = match v.split_once(' ') {
-                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            // a header value is visible ASCII and tabs here, so ASCII whitespace is
+            // all `trim` would find; by bytes, a ~300-byte token is not walked as
+            // chars twice
+            let v = v.trim_ascii();
+            let space = v.bytes().position(|b| b == b' ');
+            let token = match space.map(|at| (&v[..at], &v[at + 1..])) {
+                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_ascii(),
                 // a non-Bearer scheme on Authorization is not ours
                 Some(_) => "",
                 None if self.header == http::header::AUTHORIZATION => "",
@@ -86,5 +90,30 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-token", "raw".parse().unwrap());
         assert_eq!(s.find(&h, &uri, false), Some("raw"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_in_any_case_around_any_blanks() {
+        let uri: Uri = "/x".parse().unwrap();
+        let found = |value: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "authorization",
+                http::HeaderValue::from_bytes(value).unwrap(),
+            );
+            src().find(&h, &uri, false).map(str::to_owned)
+        };
+        let t = Some("eyJ.a.b".to_owned());
+        assert_eq!(found(b"Bearer eyJ.a.b"), t);
+        assert_eq!(found(b"BEARER eyJ.a.b"), t);
+        assert_eq!(found(b"\t bearer \t eyJ.a.b \t"), t);
+        // the scheme ends at a space only, as RFC 9110's `auth-scheme SP token68`
+        assert_eq!(found(b"Bearer\teyJ.a.b"), None);
+        assert_eq!(found(b"Bearer"), None);
+        assert_eq!(found(b"Bearer   "), None);
+        assert_eq!(found(b"Bearerx eyJ.a.b"), None);
+        assert_eq!(found(b"Basic eyJ.a.b"), None);
+        // not visible ASCII: not a header this reads
+        assert_eq!(found(b"Bearer eyJ\xe9.a.b"), None);
     }
 }
