@@ -63,6 +63,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use smallvec::SmallVec;
 
+use crate::edge::Seen;
 use crate::routing::Route;
 use crate::runtime::{RuntimeConfig, Shared};
 use crate::upstream::circuit_breaker::Call;
@@ -96,6 +97,9 @@ pub struct RequestCtx {
     client_ip: Option<IpAddr>,
     /// Whether the peer is one of `server.trusted_proxies`.
     trusted_peer: bool,
+    /// Which of the client headers later stages read the client sent, as the header
+    /// hygiene pass noted them (`edge::Seen`).
+    sent: Seen,
     /// Refused by the header or path policy before routing (answered in request_filter).
     refused: Option<Refusal>,
     /// The path to forward when the route rewrites it (checked by the path policy).
@@ -143,6 +147,7 @@ impl ProxyHttp for Gateway {
             trace: None,
             client_ip: None,
             trusted_peer: false,
+            sent: Seen::ANY,
             refused: None,
             upstream_path: None,
             plugin_out: plugins::PluginOutput::default(),
@@ -167,12 +172,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // what the client may not tell a service goes before anything reads the headers
-        let seen = request::sanitize(session, ctx);
-        ctx.request_id = request::request_id(session.req_header(), seen);
+        request::sanitize(session, ctx);
+        ctx.request_id = request::request_id(session.req_header(), ctx.sent);
         if ctx.config.trace_propagation {
             ctx.trace = Some(trace::TraceContext::start(
                 session.req_header(),
-                seen,
+                ctx.sent,
                 ctx.config.span_export.as_deref(),
             ));
         }

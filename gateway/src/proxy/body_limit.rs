@@ -5,9 +5,10 @@
 
 use pingora_http::RequestHeader;
 
-/// Whether the declared `Content-Length` is over `limit`.
-pub(super) fn declared_over(req: &RequestHeader, limit: u64) -> bool {
-    if limit == 0 {
+/// Whether the declared `Content-Length` is over `limit`; `declared`: whether the
+/// client may have sent one (the header hygiene pass notes it).
+pub(super) fn declared_over(req: &RequestHeader, declared: bool, limit: u64) -> bool {
+    if limit == 0 || !declared {
         return false;
     }
     req.headers
@@ -30,11 +31,12 @@ mod tests {
     #[test]
     fn declared_and_streamed() {
         let mut req = RequestHeader::build("POST", b"/", None).unwrap();
-        assert!(!declared_over(&req, 10));
+        assert!(!declared_over(&req, true, 10));
         req.insert_header("content-length", "11").unwrap();
-        assert!(declared_over(&req, 10));
-        assert!(!declared_over(&req, 11));
-        assert!(!declared_over(&req, 0), "0 is no limit");
+        assert!(declared_over(&req, true, 10));
+        assert!(!declared_over(&req, true, 11));
+        assert!(!declared_over(&req, true, 0), "0 is no limit");
+        assert!(!declared_over(&req, false, 10), "not sent: not looked up");
         let mut seen = 0;
         assert!(!streamed_over(&mut seen, 6, 10));
         assert!(!streamed_over(&mut seen, 4, 10));

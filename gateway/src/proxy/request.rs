@@ -25,8 +25,8 @@ use crate::upstream::{hash_bytes, HashKey, Service};
 
 /// Client header hygiene (see `crate::edge`): note who the client is, remove what it
 /// may not tell a service, and keep a refused header name for request_filter to answer.
-/// Returns which of the headers the next stages read the client sent.
-pub(super) fn sanitize(session: &mut Session, ctx: &mut RequestCtx) -> Seen {
+/// Notes which of the headers later stages read the client sent (`ctx.sent`).
+pub(super) fn sanitize(session: &mut Session, ctx: &mut RequestCtx) {
     let edge = &ctx.config.edge;
     let peer = session
         .client_addr()
@@ -34,13 +34,13 @@ pub(super) fn sanitize(session: &mut Session, ctx: &mut RequestCtx) -> Seen {
         .map(|a| a.ip());
     ctx.trusted_peer = peer.is_some_and(|ip| edge.trusts(ip));
     ctx.client_ip = edge.client_ip(peer, &session.req_header().headers);
-    match edge.sanitize(session.req_header_mut(), ctx.trusted_peer) {
-        Ok(seen) => seen,
+    ctx.sent = match edge.sanitize(session.req_header_mut(), ctx.trusted_peer) {
+        Ok(sent) => sent,
         Err(bad) => {
             ctx.refused = Some(Refusal::InvalidHeader(bad.name));
             Seen::ANY
         }
-    }
+    };
 }
 
 /// Judge the path and select the route ([`route_request`]); a path the policy refuses
@@ -72,7 +72,8 @@ pub(super) fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<Arc<R
         return Err(Refusal::NoRoute);
     };
     ctx.body_limit = route.max_body_size;
-    if body_limit::declared_over(session.req_header(), ctx.body_limit) {
+    let declared = ctx.sent.may_have(Seen::CONTENT_LENGTH);
+    if body_limit::declared_over(session.req_header(), declared, ctx.body_limit) {
         // refused before anything is read or forwarded; the unread body ends the connection
         session.as_mut().set_keepalive(None);
         return Err(Refusal::BodyTooLarge {
