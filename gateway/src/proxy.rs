@@ -2,7 +2,8 @@
 //! order the engine calls them. Each hook is a few lines that call its stage in a
 //! submodule; `RequestCtx` carries what one stage hands to the next.
 //!
-//! early_request_filter    -> request::sanitize (client header hygiene: crate::edge),
+//! early_request_filter    -> request::sanitize (client header hygiene: crate::edge;
+//!                            notes which headers later stages read, `ctx.sent`),
 //!                            request::request_id, trace::TraceContext::start (W3C
 //!                            Trace Context), request::select_route (path policy,
 //!                            route on this request's config snapshot),
