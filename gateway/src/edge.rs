@@ -107,6 +107,18 @@ enum Class {
     Noted(Seen),
 }
 
+impl Class {
+    /// Whether a client header of `class` (None: on no list) is removed from a
+    /// request whose peer is trusted or not.
+    fn removes(class: Option<&Class>, trusted_peer: bool) -> bool {
+        match class {
+            Some(Class::Always) => true,
+            Some(Class::Forwarded) => !trusted_peer,
+            Some(Class::Noted(_)) | None => false,
+        }
+    }
+}
+
 /// Which of the client headers later stages read are in a request, as the hygiene
 /// pass saw them (after its removals). A header not seen is not in the request; a
 /// header seen may be (look it up).
@@ -244,21 +256,16 @@ impl EdgePolicy {
             if !self.classes_complete {
                 return self.always.contains(n) || (!trusted_peer && self.forwarded.contains(n));
             }
-            match self.classes.get(n) {
-                Some(Class::Always) => true,
-                Some(Class::Forwarded) => !trusted_peer,
-                Some(Class::Noted(_)) | None => false,
-            }
+            Class::removes(self.classes.get(n), trusted_peer)
         };
         let mut seen = Seen::default();
         let mut any_doomed = false;
         if self.classes_complete {
             for name in req.headers.keys() {
-                match self.classes.get(name) {
-                    Some(Class::Always) => any_doomed = true,
-                    Some(Class::Forwarded) => any_doomed |= !trusted_peer,
-                    Some(Class::Noted(s)) => seen.0 |= s.0,
-                    None => {}
+                let class = self.classes.get(name);
+                any_doomed |= Class::removes(class, trusted_peer);
+                if let Some(Class::Noted(s)) = class {
+                    seen.0 |= s.0;
                 }
             }
         } else {
