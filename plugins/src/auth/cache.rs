@@ -110,10 +110,14 @@ impl<S: BuildHasher> TokenCache<S> {
         if let Some(e) = g.young.get(&key) {
             return e.is_for(token).then(|| e.verified.clone());
         }
-        if !g.old.get(&key).is_some_and(|e| e.is_for(token)) {
+        // a hit in the old generation moves to the young one
+        let std::collections::hash_map::Entry::Occupied(slot) = g.old.entry(key) else {
+            return None;
+        };
+        if !slot.get().is_for(token) {
             return None;
         }
-        let e = g.old.remove(&key)?;
+        let e = slot.remove();
         let hit = e.verified.clone();
         Self::put(&mut g, self.half, key, e);
         Some(hit)
