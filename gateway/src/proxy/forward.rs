@@ -274,8 +274,8 @@ fn forwarded_for(prev: Option<&str>, ip: std::net::IpAddr) -> Option<HeaderValue
     }
 }
 
-/// The longest address text: an IPv4-mapped IPv6 address
-/// (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+/// Room for any address text: the longest IPv6 form (six groups and a dotted quad,
+/// 45 bytes) is longer than anything `Display` writes (eight groups, 39 bytes).
 const IP_TEXT_MAX: usize = 45;
 
 /// `ip` as text, written into `buf`. IPv4 by hand: through `Display`, the
@@ -351,7 +351,7 @@ mod tests {
             "::ffff:192.0.2.1",
             "2001:db8:0:0:1:0:0:1",
             "fe80::1",
-            // the longest text there is
+            // eight full groups: the longest text `Display` writes (39 bytes)
             "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
             "1111:2222:3333:4444:5555:6666:7777:8888",
         ];
